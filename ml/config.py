@@ -1,0 +1,334 @@
+"""One frozen settings object per dataset: the dataset YAML, then environment overrides.
+
+Environment:
+    DRIFTWATCH_HOME          working directory for everything driftwatch writes (default: <repo>/var)
+    DRIFTWATCH_LAKE          root of the data lake (default: $DRIFTWATCH_HOME/lake)
+    DRIFTWATCH_DATASETS      folder of dataset YAML files (default: the bundled ml/datasets)
+    DRIFTWATCH_DB_URL        SQLAlchemy URL of the history database (default: SQLite under home)
+    MLFLOW_TRACKING_URI      MLflow tracking/registry URI (default: SQLite under home)
+    DRIFTWATCH__A__B=value   overrides key a.b of every dataset YAML, e.g. DRIFTWATCH__THRESHOLDS__DRIFT_SHARE=0.3
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ml.exceptions import ConfigError
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+BUNDLED_DATASETS = Path(__file__).resolve().parent / "datasets"
+ENV_PREFIX = "DRIFTWATCH__"
+
+
+def home_dir() -> Path:
+    return Path(os.environ.get("DRIFTWATCH_HOME") or REPO_ROOT / "var").resolve()
+
+
+def datasets_dir() -> Path:
+    return Path(os.environ.get("DRIFTWATCH_DATASETS") or BUNDLED_DATASETS).resolve()
+
+
+@dataclass(frozen=True)
+class Paths:
+    home: Path
+    lake: Path
+    quarantine: Path
+    reports: Path
+    models: Path
+    mlflow_artifacts: Path
+    alerts: Path
+
+    @classmethod
+    def from_env(cls) -> Paths:
+        home = home_dir()
+        lake = Path(os.environ.get("DRIFTWATCH_LAKE") or home / "lake").resolve()
+        return cls(
+            home=home,
+            lake=lake,
+            quarantine=home / "quarantine",
+            reports=home / "reports",
+            models=home / "models",
+            mlflow_artifacts=home / "mlflow" / "artifacts",
+            alerts=home / "alerts.log",
+        )
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    drift_share: float = 0.5
+    quality_drop: float = 0.05
+    cooldown_days: int = 7
+    min_new_rows: int = 3000
+    min_delta: float = 0.0
+    logloss_tolerance: float = 0.01
+    min_bootstrap_auc: float = 0.55
+    bootstrap_resamples: int = 1000
+    confidence: float = 0.95
+
+
+@dataclass(frozen=True)
+class Training:
+    window: str = "all"  # all | last_n_days | time_decay
+    window_days: int = 90
+    half_life_days: float = 60.0
+    model: str = "hist_gradient_boosting"
+    params: Mapping[str, Any] = field(default_factory=dict)
+    seed: int = 42
+
+
+@dataclass(frozen=True)
+class Validation:
+    min_rows: int = 1
+    max_rows: int = 1_000_000
+    min_non_null: Mapping[str, float] = field(default_factory=lambda: {"default": 0.95})
+    range_tolerance: float = 0.25
+    max_unseen_share: float = 0.05
+    ranges: Mapping[str, tuple[float, float]] = field(default_factory=dict)
+
+    def non_null_floor(self, column: str) -> float:
+        return float(self.min_non_null.get(column, self.min_non_null.get("default", 0.95)))
+
+
+@dataclass(frozen=True)
+class Wait:
+    timeout_minutes: float = 60.0
+    poke_seconds: float = 30.0
+
+
+@dataclass(frozen=True)
+class Settings:
+    name: str
+    description: str
+    dag_id: str
+    start_date: dt.date
+    registered_model: str
+    source: str | None
+    date_column: str
+    label: str
+    positive: Any
+    numeric: tuple[str, ...]
+    categorical: tuple[str, ...]
+    drop: tuple[str, ...]
+    keys: tuple[str, ...]
+    original_start: dt.date
+    original_end: dt.date
+    holdout_days: int
+    training: Training
+    thresholds: Thresholds
+    validation: Validation
+    wait: Wait
+    drift_columns: Mapping[str, Mapping[str, Any]]  # per-column Evidently method/threshold overrides
+    paths: Paths
+    tracking_uri: str
+    history_url: str
+    yaml_path: Path
+
+    @property
+    def features(self) -> list[str]:
+        return [*self.numeric, *self.categorical]
+
+    @property
+    def columns(self) -> list[str]:
+        """Every column a partition must have, in a stable order."""
+        return [self.date_column, *self.features, self.label, *self.drop]
+
+    @property
+    def lake_dir(self) -> Path:
+        return self.paths.lake / self.name
+
+    def partition_dir(self, day: dt.date) -> Path:
+        return self.lake_dir / f"date={day.isoformat()}"
+
+    def quarantine_dir(self, day: dt.date) -> Path:
+        return self.paths.quarantine / self.name / f"date={day.isoformat()}"
+
+    def report_dir(self, day: dt.date) -> Path:
+        return self.paths.reports / self.name / f"date={day.isoformat()}"
+
+    def with_overrides(self, **changes: Any) -> Settings:
+        """A copy with top-level fields replaced (e.g. thresholds for one manual run)."""
+        from dataclasses import replace
+
+        return replace(self, **changes)
+
+
+def _date(value: Any, key: str) -> dt.date:
+    if isinstance(value, dt.datetime):
+        return value.date()
+    if isinstance(value, dt.date):
+        return value
+    try:
+        return dt.date.fromisoformat(str(value))
+    except ValueError:
+        raise ConfigError(f"{key}: expected a date YYYY-MM-DD. Got {value!r}.") from None
+
+
+def _section(raw: Mapping[str, Any], key: str, cls: type, path: str) -> Any:
+    value = raw.get(key) or {}
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{path}: {key}: expected a mapping. Got {type(value).__name__}.")
+    known = {f for f in cls.__dataclass_fields__}
+    unknown = sorted(set(value) - known)
+    if unknown:
+        raise ConfigError(f"{path}: {key}: unknown keys {unknown[:5]}. Allowed: {sorted(known)}.")
+    kwargs: dict[str, Any] = {}
+    for name, spec in cls.__dataclass_fields__.items():
+        if name not in value:
+            continue
+        v = value[name]
+        default = spec.default
+        if isinstance(default, bool) or default is None or isinstance(default, Mapping):
+            kwargs[name] = v
+        elif isinstance(default, int) and not isinstance(default, bool):
+            try:
+                kwargs[name] = int(v)
+            except (TypeError, ValueError):
+                raise ConfigError(f"{path}: {key}.{name}: expected an integer. Got {v!r}.") from None
+        elif isinstance(default, float):
+            try:
+                kwargs[name] = float(v)
+            except (TypeError, ValueError):
+                raise ConfigError(f"{path}: {key}.{name}: expected a number. Got {v!r}.") from None
+        else:
+            kwargs[name] = v
+    return cls(**kwargs)
+
+
+def _apply_env_overrides(raw: dict[str, Any], environ: Mapping[str, str]) -> dict[str, Any]:
+    for var, value in environ.items():
+        if not var.startswith(ENV_PREFIX):
+            continue
+        parts = [p.lower() for p in var[len(ENV_PREFIX) :].split("__") if p]
+        node = raw
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"{var}: {'.'.join(parts)} does not name a mapping key.")
+        node[parts[-1]] = yaml.safe_load(value)
+    return raw
+
+
+def _names(raw: Any, key: str, path: str) -> tuple[str, ...]:
+    if raw is None:
+        return ()
+    if not isinstance(raw, list) or not all(isinstance(x, str) for x in raw):
+        raise ConfigError(f"{path}: {key}: expected a list of column names. Got {raw!r}.")
+    return tuple(raw)
+
+
+def load_settings(dataset: str | Path, environ: Mapping[str, str] | None = None) -> Settings:
+    """Load a dataset's settings.
+
+    Args:
+        dataset: a dataset name (looked up in DRIFTWATCH_DATASETS) or a path to its YAML file.
+        environ: environment to read overrides from (default: os.environ).
+
+    Raises:
+        ConfigError: the file is missing or a value is invalid; the message names the key path.
+    """
+    environ = os.environ if environ is None else environ
+    path = Path(dataset)
+    if path.suffix not in (".yaml", ".yml"):
+        path = datasets_dir() / f"{dataset}.yaml"
+    if not path.is_file():
+        known = sorted(p.stem for p in datasets_dir().glob("*.yaml"))
+        raise ConfigError(f"dataset {str(dataset)!r}: no file {path}. Known datasets: {known}.")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level.")
+    raw = _apply_env_overrides(raw, environ)
+    p = str(path)
+
+    for key in ("name", "date_column", "label", "features", "original_window", "holdout_days"):
+        if key not in raw:
+            raise ConfigError(f"{p}: missing required key {key!r}.")
+    label = raw["label"]
+    if not isinstance(label, Mapping) or "column" not in label:
+        raise ConfigError(f"{p}: label: expected a mapping with 'column' and 'positive'. Got {label!r}.")
+    features = raw["features"]
+    if not isinstance(features, Mapping):
+        raise ConfigError(f"{p}: features: expected a mapping with 'numeric' and 'categorical'.")
+    numeric = _names(features.get("numeric"), "features.numeric", p)
+    categorical = _names(features.get("categorical"), "features.categorical", p)
+    if not numeric and not categorical:
+        raise ConfigError(f"{p}: features: at least one numeric or categorical feature is required.")
+    both = sorted(set(numeric) & set(categorical))
+    if both:
+        raise ConfigError(f"{p}: features: {both} listed as both numeric and categorical.")
+    window = raw["original_window"]
+    if not isinstance(window, Mapping) or not {"start", "end"} <= set(window):
+        raise ConfigError(f"{p}: original_window: expected {{start: DATE, end: DATE}}. Got {window!r}.")
+    start = _date(window["start"], f"{p}: original_window.start")
+    end = _date(window["end"], f"{p}: original_window.end")
+    if end < start:
+        raise ConfigError(f"{p}: original_window: end {end} is before start {start}.")
+    try:
+        holdout = int(raw["holdout_days"])
+    except (TypeError, ValueError):
+        raise ConfigError(f"{p}: holdout_days: expected an integer. Got {raw['holdout_days']!r}.") from None
+    window_days = (end - start).days + 1
+    if not 1 <= holdout < window_days:
+        raise ConfigError(
+            f"{p}: holdout_days: must be at least 1 and shorter than the original window "
+            f"({window_days} days). Got {holdout}."
+        )
+    thresholds = _section(raw, "thresholds", Thresholds, p)
+    if not 0 < thresholds.drift_share <= 1:
+        raise ConfigError(f"{p}: thresholds.drift_share: expected a share in (0, 1]. Got {thresholds.drift_share}.")
+    if not 0 < thresholds.confidence < 1:
+        raise ConfigError(f"{p}: thresholds.confidence: expected a value in (0, 1). Got {thresholds.confidence}.")
+    training = _section(raw, "training", Training, p)
+    if training.window not in ("all", "last_n_days", "time_decay"):
+        raise ConfigError(f"{p}: training.window: expected all | last_n_days | time_decay. Got {training.window!r}.")
+    validation = _section(raw, "validation", Validation, p)
+    ranges = {}
+    for col, bounds in (validation.ranges or {}).items():
+        if not isinstance(bounds, list | tuple) or len(bounds) != 2:
+            raise ConfigError(f"{p}: validation.ranges.{col}: expected [min, max]. Got {bounds!r}.")
+        ranges[col] = (float(bounds[0]), float(bounds[1]))
+    from dataclasses import replace
+
+    validation = replace(validation, ranges=ranges)
+    name = str(raw["name"])
+    home = home_dir()
+    return Settings(
+        name=name,
+        description=str(raw.get("description", "")).strip(),
+        dag_id=str(raw.get("dag_id") or f"retraining_pipeline__{name}"),
+        start_date=_date(raw.get("start_date", start), f"{p}: start_date"),
+        registered_model=str(raw.get("registered_model") or name),
+        source=raw.get("source"),
+        date_column=str(raw["date_column"]),
+        label=str(label["column"]),
+        positive=label.get("positive", 1),
+        numeric=numeric,
+        categorical=categorical,
+        drop=_names(raw.get("drop"), "drop", p),
+        keys=_names(raw.get("keys"), "keys", p),
+        original_start=start,
+        original_end=end,
+        holdout_days=holdout,
+        training=training,
+        thresholds=thresholds,
+        validation=validation,
+        wait=_section(raw, "wait", Wait, p),
+        drift_columns=dict(raw.get("drift", {}).get("columns", {}) if isinstance(raw.get("drift"), Mapping) else {}),
+        paths=Paths.from_env(),
+        tracking_uri=environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{home / 'mlflow' / 'mlflow.db'}",
+        history_url=environ.get("DRIFTWATCH_DB_URL") or f"sqlite:///{home / 'driftwatch.db'}",
+        yaml_path=path,
+    )
+
+
+def list_datasets() -> list[str]:
+    return sorted(p.stem for p in datasets_dir().glob("*.yaml"))

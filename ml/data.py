@@ -1,0 +1,175 @@
+"""Daily partitions of the lake: `<lake>/<dataset>/date=YYYY-MM-DD/*.parquet`.
+
+Files whose names start with `_` or `.` are driftwatch's own (e.g. `_predictions.parquet`, the champion's
+scores stored beside the batch) and are never read as batch data, as in Hive/Spark layouts.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import shutil
+from collections.abc import Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ml.config import Settings
+from ml.exceptions import BatchMissingError, UnreadableBatchError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+log = logging.getLogger(__name__)
+
+PREDICTIONS_FILE = "_predictions.parquet"
+REASON_FILE = "_reason.json"
+
+
+def as_date(value: str | dt.date | dt.datetime) -> dt.date:
+    """A logical date from a date, a datetime, or an ISO string (`2013-02-01` or a full timestamp)."""
+    if isinstance(value, dt.datetime):
+        return value.date()
+    if isinstance(value, dt.date):
+        return value
+    return dt.date.fromisoformat(str(value)[:10])
+
+
+def batch_files(partition: Path) -> list[Path]:
+    """Data files of a partition, driftwatch's own files excluded."""
+    if not partition.is_dir():
+        return []
+    return sorted(
+        p for p in partition.iterdir() if p.is_file() and not p.name.startswith(("_", ".")) and p.suffix == ".parquet"
+    )
+
+
+def partition_exists(settings: Settings, day: dt.date) -> bool:
+    return bool(batch_files(settings.partition_dir(day)))
+
+
+def read_files(files: Iterable[Path]) -> pd.DataFrame:
+    """Read parquet files into one frame.
+
+    Raises:
+        UnreadableBatchError: a file is empty, corrupt or not parquet; the message names the file.
+    """
+    import pandas as pd
+    import pyarrow.parquet as pq
+
+    frames = []
+    for f in files:
+        if f.stat().st_size == 0:
+            raise UnreadableBatchError(f"{f}: the file is empty (0 bytes). Expected a parquet file.")
+        try:
+            frames.append(pq.read_table(f).to_pandas())
+        except Exception as exc:  # pyarrow raises several types for a bad file
+            raise UnreadableBatchError(f"{f}: cannot be read as parquet ({type(exc).__name__}: {exc}).") from None
+    if not frames:
+        return pd.DataFrame()
+    return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+
+
+def read_batch(settings: Settings, day: dt.date) -> pd.DataFrame:
+    """The batch of one logical date, as stored (no cleaning).
+
+    Raises:
+        BatchMissingError: the partition has no data file.
+        UnreadableBatchError: a data file cannot be read.
+    """
+    partition = settings.partition_dir(day)
+    files = batch_files(partition)
+    if not files:
+        raise BatchMissingError(f"{partition}: no batch for {settings.name} on {day} (expected *.parquet files).")
+    return read_files(files)
+
+
+def read_days(settings: Settings, days: Iterable[dt.date]) -> pd.DataFrame:
+    """Concatenate the batches of several days (missing days are skipped), features + label + date."""
+    import pandas as pd
+
+    frames = []
+    for day in days:
+        files = batch_files(settings.partition_dir(day))
+        if files:
+            frames.append(read_files(files))
+    if not frames:
+        return pd.DataFrame(columns=settings.columns)
+    return pd.concat(frames, ignore_index=True)
+
+
+def available_days(settings: Settings, until: dt.date | None = None) -> list[dt.date]:
+    """Days with a partition in the lake, ascending, up to and including `until`."""
+    days = []
+    if settings.lake_dir.is_dir():
+        for p in settings.lake_dir.glob("date=*"):
+            try:
+                day = dt.date.fromisoformat(p.name[5:])
+            except ValueError:
+                continue
+            if (until is None or day <= until) and batch_files(p):
+                days.append(day)
+    return sorted(days)
+
+
+def daterange(start: dt.date, end: dt.date) -> list[dt.date]:
+    return [start + dt.timedelta(days=i) for i in range((end - start).days + 1)]
+
+
+def quarantine(settings: Settings, day: dt.date, reason: dict) -> Path:
+    """Move the day's partition (every file) to the quarantine area with a reason file. Never deletes.
+
+    A second quarantine of the same day goes to `date=.../attempt-N` so earlier evidence is kept.
+    Returns the folder the files now live in.
+    """
+    source = settings.partition_dir(day)
+    target = settings.quarantine_dir(day)
+    if target.exists():
+        n = 2
+        while (target / f"attempt-{n}").exists():
+            n += 1
+        target = target / f"attempt-{n}"
+    target.mkdir(parents=True, exist_ok=True)
+    if source.is_dir():
+        for f in sorted(source.iterdir()):
+            shutil.move(str(f), str(target / f.name))
+        source.rmdir()
+    (target / REASON_FILE).write_text(json.dumps(reason, indent=2, default=str))
+    log.warning("quarantined %s %s -> %s", settings.name, day, target)
+    return target
+
+
+def quarantined_files(settings: Settings, day: dt.date) -> list[Path]:
+    """Data files of the latest quarantine of a day (to re-check a day that was quarantined before)."""
+    base = settings.quarantine_dir(day)
+    if not base.is_dir():
+        return []
+    attempts = sorted((p for p in base.glob("attempt-*") if p.is_dir()), key=lambda p: int(p.name.split("-")[1]))
+    return batch_files(attempts[-1] if attempts else base)
+
+
+def write_predictions(settings: Settings, day: dt.date, frame: pd.DataFrame) -> Path:
+    """Store the champion's scores beside the batch (data capture), atomically."""
+    path = settings.partition_dir(day) / PREDICTIONS_FILE
+    tmp = path.with_name(f".{path.name}.tmp")
+    frame.to_parquet(tmp, index=False)
+    tmp.replace(path)
+    return path
+
+
+def read_predictions(settings: Settings, day: dt.date) -> pd.DataFrame | None:
+    import pandas as pd
+
+    path = settings.partition_dir(day) / PREDICTIONS_FILE
+    return pd.read_parquet(path) if path.is_file() else None
+
+
+def model_frame(settings: Settings, frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.Series]:
+    """Features (declared order, numeric as float, categorical as str) and the binary label."""
+    X = frame[settings.features].copy()
+    for col in settings.numeric:
+        X[col] = X[col].astype("float64")
+    for col in settings.categorical:
+        X[col] = X[col].astype("object").where(X[col].notna(), None)
+    y = (frame[settings.label] == settings.positive).astype("int64")
+    return X, y
