@@ -1,0 +1,230 @@
+"""Drift-triggered retraining, one DAG per dataset YAML (flights -> `retraining_pipeline`).
+
+The file only wires tasks: every task body is a lazy import of `ml.steps` and one call keyed by the run's
+logical date. Nothing heavy is imported and nothing is read at parse time except the small dataset YAML
+files that say which DAGs exist (the dynamic-DAG pattern).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+
+import pendulum
+from airflow.sdk import Param, TriggerRule, dag, get_current_context, task
+
+from ml.catalog import DagSpec, dag_specs
+
+DAG_DOC = """
+### Drift-triggered retraining: `{dataset}`
+
+{description}
+
+One run per **logical date** (the date picks the batch, never "now"):
+
+| step | what it does |
+|---|---|
+| `wait_for_batch` | waits for `<lake>/{dataset}/date=YYYY-MM-DD/*.parquet` (or a quarantined copy when re-run) |
+| `validate_batch` | Great Expectations suite from the champion's training data + the YAML rules; branch |
+| `quarantine_batch` | a failing batch is **moved** (never deleted) to the quarantine area with a reason file; alert; champion untouched |
+| `score_batch` | champion scores stored beside the batch (`_predictions.parquet`, data capture) |
+| `detect_drift` | Evidently drift vs the champion's training data; quality on the batch's labels; HTML report |
+| `decide` | retrain when drift share >= {drift_share} or AUC drop >= {quality_drop}, outside a {cooldown}-day cooldown and with >= {min_rows} new rows; `force_retrain` bypasses |
+| `train_challenger` | original window + accepted days, the last holdout days excluded; logged and registered in MLflow |
+| `evaluate_challenger` | champion and challenger on the **same** holdout rows; paired bootstrap CI of the AUC gain; log-loss guardrail |
+| `promote_challenger` / `reject_challenger` | alias `champion` (and `previous`) moved under a lock and audited / version tagged with the reason |
+| `record` | closes the day's history row; fails the run if a step failed |
+
+Before the first champion exists the runs collect the original window; the first champion is trained on
+its last day. Params below apply to a manual run only.
+"""
+
+
+def _day() -> dt.date:
+    ctx = get_current_context()
+    logical = ctx.get("logical_date")
+    if logical is None:
+        raise ValueError(
+            "this run has no logical date: trigger it with one (the date selects the batch to process)"
+        )
+    return dt.date(logical.year, logical.month, logical.day)
+
+
+def _run_id() -> str:
+    return str(get_current_context()["run_id"])
+
+
+def _run_url(dag_id: str, run_id: str) -> str:
+    base = os.environ.get("AIRFLOW__API__BASE_URL") or f"http://127.0.0.1:{os.environ.get('AIRFLOW__API__PORT', '8080')}"
+    return f"{base.rstrip('/')}/dags/{dag_id}/runs/{run_id}"
+
+
+def _on_failure(context) -> None:
+    """Keep the error in the day's history row and raise an alert."""
+    from ml import steps
+
+    ti = context["ti"]
+    logical = context.get("logical_date")
+    if logical is None:
+        return
+    error = context.get("exception")
+    message = f"{type(error).__name__}: {error}" if error else "task failed"
+    if ti.task_id == "wait_for_batch":
+        s = steps.settings_for(context["params"]["dataset"])
+        message = f"no batch at {s.partition_dir(logical.date())} before the wait timed out ({message})"
+    steps.record_failure(context["params"]["dataset"], logical.date(), ti.task_id, message, str(context["run_id"]))
+
+
+def build(spec: DagSpec):
+    t = spec.thresholds
+
+    @dag(
+        dag_id=spec.dag_id,
+        schedule="@daily",
+        start_date=pendulum.datetime(spec.start_date.year, spec.start_date.month, spec.start_date.day, tz="UTC"),
+        catchup=False,
+        max_active_runs=1,  # champion history is sequential: day D serves the champion of day D-1
+        tags=["driftwatch", spec.dataset],
+        doc_md=DAG_DOC.format(
+            dataset=spec.dataset, description=spec.description,
+            drift_share=t.get("drift_share", 0.5), quality_drop=t.get("quality_drop", 0.05),
+            cooldown=t.get("cooldown_days", 7), min_rows=t.get("min_new_rows", 0),
+        ),
+        default_args={
+            "retries": 1,
+            "retry_delay": dt.timedelta(seconds=20),
+            "on_failure_callback": _on_failure,
+        },
+        params={
+            "dataset": Param(spec.dataset, type="string", const=spec.dataset,
+                             description="The dataset this DAG runs (fixed)."),
+            "force_retrain": Param(False, type="boolean", description="Train a challenger whatever the drift."),
+            "dry_run": Param(False, type="boolean", description="Train and evaluate, never promote."),
+            "drift_share": Param(None, type=["null", "number"], minimum=0.0, maximum=1.0,
+                                 description="Override the drift-share threshold for this run."),
+            "quality_drop": Param(None, type=["null", "number"], minimum=0.0, maximum=1.0,
+                                  description="Override the AUC-drop threshold for this run."),
+            "min_delta": Param(None, type=["null", "number"], minimum=-1.0, maximum=1.0,
+                               description="Override the minimum AUC gain (lower CI bound) to promote."),
+            "model_params": Param({}, type="object",
+                                  description="Override model hyper-parameters for this run's challenger."),
+        },
+        render_template_as_native_obj=True,
+    )
+    def pipeline():
+        dataset = spec.dataset
+
+        @task.sensor(task_id="wait_for_batch", poke_interval=spec.poke_s, timeout=spec.wait_timeout_s,
+                     mode="reschedule")
+        def wait_for_batch() -> bool:
+            """Wait until the logical date's partition is in the lake."""
+            from ml import steps
+
+            return steps.batch_ready(dataset, _day())
+
+        @task.branch(task_id="validate_batch")
+        def validate_batch() -> str:
+            """Validate the batch (Great Expectations); branch to quarantine or scoring."""
+            from ml import steps
+
+            result = steps.validate(dataset, _day(), _run_id())
+            return "score_batch" if result["ok"] else "quarantine_batch"
+
+        @task(task_id="quarantine_batch")
+        def quarantine_batch() -> dict:
+            """Move the failed batch to quarantine with a reason file; alert. The champion is untouched."""
+            from ml import steps
+
+            return steps.quarantine(dataset, _day(), _run_id())
+
+        @task(task_id="score_batch")
+        def score_batch() -> dict:
+            """Score the batch with the serving champion and store the scores beside it."""
+            from ml import steps
+
+            return steps.score(dataset, _day())
+
+        @task(task_id="detect_drift")
+        def detect_drift() -> dict:
+            """Evidently drift report against the champion's training data; quality on the batch's labels."""
+            from ml import steps
+
+            return steps.detect(dataset, _day())
+
+        @task.branch(task_id="decide")
+        def decide() -> str:
+            """Retrain or not, with the reason recorded in the history."""
+            from ml import steps
+
+            params = get_current_context()["params"]
+            out = steps.decide(
+                dataset, _day(), force=bool(params.get("force_retrain")),
+                overrides={k: params.get(k) for k in ("drift_share", "quality_drop")},
+            )
+            return "train_challenger" if out["retrain"] else "skip_retrain"
+
+        @task(task_id="skip_retrain")
+        def skip_retrain() -> str:
+            """No retrain today: the reason is in the history row and the `decide` log."""
+            return "skipped"
+
+        @task(task_id="train_challenger")
+        def train_challenger() -> dict:
+            """Train a challenger on the original window + accepted new days; log and register it in MLflow."""
+            from ml import steps
+
+            params = get_current_context()["params"]
+            run_id = _run_id()
+            return steps.train(dataset, _day(), dag_run_id=run_id, dag_run_url=_run_url(spec.dag_id, run_id),
+                               model_params=params.get("model_params") or {})
+
+        @task.branch(task_id="evaluate_challenger")
+        def evaluate_challenger(trained: dict) -> str:
+            """Champion vs challenger on the same holdout rows; branch to promote or reject."""
+            from ml import steps
+
+            params = get_current_context()["params"]
+            out = steps.evaluate(dataset, _day(), trained["version"], dry_run=bool(params.get("dry_run")),
+                                 min_delta=params.get("min_delta"))
+            return "promote_challenger" if out["promote"] else "reject_challenger"
+
+        @task(task_id="promote_challenger")
+        def promote_challenger(trained: dict) -> dict:
+            """Move alias `champion` to the challenger (old champion -> `previous`), audited, under a lock."""
+            from ml import steps
+
+            return steps.promote(dataset, _day(), trained["version"], _run_id())
+
+        @task(task_id="reject_challenger")
+        def reject_challenger(trained: dict) -> dict:
+            """Tag the challenger with the reason it lost; the champion stays."""
+            from ml import steps
+
+            return steps.reject(dataset, _day(), trained["version"])
+
+        @task(task_id="record", trigger_rule=TriggerRule.ALL_DONE, retries=0)
+        def record() -> dict:
+            """Close the day's history row (runs whatever happened); fail the run if a step failed."""
+            from ml import steps
+
+            return steps.record(dataset, _day(), _run_id())
+
+        validated = validate_batch()
+        wait_for_batch() >> validated
+        quarantined, scored = quarantine_batch(), score_batch()
+        validated >> [quarantined, scored]
+        decided = decide()
+        scored >> detect_drift() >> decided
+        trained = train_challenger()
+        skipped = skip_retrain()
+        decided >> [trained, skipped]
+        evaluated = evaluate_challenger(trained)
+        promoted, rejected = promote_challenger(trained), reject_challenger(trained)
+        evaluated >> [promoted, rejected]
+        [quarantined, skipped, promoted, rejected] >> record()
+
+    return pipeline()
+
+
+for _spec in dag_specs():
+    globals()[_spec.dag_id] = build(_spec)

@@ -1,0 +1,202 @@
+"""`driftwatch` command line."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import logging
+import sys
+from typing import Any
+
+from ml.config import load_settings
+from ml.exceptions import DriftwatchError
+
+
+def _prepare(args: argparse.Namespace) -> int:
+    s = load_settings(args.dataset)
+    if s.source != "nycflights13":
+        print(f"{args.dataset}: no bundled adapter (source: {s.source!r}); write partitions to {s.lake_dir}")
+        return 2
+    from ml.datasets.nycflights13 import prepare
+
+    summary = prepare(s, force=args.force)
+    print(
+        f"{summary.rows_in} flights read; excluded {summary.cancelled} cancelled and {summary.diverted} diverted; "
+        f"{summary.rows_out} rows in {summary.days_written + summary.days_skipped} daily partitions "
+        f"({summary.days_written} written, {summary.days_skipped} already there) under {summary.lake}"
+    )
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    from ml.status import format_status, status
+
+    st = status(load_settings(args.dataset))
+    print(json.dumps(st, indent=2, default=str) if args.json else format_status(st))
+    return 0 if st["champion"] or not args.require_champion else 1
+
+
+HISTORY_COLUMNS = ["day", "status", "rows", "champion_version", "drift_share", "dataset_drift",
+                   "drifted_columns", "prediction_drift", "quality", "quality_drop", "decision", "reason",
+                   "candidate_version", "promotion", "promotion_reason", "error", "validation", "reports",
+                   "dag_run_id"]
+
+
+def _history(args: argparse.Namespace) -> int:
+    from ml.history import History
+
+    s = load_settings(args.dataset)
+    rows = History(s.history_url).days(s.name)
+    rows = [{k: r.get(k) for k in HISTORY_COLUMNS} for r in rows]
+    if args.json:
+        print(json.dumps(rows, indent=2, default=str))
+    elif args.csv:
+        import csv
+
+        w = csv.DictWriter(sys.stdout, fieldnames=HISTORY_COLUMNS)
+        w.writeheader()
+        for r in rows:
+            w.writerow({k: json.dumps(v) if isinstance(v, dict | list) else v for k, v in r.items()})
+    else:
+        print(f"{'day':<11}{'status':<12}{'rows':>5}  {'drift':>5}  {'auc':>6}  {'decision':<10}{'cand':>5}  "
+              f"{'promotion':<10}reason")
+        for r in rows:
+            q = r["quality"] or {}
+            auc = q.get("roc_auc")
+            print(
+                f"{r['day']:<11}{r['status'] or '':<12}{r['rows'] or 0:>5}  "
+                f"{'' if r['drift_share'] is None else f'{r['drift_share']:.2f}':>5}  "
+                f"{'' if auc is None else f'{auc:.3f}':>6}  {r['decision'] or '':<10}"
+                f"{r['candidate_version'] or '':>5}  {r['promotion'] or '':<10}{(r['reason'] or '')[:90]}"
+            )
+    return 0
+
+
+def _validate(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from ml import validation
+    from ml.exceptions import UnreadableBatchError
+    from ml.history import History
+    from ml.steps import _artifact
+
+    s = load_settings(args.dataset)
+    reference = None
+    h = History(s.history_url)
+    events = h.alias_events(s.name, "champion")
+    if events and not args.no_reference:
+        version = max(events, key=lambda e: (e["logical_date"], e["id"]))["after_version"]
+        try:
+            reference = _artifact(s, h, version, "reference.parquet")
+        except Exception as exc:  # noqa: BLE001 - validate without reference rather than not at all
+            print(f"warning: champion reference unavailable ({exc}); checking the YAML rules only", file=sys.stderr)
+    try:
+        result = validation.validate_path(s, Path(args.path), reference=reference)
+    except (UnreadableBatchError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=2, default=str))
+    elif result.success:
+        print(f"{args.path}: OK - {result.summary()}")
+    else:
+        print(f"{args.path}: FAILED ({len(result.failures)} problems)")
+        for f in result.failures:
+            print(f"  - {f.message}")
+    return 0 if result.success else 1
+
+
+def _champion(args: argparse.Namespace) -> int:
+    from ml.history import History
+
+    s = load_settings(args.dataset)
+    h = History(s.history_url)
+    day = dt.date.fromisoformat(args.at) if args.at else dt.date.max
+    version = h.champion_at(s.name, day)
+    if args.json:
+        print(json.dumps({"dataset": s.name, "at": args.at, "version": version}))
+    else:
+        print(version if version is not None else f"no champion on {args.at}")
+    return 0 if version is not None else 1
+
+
+def _run_day(args: argparse.Namespace) -> int:
+    """Run one logical date through the steps in this process, without Airflow (debugging, replay)."""
+    from ml.pipeline import run_day
+
+    out = run_day(args.dataset, dt.date.fromisoformat(args.date), force_retrain=args.force_retrain)
+    print(json.dumps(out, indent=2, default=str))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="driftwatch", description="Drift-triggered retraining on Airflow + MLflow.")
+    p.add_argument("-v", "--verbose", action="store_true")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def dataset_arg(sp: argparse.ArgumentParser, positional: bool = False) -> None:
+        if positional:
+            sp.add_argument("dataset", nargs="?", default="flights")
+        else:
+            sp.add_argument("--dataset", default="flights", help="dataset name (a YAML in ml/datasets)")
+
+    sp = sub.add_parser("prepare", help="write the daily partitions of a bundled dataset")
+    dataset_arg(sp, positional=True)
+    sp.add_argument("--force", action="store_true", help="rewrite partitions that exist")
+    sp.set_defaults(func=_prepare)
+
+    sp = sub.add_parser("status", help="champion, its holdout metrics, counts")
+    dataset_arg(sp)
+    sp.add_argument("--json", action="store_true")
+    sp.add_argument("--require-champion", action="store_true", help="exit 1 when there is no champion")
+    sp.set_defaults(func=_status)
+
+    sp = sub.add_parser("history", help="one row per processed day")
+    dataset_arg(sp)
+    g = sp.add_mutually_exclusive_group()
+    g.add_argument("--json", action="store_true")
+    g.add_argument("--csv", action="store_true")
+    sp.set_defaults(func=_history)
+
+    sp = sub.add_parser("validate", help="check a batch file before it goes into the lake (exit 0 ok, 1 bad, 2 unreadable)")
+    sp.add_argument("path", help="a parquet file or a date=YYYY-MM-DD partition folder")
+    dataset_arg(sp)
+    sp.add_argument("--json", action="store_true")
+    sp.add_argument("--no-reference", action="store_true", help="check the YAML rules only")
+    sp.set_defaults(func=_validate)
+
+    sp = sub.add_parser("champion", help="which version was champion after a date's run")
+    dataset_arg(sp)
+    sp.add_argument("--at", help="YYYY-MM-DD (default: now)")
+    sp.add_argument("--json", action="store_true")
+    sp.set_defaults(func=_champion)
+
+    sp = sub.add_parser("run-day", help="run one day's steps in this process, without Airflow")
+    sp.add_argument("date")
+    dataset_arg(sp)
+    sp.add_argument("--force-retrain", action="store_true")
+    sp.set_defaults(func=_run_day)
+
+    try:
+        from ml import stack
+    except ImportError:  # pragma: no cover - stack is part of the package
+        stack = None
+    if stack is not None and hasattr(stack, "add_subcommands"):
+        stack.add_subcommands(sub)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        result: Any = args.func(args)
+    except DriftwatchError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return int(result or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,263 @@
+"""The platform's memory: one row per dataset and day, the alias audit log, and the trained models.
+
+SQLAlchemy Core; SQLite by default (DRIFTWATCH_DB_URL for PostgreSQL in production). Every write is an
+upsert keyed by what it describes, so re-running a day replaces that day's row instead of adding one.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
+from functools import lru_cache
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+metadata = sa.MetaData()
+
+days = sa.Table(
+    "dw_days",
+    metadata,
+    sa.Column("dataset", sa.String(100), primary_key=True),
+    sa.Column("day", sa.String(10), primary_key=True),
+    sa.Column("status", sa.String(20)),  # collecting | accepted | quarantined | failed
+    sa.Column("rows", sa.Integer),
+    sa.Column("validation", sa.Text),  # short summary of the validation result
+    sa.Column("champion_version", sa.Integer),  # serving champion on that day
+    sa.Column("drift_share", sa.Float),
+    sa.Column("dataset_drift", sa.Boolean),
+    sa.Column("drifted_columns", sa.Text),  # JSON list
+    sa.Column("prediction_drift", sa.Float),
+    sa.Column("quality", sa.Text),  # JSON {roc_auc, accuracy, f1, log_loss}
+    sa.Column("quality_drop", sa.Float),
+    sa.Column("decision", sa.String(20)),  # skip | retrain | bootstrap | quarantine | collect
+    sa.Column("reason", sa.Text),
+    sa.Column("candidate_version", sa.Integer),
+    sa.Column("promotion", sa.String(20)),  # promoted | rejected | failed
+    sa.Column("promotion_reason", sa.Text),
+    sa.Column("evaluation", sa.Text),  # JSON evidence of the comparison
+    sa.Column("error", sa.Text),
+    sa.Column("reports", sa.Text),  # JSON {drift: path, validation: path}
+    sa.Column("dag_run_id", sa.String(250)),
+    sa.Column("updated_at", sa.DateTime(timezone=True)),
+)
+
+alias_events = sa.Table(
+    "dw_alias_events",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("dataset", sa.String(100), nullable=False, index=True),
+    sa.Column("model", sa.String(200), nullable=False),
+    sa.Column("alias", sa.String(50), nullable=False),
+    sa.Column("logical_date", sa.String(10), nullable=False),
+    sa.Column("before_version", sa.Integer),
+    sa.Column("after_version", sa.Integer),
+    sa.Column("reason", sa.Text),
+    sa.Column("dag_run_id", sa.String(250)),
+    sa.Column("actor", sa.String(200)),
+    sa.Column("at", sa.DateTime(timezone=True)),  # wall-clock time of the change: audit only, decides nothing
+)
+
+models = sa.Table(
+    "dw_models",
+    metadata,
+    sa.Column("dataset", sa.String(100), primary_key=True),
+    sa.Column("version", sa.Integer, primary_key=True),
+    sa.Column("trained_on", sa.String(10)),  # logical date of the run that trained it
+    sa.Column("run_id", sa.String(64)),
+    sa.Column("experiment_id", sa.String(64)),
+    sa.Column("train_days", sa.Text),  # JSON list of ISO days
+    sa.Column("holdout_days", sa.Text),  # JSON list of ISO days
+    sa.Column("train_rows", sa.Integer),
+    sa.Column("data_digest", sa.String(64)),
+    sa.Column("holdout_metrics", sa.Text),  # JSON: this model's metrics on its own holdout
+    sa.Column("reference_path", sa.Text),
+    sa.Column("trigger", sa.Text),
+)
+
+locks = sa.Table(
+    "dw_locks",
+    metadata,
+    sa.Column("name", sa.String(200), primary_key=True),
+    sa.Column("holder", sa.String(200), nullable=False),
+    sa.Column("acquired_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+JSON_FIELDS = {"drifted_columns", "quality", "evaluation", "reports", "train_days", "holdout_days", "holdout_metrics"}
+
+
+@lru_cache(maxsize=8)
+def engine(url: str) -> Engine:
+    if url.startswith("sqlite:///"):
+        os.makedirs(os.path.dirname(url[len("sqlite:///") :]) or ".", exist_ok=True)
+        eng = sa.create_engine(url, connect_args={"timeout": 60})
+    else:
+        eng = sa.create_engine(url, pool_pre_ping=True)
+    metadata.create_all(eng)
+    return eng
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def _encode(values: dict[str, Any]) -> dict[str, Any]:
+    out = {}
+    for key, value in values.items():
+        if key in JSON_FIELDS and value is not None and not isinstance(value, str):
+            value = json.dumps(value, default=str, sort_keys=True)
+        out[key] = value
+    return out
+
+
+def _decode(row: Any) -> dict[str, Any]:
+    out = dict(row._mapping)
+    for key in JSON_FIELDS & out.keys():
+        if isinstance(out[key], str):
+            try:
+                out[key] = json.loads(out[key])
+            except ValueError:
+                pass
+    for key, value in out.items():
+        if isinstance(value, dt.datetime):
+            out[key] = value.isoformat()
+    return out
+
+
+class History:
+    """Access to the history tables of one database URL."""
+
+    def __init__(self, url: str):
+        self.url = url
+        self.engine = engine(url)
+
+    # ---- days -----------------------------------------------------------------------------------------
+    def start_day(self, dataset: str, day: dt.date, **fields: Any) -> None:
+        """Replace the day's row: a re-run starts from a clean slate."""
+        with self.engine.begin() as conn:
+            conn.execute(days.delete().where(days.c.dataset == dataset, days.c.day == day.isoformat()))
+            conn.execute(
+                days.insert().values(dataset=dataset, day=day.isoformat(), updated_at=_now(), **_encode(fields))
+            )
+
+    def update_day(self, dataset: str, day: dt.date, **fields: Any) -> None:
+        """Set fields of the day's row, creating it if needed."""
+        values = {**_encode(fields), "updated_at": _now()}
+        with self.engine.begin() as conn:
+            found = conn.execute(
+                sa.select(days.c.day).where(days.c.dataset == dataset, days.c.day == day.isoformat())
+            ).first()
+            if found:
+                conn.execute(
+                    days.update().where(days.c.dataset == dataset, days.c.day == day.isoformat()).values(**values)
+                )
+            else:
+                conn.execute(days.insert().values(dataset=dataset, day=day.isoformat(), **values))
+
+    def get_day(self, dataset: str, day: dt.date) -> dict[str, Any] | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                sa.select(days).where(days.c.dataset == dataset, days.c.day == day.isoformat())
+            ).first()
+        return _decode(row) if row else None
+
+    def days(self, dataset: str, until: dt.date | None = None) -> list[dict[str, Any]]:
+        query = sa.select(days).where(days.c.dataset == dataset)
+        if until is not None:
+            query = query.where(days.c.day <= until.isoformat())
+        with self.engine.connect() as conn:
+            return [_decode(r) for r in conn.execute(query.order_by(days.c.day))]
+
+    # ---- models ---------------------------------------------------------------------------------------
+    def put_model(self, dataset: str, version: int, **fields: Any) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(models.delete().where(models.c.dataset == dataset, models.c.version == version))
+            conn.execute(models.insert().values(dataset=dataset, version=version, **_encode(fields)))
+
+    def get_model(self, dataset: str, version: int) -> dict[str, Any] | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                sa.select(models).where(models.c.dataset == dataset, models.c.version == version)
+            ).first()
+        return _decode(row) if row else None
+
+    def models(self, dataset: str) -> list[dict[str, Any]]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(models).where(models.c.dataset == dataset).order_by(models.c.version))
+            return [_decode(r) for r in rows]
+
+    # ---- alias audit log ------------------------------------------------------------------------------
+    def add_alias_event(self, conn: sa.Connection | None = None, **fields: Any) -> None:
+        values = {"at": _now(), "actor": f"{os.environ.get('USER', 'airflow')}@{socket.gethostname()}", **fields}
+        if conn is not None:
+            conn.execute(alias_events.insert().values(**values))
+        else:
+            with self.engine.begin() as c:
+                c.execute(alias_events.insert().values(**values))
+
+    def alias_events(self, dataset: str, alias: str | None = None) -> list[dict[str, Any]]:
+        query = sa.select(alias_events).where(alias_events.c.dataset == dataset)
+        if alias:
+            query = query.where(alias_events.c.alias == alias)
+        with self.engine.connect() as conn:
+            return [_decode(r) for r in conn.execute(query.order_by(alias_events.c.id))]
+
+    def champion_at(self, dataset: str, day: dt.date) -> int | None:
+        """The champion version in force after the run of `day` (events in logical-date order)."""
+        query = (
+            sa.select(alias_events.c.after_version)
+            .where(
+                alias_events.c.dataset == dataset,
+                alias_events.c.alias == "champion",
+                alias_events.c.logical_date <= day.isoformat(),
+            )
+            .order_by(alias_events.c.logical_date.desc(), alias_events.c.id.desc())
+            .limit(1)
+        )
+        with self.engine.connect() as conn:
+            row = conn.execute(query).first()
+        return row[0] if row else None
+
+    def latest_event_date(self, dataset: str, alias: str = "champion") -> str | None:
+        query = sa.select(sa.func.max(alias_events.c.logical_date)).where(
+            alias_events.c.dataset == dataset, alias_events.c.alias == alias
+        )
+        with self.engine.connect() as conn:
+            return conn.execute(query).scalar()
+
+    # ---- lock -----------------------------------------------------------------------------------------
+    @contextmanager
+    def lock(self, name: str, holder: str, timeout_s: float = 120.0, stale_s: float = 900.0) -> Iterator[None]:
+        """A database lock: a row whose primary key only one holder can insert.
+
+        A holder that died leaves its row; rows older than `stale_s` are taken over.
+        """
+        import time
+
+        from ml.exceptions import PromotionLockedError
+
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                with self.engine.begin() as conn:
+                    conn.execute(
+                        locks.delete().where(
+                            locks.c.name == name, locks.c.acquired_at < _now() - dt.timedelta(seconds=stale_s)
+                        )
+                    )
+                    conn.execute(locks.insert().values(name=name, holder=holder, acquired_at=_now()))
+                break
+            except sa.exc.IntegrityError:
+                if time.monotonic() > deadline:
+                    raise PromotionLockedError(f"lock {name!r} is held by another process") from None
+                time.sleep(0.2)
+        try:
+            yield
+        finally:
+            with self.engine.begin() as conn:
+                conn.execute(locks.delete().where(locks.c.name == name, locks.c.holder == holder))

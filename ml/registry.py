@@ -1,0 +1,368 @@
+"""MLflow tracking and registry: log challengers, move the `champion` alias, keep the audit log.
+
+The alias audit log in the history database is the timeline of record (ordered by logical date, so a
+backfill and day-by-day runs agree); the MLflow aliases mirror its latest entry.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ml.config import Settings
+from ml.history import History
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from mlflow import MlflowClient
+
+log = logging.getLogger(__name__)
+
+CHAMPION = "champion"
+PREVIOUS = "previous"
+TAG = "driftwatch."
+SKOPS_TRUSTED_TYPES = [
+    "functools.partial",
+    "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
+    "sklearn.utils.validation.check_array",
+]
+
+
+def _configure(settings: Settings) -> None:
+    import mlflow
+
+    mlflow.set_tracking_uri(settings.tracking_uri)
+    mlflow.set_registry_uri(settings.tracking_uri)
+
+
+def client(settings: Settings) -> MlflowClient:
+    from mlflow import MlflowClient
+
+    _configure(settings)
+    return MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.tracking_uri)
+
+
+def _local_store(settings: Settings) -> bool:
+    return settings.tracking_uri.startswith(("sqlite:", "file:", "/", "postgresql:", "mysql:"))
+
+
+def experiment_id(settings: Settings, kind: str) -> str:
+    """The dataset's `training` or `monitoring` experiment, created on first use.
+
+    With a database tracking URI the artifact location is set explicitly, so artifacts land under
+    DRIFTWATCH_HOME whichever process creates the experiment (MLflow's default is ./mlruns of the cwd).
+    """
+    return _experiment_id(settings.tracking_uri, f"{settings.name}-{kind}", str(settings.paths.mlflow_artifacts))
+
+
+@lru_cache(maxsize=32)
+def _experiment_id(tracking_uri: str, name: str, artifact_root: str) -> str:
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    c = MlflowClient(tracking_uri=tracking_uri)
+    exp = c.get_experiment_by_name(name)
+    if exp is not None:
+        return exp.experiment_id
+    location = None
+    if tracking_uri.startswith(("sqlite:", "postgresql:", "mysql:", "file:")):
+        location = Path(artifact_root, name).as_uri()
+    try:
+        return c.create_experiment(name, artifact_location=location)
+    except MlflowException:  # created meanwhile by another process
+        exp = c.get_experiment_by_name(name)
+        assert exp is not None
+        return exp.experiment_id
+
+
+def log_challenger(
+    settings: Settings,
+    *,
+    day: dt.date,
+    model: Any,
+    train: pd.DataFrame,
+    split: dict[str, Any],
+    trigger: str,
+    digest: str,
+    params: dict[str, Any],
+    reference: pd.DataFrame,
+    dag_run_id: str | None,
+    dag_run_url: str | None,
+    metrics: dict[str, float],
+) -> dict[str, Any]:
+    """Log a trained challenger (params, lineage, model with signature) and register it as a new version.
+
+    Returns: {"version", "run_id", "experiment_id", "model_uri"}.
+    """
+    import tempfile
+
+    import mlflow
+    from mlflow.models import infer_signature
+
+    from ml.data import model_frame
+
+    _configure(settings)
+    exp = experiment_id(settings, "training")
+    X, _ = model_frame(settings, train)
+    example = X.head(5)
+    signature = infer_signature(example, model.predict_proba(example)[:, 1])
+    tags = {
+        f"{TAG}dataset": settings.name,
+        f"{TAG}logical_date": day.isoformat(),
+        f"{TAG}trigger": trigger,
+        f"{TAG}train_range": split["train_range"],
+        f"{TAG}holdout_range": split["holdout_range"],
+        f"{TAG}data_digest": digest,
+        f"{TAG}dag_run_id": dag_run_id or "",
+        f"{TAG}dag_run_url": dag_run_url or "",
+    }
+    with mlflow.start_run(experiment_id=exp, run_name=f"{settings.name}-{day}-challenger", tags=tags) as run:
+        mlflow.log_params(
+            {
+                "model": settings.training.model,
+                "window": settings.training.window,
+                "seed": settings.training.seed,
+                "train_days": len(split["train_days"]),
+                "train_rows": len(train),
+                "train_range": split["train_range"],
+                "holdout_range": split["holdout_range"],
+                **{f"model.{k}": v for k, v in params.items()},
+            }
+        )
+        mlflow.log_metrics({k: float(v) for k, v in metrics.items() if v is not None})
+        source = str(settings.lake_dir)
+        train_ds = mlflow.data.from_pandas(
+            train[[settings.date_column, *settings.features, settings.label]],
+            source=source,
+            targets=settings.label,
+            name=f"{settings.name}:{split['train_range']}",
+        )
+        mlflow.log_input(train_ds, context="training")
+        with tempfile.TemporaryDirectory() as tmp:
+            (Path(tmp) / "split.json").write_text(json.dumps(split, indent=2))
+            reference.to_parquet(Path(tmp) / "reference.parquet", index=False)
+            mlflow.log_artifacts(tmp, artifact_path="data")
+        info = mlflow.sklearn.log_model(
+            model,
+            name="model",
+            signature=signature,
+            input_example=example,
+            registered_model_name=settings.registered_model,
+            # skops (MLflow's default format) refuses types it does not know; these are the ones a
+            # HistGradientBoosting pipeline we built ourselves contains, reviewed and trusted
+            skops_trusted_types=SKOPS_TRUSTED_TYPES,
+            # stated, not inferred: MLflow's inference re-imports the model in a subprocess (~10 s)
+            pip_requirements=_pip_requirements(),
+        )
+        version = int(info.registered_model_version)
+    c = client(settings)
+    for key, value in tags.items():
+        c.set_model_version_tag(settings.registered_model, str(version), key, value)
+    c.update_model_version(
+        settings.registered_model,
+        str(version),
+        description=f"Challenger trained on {day} ({trigger}). Training days {split['train_range']}, "
+        f"holdout {split['holdout_range']}. Awaiting evaluation.",
+    )
+    return {
+        "version": version,
+        "run_id": run.info.run_id,
+        "experiment_id": exp,
+        "model_uri": f"models:/{settings.registered_model}/{version}",
+    }
+
+
+def _pip_requirements() -> list[str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    reqs = []
+    for dist in ("scikit-learn", "numpy", "scipy", "pandas", "skops", "cloudpickle"):
+        try:
+            reqs.append(f"{dist}=={version(dist)}")
+        except PackageNotFoundError:
+            continue
+    return reqs
+
+
+_MODEL_CACHE: dict[tuple[str, str, int], Any] = {}
+
+
+def load_model(settings: Settings, version: int) -> Any:
+    """The scikit-learn pipeline of a registered version (cached per process)."""
+    import mlflow
+
+    key = (settings.tracking_uri, settings.registered_model, int(version))
+    if key not in _MODEL_CACHE:
+        _configure(settings)
+        _MODEL_CACHE[key] = mlflow.sklearn.load_model(f"models:/{settings.registered_model}/{version}")
+    return _MODEL_CACHE[key]
+
+
+def load_reference(settings: Settings, version: int, history: History) -> pd.DataFrame:
+    """The training data sample of a version, used as the drift and validation reference."""
+    import mlflow
+    import pandas as pd
+
+    record = history.get_model(settings.name, version)
+    if record is None:
+        raise LookupError(f"model version {version} of {settings.name} is not in the history database")
+    cached = settings.paths.models / settings.name / f"v{version}" / "reference.parquet"
+    if not cached.is_file():
+        _configure(settings)
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        path = mlflow.artifacts.download_artifacts(
+            run_id=record["run_id"], artifact_path="data/reference.parquet", dst_path=str(cached.parent)
+        )
+        Path(path).replace(cached)
+    return pd.read_parquet(cached)
+
+
+def _set_tags(c: MlflowClient, settings: Settings, version: int, tags: dict[str, Any]) -> None:
+    for key, value in tags.items():
+        if value is None:
+            continue
+        if isinstance(value, float):
+            value = f"{value:.6f}"
+        c.set_model_version_tag(settings.registered_model, str(version), key, str(value))
+
+
+def evidence_tags(evaluation: dict[str, Any]) -> dict[str, Any]:
+    ch = evaluation["challenger"]
+    tags: dict[str, Any] = {
+        f"{TAG}decision": "promoted" if evaluation["promote"] else "rejected",
+        f"{TAG}reason": evaluation["reason"][:5000],
+        "holdout.roc_auc": ch["roc_auc"],
+        "holdout.log_loss": ch["log_loss"],
+        "holdout.accuracy": ch["accuracy"],
+        "holdout.f1": ch["f1"],
+        "holdout.rows": evaluation["holdout_rows"],
+    }
+    if evaluation.get("champion"):
+        ci = evaluation["bootstrap_ci"]
+        tags.update(
+            {
+                "champion.roc_auc": evaluation["champion"]["roc_auc"],
+                "champion.log_loss": evaluation["champion"]["log_loss"],
+                "gain.roc_auc": ci["delta"],
+                "gain.ci_low": ci["low"],
+                "gain.ci_high": ci["high"],
+            }
+        )
+    return tags
+
+
+def _description(settings: Settings, day: dt.date, evaluation: dict[str, Any], before: int | None) -> str:
+    lines = [
+        f"Decision on {day}: {evaluation['reason']}.",
+        f"Holdout: {evaluation['holdout_rows']} rows, the same rows for champion and challenger.",
+    ]
+    for name, check in evaluation["checks"].items():
+        lines.append(
+            f"- {name}: {check['value']:.5f} {check['rule']} {check['threshold']} -> "
+            f"{'pass' if check['passed'] else 'FAIL'}"
+        )
+    if evaluation["promote"]:
+        lines.append(f"Replaced champion version {before}." if before else "First champion of the dataset.")
+    return "\n".join(lines)
+
+
+def promote(
+    settings: Settings,
+    history: History,
+    *,
+    version: int,
+    day: dt.date,
+    evaluation: dict[str, Any],
+    dag_run_id: str | None,
+) -> dict[str, Any]:
+    """Make `version` the champion as of `day`, under the dataset's promotion lock. Retry-safe.
+
+    The audit row and the alias move happen under one lock; a re-run finds the audit row and only makes
+    sure the MLflow aliases mirror the latest entry. An old day re-run after later promotions records its
+    event but leaves the aliases on the later champion.
+    """
+    c = client(settings)
+    holder = f"{dag_run_id or 'manual'}:{os.getpid()}"
+    with history.lock(f"promote:{settings.name}", holder):
+        events = [
+            e
+            for e in history.alias_events(settings.name, CHAMPION)
+            if e["logical_date"] == day.isoformat() and e["after_version"] == version
+        ]
+        before = history.champion_at(settings.name, day - dt.timedelta(days=1))
+        if not events:
+            if before == version:
+                return {"promoted": False, "champion": version, "note": "already champion"}
+            history.add_alias_event(
+                dataset=settings.name, model=settings.registered_model, alias=CHAMPION,
+                logical_date=day.isoformat(), before_version=before, after_version=version,
+                reason=evaluation["reason"], dag_run_id=dag_run_id,
+            )
+            if before is not None:
+                history.add_alias_event(
+                    dataset=settings.name, model=settings.registered_model, alias=PREVIOUS,
+                    logical_date=day.isoformat(), before_version=None, after_version=before,
+                    reason=f"replaced by version {version}", dag_run_id=dag_run_id,
+                )
+        _set_tags(c, settings, version, {**evidence_tags(evaluation), f"{TAG}promoted_on": day.isoformat(),
+                                         f"{TAG}replaced_version": before})
+        c.update_model_version(settings.registered_model, str(version),
+                               description=_description(settings, day, evaluation, before))
+        sync_aliases(settings, history, c)
+    return {"promoted": True, "champion": version, "previous": before}
+
+
+def sync_aliases(settings: Settings, history: History, c: MlflowClient | None = None) -> dict[str, int | None]:
+    """Point the MLflow aliases at the latest entries of the audit log (idempotent)."""
+    c = c or client(settings)
+    latest: dict[str, int | None] = {}
+    for alias in (CHAMPION, PREVIOUS):
+        events = history.alias_events(settings.name, alias)
+        if not events:
+            continue
+        last = max(events, key=lambda e: (e["logical_date"], e["id"]))
+        latest[alias] = last["after_version"]
+        if last["after_version"] is None:
+            continue
+        try:
+            current = c.get_model_version_by_alias(settings.registered_model, alias).version
+        except Exception:  # alias not set yet
+            current = None
+        if str(current) != str(last["after_version"]):
+            c.set_registered_model_alias(settings.registered_model, alias, str(last["after_version"]))
+            c.set_registered_model_tag(
+                settings.registered_model, f"{TAG}audit.{alias}",
+                json.dumps({"version": last["after_version"], "logical_date": last["logical_date"],
+                            "reason": (last["reason"] or "")[:200], "dag_run_id": last["dag_run_id"]}),
+            )
+    return latest
+
+
+def reject(
+    settings: Settings, *, version: int, day: dt.date, evaluation: dict[str, Any], champion: int | None
+) -> None:
+    """Tag a rejected challenger with the reason and its metrics; the aliases are not touched."""
+    c = client(settings)
+    _set_tags(c, settings, version, evidence_tags(evaluation))
+    c.update_model_version(settings.registered_model, str(version),
+                           description=_description(settings, day, evaluation, champion))
+
+
+def mark_failed(settings: Settings, *, version: int, reason: str) -> None:
+    c = client(settings)
+    _set_tags(c, settings, version, {f"{TAG}decision": "failed", f"{TAG}reason": reason[:5000]})
+
+
+def champion_alias(settings: Settings) -> int | None:
+    """The version the MLflow `champion` alias points at now (None when there is none)."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return int(client(settings).get_model_version_by_alias(settings.registered_model, CHAMPION).version)
+    except MlflowException:
+        return None

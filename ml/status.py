@@ -1,0 +1,81 @@
+"""What the platform has done for a dataset, from the history database (and the registry when reachable)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ml.config import Settings
+from ml.history import History
+
+
+def status(settings: Settings, *, registry: bool = True) -> dict[str, Any]:
+    """Champion and counts.
+
+    Returns: {"dataset", "registered_model", "champion": {"version", "alias_version", "holdout_metrics",
+    "trained_on", "promoted_on"} | None, "last_processed", "days_run", "accepted", "quarantined",
+    "drift_days", "retrains", "promotions", "rejections", "failures"}.
+    """
+    h = History(settings.history_url)
+    rows = h.days(settings.name)
+    champion_events = h.alias_events(settings.name, "champion")
+    champion = None
+    if champion_events:
+        last = max(champion_events, key=lambda e: (e["logical_date"], e["id"]))
+        version = last["after_version"]
+        model = h.get_model(settings.name, version) or {}
+        champion = {
+            "version": version,
+            "holdout_metrics": model.get("holdout_metrics"),
+            "trained_on": model.get("trained_on"),
+            "promoted_on": last["logical_date"],
+            "alias_version": None,
+        }
+        if registry:
+            try:
+                from ml.registry import champion_alias
+
+                champion["alias_version"] = champion_alias(settings)
+            except Exception as exc:  # noqa: BLE001 - status must answer even when MLflow is down
+                champion["alias_error"] = f"{type(exc).__name__}: {exc}"[:300]
+    return {
+        "dataset": settings.name,
+        "registered_model": settings.registered_model,
+        "champion": champion,
+        "last_processed": rows[-1]["day"] if rows else None,
+        "days_run": len(rows),
+        "accepted": sum(r["status"] == "accepted" for r in rows),
+        "quarantined": sum(r["status"] == "quarantined" for r in rows),
+        "drift_days": sum(bool(r.get("dataset_drift")) for r in rows),
+        "retrains": sum(r.get("decision") in ("retrain", "bootstrap") for r in rows),
+        "promotions": sum(r.get("promotion") == "promoted" for r in rows),
+        "rejections": sum(r.get("promotion") == "rejected" for r in rows),
+        "failures": sum(bool(r.get("error")) for r in rows),
+    }
+
+
+def format_status(st: dict[str, Any]) -> str:
+    lines = [f"dataset            {st['dataset']}  (registered model {st['registered_model']})"]
+    ch = st["champion"]
+    if ch:
+        m = ch.get("holdout_metrics") or {}
+        auc = m.get("roc_auc")
+        lines.append(
+            f"champion           version {ch['version']} (trained {ch['trained_on']}, promoted {ch['promoted_on']}"
+            + (f", MLflow alias -> v{ch['alias_version']}" if ch.get("alias_version") else "")
+            + ")"
+        )
+        if auc is not None:
+            lines.append(
+                f"  holdout          AUC {auc:.4f}  log loss {m.get('log_loss', float('nan')):.4f}  "
+                f"accuracy {m.get('accuracy', float('nan')):.4f}  ({m.get('rows')} rows)"
+            )
+    else:
+        lines.append("champion           none yet")
+    lines += [
+        f"last processed     {st['last_processed']}",
+        f"days run           {st['days_run']}  (accepted {st['accepted']}, quarantined {st['quarantined']})",
+        f"drift days         {st['drift_days']}",
+        f"retrains           {st['retrains']}  (promoted {st['promotions']}, rejected {st['rejections']})",
+        f"failed runs        {st['failures']}",
+    ]
+    return "\n".join(lines)

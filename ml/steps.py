@@ -1,0 +1,477 @@
+"""The pipeline's steps, one function per DAG task. Orchestrator-free: the DAG, the CLI and the replay
+harness call the same functions.
+
+Every step takes the dataset name and the logical date, reads and writes only what belongs to that date,
+and returns a small JSON-able dict (paths, versions, a few numbers) for XCom. The serving champion of a
+day is the one in force after the previous day's run, read from the audit log, so re-running a day or
+backfilling a range reproduces its decisions.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+from functools import lru_cache
+from typing import Any
+
+from ml import data as lake
+from ml.config import Settings, load_settings
+from ml.exceptions import BatchMissingError, ModelError
+from ml.history import History
+
+log = logging.getLogger(__name__)
+
+REFERENCE_ROWS = 50_000  # training rows kept as the drift/validation reference (seeded sample)
+
+
+@lru_cache(maxsize=16)
+def settings_for(dataset: str) -> Settings:
+    return load_settings(dataset)
+
+
+def history_for(settings: Settings) -> History:
+    return History(settings.history_url)
+
+
+def _ctx(dataset: str | Settings, day: str | dt.date) -> tuple[Settings, History, dt.date]:
+    s = dataset if isinstance(dataset, Settings) else settings_for(dataset)
+    return s, history_for(s), lake.as_date(day)
+
+
+def serving_champion(settings: Settings, history: History, day: dt.date) -> int | None:
+    """The champion that serves on `day`: the one in force after the previous day's run."""
+    return history.champion_at(settings.name, day - dt.timedelta(days=1))
+
+
+def _artifact(settings: Settings, history: History, version: int, name: str):
+    """A parquet file logged with a model version (reference sample, holdout scores), cached locally."""
+    import mlflow
+    import pandas as pd
+
+    from ml.registry import _configure
+
+    cached = settings.paths.models / settings.name / f"v{version}" / name
+    if not cached.is_file():
+        record = history.get_model(settings.name, version)
+        if record is None:
+            raise ModelError(f"model version {version} of {settings.name} is not in the history database")
+        _configure(settings)
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        got = mlflow.artifacts.download_artifacts(
+            run_id=record["run_id"], artifact_path=f"data/{name}", dst_path=str(cached.parent / "_download")
+        )
+        from pathlib import Path
+
+        Path(got).replace(cached)
+    return pd.read_parquet(cached)
+
+
+# ---- wait_for_batch -------------------------------------------------------------------------------------
+def batch_ready(dataset: str, day: str | dt.date) -> bool:
+    """True when the day's partition is in the lake (or was quarantined by an earlier run of the day)."""
+    s, _, d = _ctx(dataset, day)
+    return lake.partition_exists(s, d) or bool(lake.quarantined_files(s, d))
+
+
+# ---- validate_batch -------------------------------------------------------------------------------------
+def validate(dataset: str, day: str | dt.date, dag_run_id: str | None = None) -> dict[str, Any]:
+    """Validate the day's batch against the serving champion's reference and the dataset's rules.
+
+    Returns: {"ok", "rows", "summary", "report", "champion_version", "requarantine"}.
+    """
+    from ml import validation
+
+    s, h, d = _ctx(dataset, day)
+    champion = serving_champion(s, h, d)
+    reference = _artifact(s, h, champion, "reference.parquet") if champion else None
+    files = lake.batch_files(s.partition_dir(d))
+    from_quarantine = False
+    if not files:
+        files = lake.quarantined_files(s, d)
+        from_quarantine = bool(files)
+    if not files:
+        raise BatchMissingError(f"{s.partition_dir(d)}: no batch for {s.name} on {d}.")
+    result = validation.validate_batch(s, d, reference=reference, files=files)
+    h.start_day(
+        s.name, d,
+        status="accepted" if result.success else "invalid",
+        rows=result.rows,
+        validation=result.summary()[:4000],
+        champion_version=champion,
+        dag_run_id=dag_run_id,
+        reports={"validation": result.html_path},
+    )
+    return {
+        "ok": bool(result.success),
+        "rows": result.rows,
+        "summary": result.summary()[:1000],
+        "report": result.html_path,
+        "champion_version": champion,
+        "requarantine": from_quarantine,
+    }
+
+
+def quarantine(dataset: str, day: str | dt.date, dag_run_id: str | None = None) -> dict[str, Any]:
+    """Move a failed batch to the quarantine area (never delete), record it, raise an alert."""
+    from ml.alerts import notify
+
+    s, h, d = _ctx(dataset, day)
+    row = h.get_day(s.name, d) or {}
+    summary = row.get("validation") or "validation failed"
+    if lake.partition_exists(s, d):
+        target = lake.quarantine(
+            s, d, {"dataset": s.name, "day": d.isoformat(), "dag_run_id": dag_run_id, "failures": summary,
+                   "validation_report": (row.get("reports") or {}).get("validation")},
+        )
+    else:  # a re-run of a day quarantined before: the evidence is already there
+        target = s.quarantine_dir(d)
+    h.update_day(s.name, d, status="quarantined", decision="quarantine",
+                 reason=f"batch quarantined to {target}: {summary}"[:4000])
+    notify(s, "quarantine", f"{s.name} {d}: batch quarantined; champion unchanged", path=str(target),
+           reasons=summary[:2000], dag_run_id=dag_run_id)
+    return {"path": str(target), "summary": summary[:1000]}
+
+
+# ---- score_batch ----------------------------------------------------------------------------------------
+def score(dataset: str, day: str | dt.date) -> dict[str, Any]:
+    """Score the batch with the serving champion; store the scores beside the batch (data capture)."""
+    import pandas as pd
+
+    from ml.registry import load_model
+    from ml.train import predict_proba
+
+    s, h, d = _ctx(dataset, day)
+    champion = serving_champion(s, h, d)
+    if champion is None:
+        return {"champion_version": None, "rows": 0, "path": None}
+    frame = lake.read_batch(s, d)
+    scores = predict_proba(load_model(s, champion), s, frame)
+    out = pd.DataFrame({"row": range(len(frame)), "score": scores, "champion_version": champion})
+    path = lake.write_predictions(s, d, out)
+    return {"champion_version": champion, "rows": len(frame), "path": str(path)}
+
+
+# ---- detect_drift ---------------------------------------------------------------------------------------
+def detect(dataset: str, day: str | dt.date) -> dict[str, Any]:
+    """Evidently drift of the batch against the champion's training data; quality on the batch's labels."""
+    from ml import drift
+
+    s, h, d = _ctx(dataset, day)
+    champion = serving_champion(s, h, d)
+    if champion is None:
+        return {"skipped": True, "reason": "no champion yet"}
+    reference = _artifact(s, h, champion, "reference.parquet")
+    holdout_scores = _artifact(s, h, champion, "holdout_scores.parquet")["score"].to_numpy()
+    current = lake.read_batch(s, d)
+    preds = lake.read_predictions(s, d)
+    model = h.get_model(s.name, champion) or {}
+    result = drift.detect_drift(
+        s, d, current=current, reference=reference,
+        current_scores=None if preds is None else preds["score"].to_numpy(),
+        reference_scores=holdout_scores,
+        champion_holdout=model.get("holdout_metrics"),
+    )
+    row = h.get_day(s.name, d) or {}
+    reports = {**(row.get("reports") or {}), "drift": result["html_path"]}
+    pred = result.get("prediction_drift") or {}
+    h.update_day(
+        s.name, d,
+        drift_share=result["drift_share"],
+        dataset_drift=bool(result["dataset_drift"]),
+        drifted_columns=result["drifted_columns"],
+        prediction_drift=pred.get("score"),
+        quality=result.get("quality"),
+        quality_drop=result.get("quality_drop"),
+        reports=reports,
+    )
+    _log_monitoring_run(s, d, result, champion)
+    return {
+        "drift_share": result["drift_share"],
+        "dataset_drift": bool(result["dataset_drift"]),
+        "quality_drop": result.get("quality_drop"),
+        "report": result["html_path"],
+    }
+
+
+def _log_monitoring_run(s: Settings, d: dt.date, result: dict[str, Any], champion: int) -> None:
+    """One MLflow run per day in the dataset's monitoring experiment (reused when the day is re-run)."""
+    import mlflow
+
+    from ml.registry import _configure, experiment_id
+
+    _configure(s)
+    exp = experiment_id(s, "monitoring")
+    found = mlflow.search_runs(
+        [exp], filter_string=f"tags.`driftwatch.logical_date` = '{d.isoformat()}'", output_format="list"
+    )
+    metrics = {"drift_share": result["drift_share"], "n_drifted": result["n_drifted"]}
+    for k, v in (result.get("quality") or {}).items():
+        if isinstance(v, int | float) and v is not None:
+            metrics[f"batch_{k}"] = v
+    if result.get("quality_drop") is not None:
+        metrics["quality_drop"] = result["quality_drop"]
+    if result.get("prediction_drift"):
+        metrics["prediction_drift"] = result["prediction_drift"]["score"]
+    timestamp = int(dt.datetime.combine(d, dt.time(), dt.UTC).timestamp() * 1000)
+    with mlflow.start_run(
+        run_id=found[0].info.run_id if found else None,
+        experiment_id=None if found else exp,
+        run_name=f"{s.name}-{d}-monitoring",
+        tags={"driftwatch.logical_date": d.isoformat(), "driftwatch.dataset": s.name,
+              "driftwatch.champion_version": str(champion)},
+    ):
+        for key, value in metrics.items():
+            mlflow.log_metric(key, float(value), timestamp=timestamp)
+        mlflow.log_artifact(result["html_path"], artifact_path="drift")
+        if result.get("json_path"):
+            mlflow.log_artifact(result["json_path"], artifact_path="drift")
+
+
+# ---- decide ---------------------------------------------------------------------------------------------
+def decide(
+    dataset: str,
+    day: str | dt.date,
+    *,
+    force: bool = False,
+    overrides: dict[str, float] | None = None,
+) -> dict[str, Any]:
+    """Retrain or not, with the reason. Retrain on drift share or quality drop past their thresholds,
+    outside the cooldown and with enough new rows; `force` bypasses all three. No champion yet: collect
+    the original window, then bootstrap the first champion on its last day.
+
+    Returns: {"retrain", "bootstrap", "reason"}.
+    """
+    s, h, d = _ctx(dataset, day)
+    t = s.thresholds
+    drift_limit = float((overrides or {}).get("drift_share") or t.drift_share)
+    quality_limit = float((overrides or {}).get("quality_drop") or t.quality_drop)
+    champion = serving_champion(s, h, d)
+    retrain = bootstrap = False
+    if champion is None:
+        if d >= s.original_end:
+            retrain = bootstrap = True
+            reason = f"bootstrap: no champion yet; training the first one on the original window ending {s.original_end}"
+        else:
+            n = (d - s.original_start).days + 1
+            total = (s.original_end - s.original_start).days + 1
+            reason = f"collecting the original window: day {n} of {total}; the first champion is trained on {s.original_end}"
+    elif force:
+        retrain = True
+        reason = "forced by the force_retrain parameter"
+    else:
+        row = h.get_day(s.name, d) or {}
+        share = row.get("drift_share")
+        drop = row.get("quality_drop")
+        triggers = []
+        if share is not None and share >= drift_limit:
+            triggers.append(f"drift share {share:.2f} >= {drift_limit}")
+        if drop is not None and drop >= quality_limit:
+            triggers.append(f"AUC drop {drop:.3f} >= {quality_limit}")
+        if not triggers:
+            parts = [f"drift share {share:.2f} < {drift_limit}" if share is not None else "no drift measured"]
+            if drop is not None:
+                parts.append(f"AUC drop {drop:.3f} < {quality_limit}")
+            reason = "no retrain: " + "; ".join(parts)
+        else:
+            last = max((m["trained_on"] for m in h.models(s.name) if m["trained_on"] <= d.isoformat()), default=None)
+            since = (d - dt.date.fromisoformat(last)).days if last else None
+            new_rows = sum(
+                (r["rows"] or 0)
+                for r in h.days(s.name, until=d)
+                if r["status"] == "accepted" and (last is None or r["day"] > last)
+            )
+            if since is not None and since < t.cooldown_days:
+                reason = f"{' and '.join(triggers)}, but in cooldown: {since} of {t.cooldown_days} days since training on {last}"
+            elif new_rows < t.min_new_rows:
+                reason = f"{' and '.join(triggers)}, but only {new_rows} new rows since {last} (minimum {t.min_new_rows})"
+            else:
+                retrain = True
+                reason = f"retrain: {' and '.join(triggers)}; {new_rows} new rows since {last}"
+    decision = "bootstrap" if bootstrap else "retrain" if retrain else ("collect" if champion is None else "skip")
+    h.update_day(s.name, d, decision=decision, reason=reason)
+    log.info("%s %s: %s", s.name, d, reason)
+    return {"retrain": retrain, "bootstrap": bootstrap, "reason": reason}
+
+
+# ---- train_challenger -----------------------------------------------------------------------------------
+def train(
+    dataset: str,
+    day: str | dt.date,
+    *,
+    dag_run_id: str | None = None,
+    dag_run_url: str | None = None,
+    model_params: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Train a challenger on the original window + accepted days before the holdout; log and register it.
+
+    A re-run of the same day on the same data and parameters reuses the version it registered before.
+    Returns: {"version", "run_id", "experiment_id", "holdout_auc", "reused"}.
+    """
+    import hashlib
+
+    from ml import registry
+    from ml.evaluate import classification_metrics
+    from ml.train import data_digest, fit, load_split, predict_proba, split_days
+
+    s, h, d = _ctx(dataset, day)
+    params = dict(model_params or {})
+    split = split_days(s, h, d)
+    digest = hashlib.sha256(
+        (data_digest(s, split.train_days + split.holdout_days) + json.dumps(params, sort_keys=True)).encode()
+    ).hexdigest()[:16]
+    for m in h.models(s.name):
+        if m["trained_on"] == d.isoformat() and m["data_digest"] == digest:
+            log.info("reusing version %s trained for %s on the same data", m["version"], d)
+            h.update_day(s.name, d, candidate_version=m["version"])
+            return {"version": m["version"], "run_id": m["run_id"], "experiment_id": m["experiment_id"],
+                    "holdout_auc": (m["holdout_metrics"] or {}).get("roc_auc"), "reused": True}
+    train_df, holdout_df = load_split(s, split)
+    model = fit(s, train_df, d, params)
+    _, y_hold = lake.model_frame(s, holdout_df)
+    p_hold = predict_proba(model, s, holdout_df)
+    metrics = classification_metrics(y_hold.to_numpy(), p_hold)
+    reference = train_df.sample(n=min(REFERENCE_ROWS, len(train_df)), random_state=s.training.seed)
+    row = h.get_day(s.name, d) or {}
+    info = registry.log_challenger(
+        s, day=d, model=model, train=train_df, split=split.to_dict(), trigger=row.get("reason") or "",
+        digest=digest, params=params, reference=reference, dag_run_id=dag_run_id, dag_run_url=dag_run_url,
+        metrics={f"holdout_{k}": v for k, v in metrics.items()},
+    )
+    version = info["version"]
+    import pandas as pd
+
+    cache = s.paths.models / s.name / f"v{version}"
+    cache.mkdir(parents=True, exist_ok=True)
+    reference.to_parquet(cache / "reference.parquet", index=False)
+    pd.DataFrame({"score": p_hold}).to_parquet(cache / "holdout_scores.parquet", index=False)
+    _log_holdout_scores(s, info["run_id"], cache / "holdout_scores.parquet")
+    h.put_model(
+        s.name, version,
+        trained_on=d.isoformat(), run_id=info["run_id"], experiment_id=info["experiment_id"],
+        train_days=[x.isoformat() for x in split.train_days],
+        holdout_days=[x.isoformat() for x in split.holdout_days],
+        train_rows=len(train_df), data_digest=digest, holdout_metrics=metrics,
+        reference_path=str(cache / "reference.parquet"), trigger=row.get("reason"),
+    )
+    h.update_day(s.name, d, candidate_version=version)
+    return {"version": version, "run_id": info["run_id"], "experiment_id": info["experiment_id"],
+            "holdout_auc": metrics["roc_auc"], "reused": False}
+
+
+def _log_holdout_scores(s: Settings, run_id: str, path) -> None:
+    from ml.registry import client
+
+    client(s).log_artifact(run_id, str(path), artifact_path="data")
+
+
+# ---- evaluate -------------------------------------------------------------------------------------------
+def evaluate(
+    dataset: str, day: str | dt.date, version: int, *, dry_run: bool = False, min_delta: float | None = None
+) -> dict[str, Any]:
+    """Score champion and challenger on the challenger's holdout rows and decide. Returns {"promote", "reason"}."""
+    from ml import registry
+    from ml.evaluate import compare
+    from ml.train import predict_proba
+
+    s, h, d = _ctx(dataset, day)
+    record = h.get_model(s.name, int(version))
+    if record is None:
+        raise ModelError(f"challenger version {version} of {s.name} is not in the history database")
+    holdout = lake.read_days(s, [dt.date.fromisoformat(x) for x in record["holdout_days"]])
+    _, y = lake.model_frame(s, holdout)
+    p_new = predict_proba(registry.load_model(s, int(version)), s, holdout)
+    champion = serving_champion(s, h, d)
+    p_old = predict_proba(registry.load_model(s, champion), s, holdout) if champion else None
+    result = compare(s, y.to_numpy(), p_old, p_new, min_delta=min_delta)
+    result["champion_version"] = champion
+    result["challenger_version"] = int(version)
+    if dry_run and result["promote"]:
+        result["promote"] = False
+        result["reason"] = f"dry run, not promoted (would have been {result['reason']})"
+    report = s.report_dir(d) / "evaluation.json"
+    report.parent.mkdir(parents=True, exist_ok=True)
+    report.write_text(json.dumps(result, indent=2, default=str))
+    c = registry.client(s)
+    for key, value in {"eval_challenger_roc_auc": result["challenger"]["roc_auc"],
+                       "eval_challenger_log_loss": result["challenger"]["log_loss"],
+                       **({"eval_champion_roc_auc": result["champion"]["roc_auc"],
+                           "eval_gain_ci_low": result["bootstrap_ci"]["low"],
+                           "eval_gain_ci_high": result["bootstrap_ci"]["high"]} if champion else {})}.items():
+        if value is not None:
+            c.log_metric(record["run_id"], key, float(value))
+    c.log_artifact(record["run_id"], str(report), artifact_path="evaluation")
+    row = h.get_day(s.name, d) or {}
+    h.update_day(s.name, d, evaluation=result,
+                 reports={**(row.get("reports") or {}), "evaluation": str(report)})
+    return {"promote": bool(result["promote"]), "reason": result["reason"], "version": int(version),
+            "champion_version": champion}
+
+
+def promote(dataset: str, day: str | dt.date, version: int, dag_run_id: str | None = None) -> dict[str, Any]:
+    from ml import registry
+    from ml.alerts import notify
+
+    s, h, d = _ctx(dataset, day)
+    evaluation = (h.get_day(s.name, d) or {}).get("evaluation")
+    if not evaluation or evaluation.get("challenger_version") != int(version):
+        raise ModelError(f"{s.name} {d}: no evaluation of version {version} recorded; run evaluate first")
+    out = registry.promote(s, h, version=int(version), day=d, evaluation=evaluation, dag_run_id=dag_run_id)
+    h.update_day(s.name, d, promotion="promoted", promotion_reason=evaluation["reason"])
+    notify(s, "promotion", f"{s.name} {d}: version {version} is the champion ({evaluation['reason']})",
+           version=int(version), previous=out.get("previous"), dag_run_id=dag_run_id)
+    return out
+
+
+def reject(dataset: str, day: str | dt.date, version: int) -> dict[str, Any]:
+    from ml import registry
+
+    s, h, d = _ctx(dataset, day)
+    evaluation = (h.get_day(s.name, d) or {}).get("evaluation")
+    if not evaluation:
+        raise ModelError(f"{s.name} {d}: no evaluation of version {version} recorded; run evaluate first")
+    registry.reject(s, version=int(version), day=d, evaluation=evaluation,
+                    champion=evaluation.get("champion_version"))
+    h.update_day(s.name, d, promotion="rejected", promotion_reason=evaluation["reason"])
+    return {"rejected": int(version), "champion": evaluation.get("champion_version")}
+
+
+# ---- record ---------------------------------------------------------------------------------------------
+def record(dataset: str, day: str | dt.date, dag_run_id: str | None = None) -> dict[str, Any]:
+    """Close the day's row and check the run reached a decision; raise when a step failed, so the run is
+    marked failed (the history row keeps what happened and why)."""
+    s, h, d = _ctx(dataset, day)
+    row = h.get_day(s.name, d)
+    if row is None:
+        raise ModelError(f"{s.name} {d}: no history row; the batch was never validated (see wait_for_batch)")
+    problems = []
+    if row.get("error"):
+        problems.append(row["error"])
+    if row["status"] == "invalid":
+        problems.append("the batch failed validation but was not quarantined")
+    if row["status"] == "accepted" and not row.get("decision"):
+        problems.append("no retrain decision was recorded")
+    if row.get("decision") in ("retrain", "bootstrap") and not row.get("promotion"):
+        problems.append("a retrain was decided but no challenger was evaluated; the champion is unchanged")
+    champion = h.champion_at(s.name, d)
+    h.update_day(s.name, d, dag_run_id=dag_run_id or row.get("dag_run_id"))
+    summary = {k: row.get(k) for k in ("status", "rows", "drift_share", "decision", "reason",
+                                         "candidate_version", "promotion")}
+    summary["champion_after"] = champion
+    if problems:
+        raise ModelError(f"{s.name} {d}: " + "; ".join(problems))
+    return summary
+
+
+def record_failure(dataset: str, day: str | dt.date, task_id: str, error: str, dag_run_id: str | None = None) -> None:
+    """Called from the DAG's failure callback: keep the error in the day's row and alert."""
+    from ml.alerts import notify
+
+    s, h, d = _ctx(dataset, day)
+    message = f"{task_id} failed: {error}"[:4000]
+    fields: dict[str, Any] = {"error": message}
+    if task_id.endswith(("train_challenger", "evaluate_challenger", "promote_challenger")):
+        fields["promotion"] = "failed"
+        fields["promotion_reason"] = f"{message}; champion unchanged"
+    h.update_day(s.name, d, **fields)
+    notify(s, "failure", f"{s.name} {d}: {message}", task_id=task_id, dag_run_id=dag_run_id)

@@ -1,0 +1,168 @@
+"""Train a challenger on the original window plus accepted new days, the holdout days excluded."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from ml.config import Settings
+from ml.data import daterange, model_frame, partition_exists, read_days
+from ml.exceptions import ModelError
+
+if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
+    from sklearn.pipeline import Pipeline
+
+    from ml.history import History
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DataSplit:
+    """Which days a challenger trained on at a logical date, and which it was judged on."""
+
+    day: dt.date
+    train_days: list[dt.date]
+    holdout_days: list[dt.date]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "day": self.day.isoformat(),
+            "train_days": [d.isoformat() for d in self.train_days],
+            "holdout_days": [d.isoformat() for d in self.holdout_days],
+            "train_range": f"{self.train_days[0]}..{self.train_days[-1]}" if self.train_days else "",
+            "holdout_range": f"{self.holdout_days[0]}..{self.holdout_days[-1]}" if self.holdout_days else "",
+        }
+
+
+def usable_days(settings: Settings, history: History, day: dt.date) -> list[dt.date]:
+    """Days up to `day` whose data may be used: the original window's partitions plus accepted days after it.
+
+    A day after the original window counts only when the pipeline accepted it (validated, not quarantined),
+    so a bad batch can never reach training. Original-window days are the user's given history: they count
+    when their partition is in the lake (a quarantined one has been moved out of it).
+    """
+    accepted = {
+        dt.date.fromisoformat(r["day"])
+        for r in history.days(settings.name, until=day)
+        if r["status"] == "accepted"
+    }
+    quarantined = {
+        dt.date.fromisoformat(r["day"])
+        for r in history.days(settings.name, until=day)
+        if r["status"] == "quarantined"
+    }
+    window_end = min(settings.original_end, day)
+    original = [
+        d
+        for d in daterange(settings.original_start, window_end)
+        if d not in quarantined and partition_exists(settings, d)
+    ]
+    later = sorted(d for d in accepted if settings.original_end < d <= day)
+    return original + later
+
+
+def split_days(settings: Settings, history: History, day: dt.date) -> DataSplit:
+    """Holdout = the last `holdout_days` usable days up to `day`; training = the usable days before it."""
+    usable = usable_days(settings, history, day)
+    h = settings.holdout_days
+    if len(usable) <= h:
+        raise ModelError(
+            f"{settings.name} on {day}: {len(usable)} usable days, need more than holdout_days={h} "
+            f"to train (original window {settings.original_start}..{settings.original_end})."
+        )
+    holdout = usable[-h:]
+    train = usable[:-h]
+    policy = settings.training
+    if policy.window == "last_n_days":
+        cutoff = holdout[0] - dt.timedelta(days=policy.window_days)
+        train = [d for d in train if d >= cutoff]
+    return DataSplit(day=day, train_days=train, holdout_days=holdout)
+
+
+def sample_weights(settings: Settings, dates: pd.Series, day: dt.date) -> np.ndarray | None:
+    """Time-decay weights (half-life in days) under the `time_decay` policy, else None."""
+    import numpy as np
+    import pandas as pd
+
+    if settings.training.window != "time_decay":
+        return None
+    age = (pd.Timestamp(day) - pd.to_datetime(dates)).dt.days.to_numpy(dtype="float64")
+    return np.power(0.5, age / settings.training.half_life_days)
+
+
+def build_model(settings: Settings, params: Mapping[str, Any] | None = None) -> Pipeline:
+    """The configured model: categorical encoding + HistGradientBoostingClassifier, seeded."""
+    from sklearn.compose import ColumnTransformer
+    from sklearn.ensemble import HistGradientBoostingClassifier
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import OrdinalEncoder
+
+    if settings.training.model != "hist_gradient_boosting":
+        raise ModelError(f"{settings.yaml_path}: training.model {settings.training.model!r} is not supported.")
+    merged = {**dict(settings.training.params), **dict(params or {})}
+    n_num = len(settings.numeric)
+    n_cat = len(settings.categorical)
+    encode = ColumnTransformer(
+        [
+            ("num", "passthrough", list(settings.numeric)),
+            (
+                "cat",
+                # unseen categories become -1, which the booster treats as missing
+                OrdinalEncoder(handle_unknown="use_encoded_value", unknown_value=-1, encoded_missing_value=-1),
+                list(settings.categorical),
+            ),
+        ],
+        verbose_feature_names_out=False,
+    )
+    try:
+        booster = HistGradientBoostingClassifier(
+            categorical_features=[False] * n_num + [True] * n_cat,
+            early_stopping=False,
+            random_state=settings.training.seed,
+            **merged,
+        )
+    except TypeError as exc:
+        raise ModelError(f"training.params: {exc}") from None
+    return Pipeline([("encode", encode), ("model", booster)])
+
+
+def fit(settings: Settings, frame: pd.DataFrame, day: dt.date, params: Mapping[str, Any] | None = None) -> Pipeline:
+    X, y = model_frame(settings, frame)
+    if y.nunique() < 2:
+        raise ModelError(f"{settings.name} on {day}: training data has a single class; cannot train.")
+    model = build_model(settings, params)
+    weights = sample_weights(settings, frame[settings.date_column], day)
+    model.fit(X, y, model__sample_weight=weights)
+    return model
+
+
+def predict_proba(model: Any, settings: Settings, frame: pd.DataFrame) -> np.ndarray:
+    X, _ = model_frame(settings, frame)
+    return model.predict_proba(X)[:, 1]
+
+
+def data_digest(settings: Settings, days: list[dt.date]) -> str:
+    """A content digest of the training data files, for lineage and to recognise a re-run."""
+    from ml.data import batch_files
+
+    h = hashlib.sha256()
+    for d in days:
+        for f in batch_files(settings.partition_dir(d)):
+            h.update(f"{d}:{f.name}:".encode())
+            h.update(f.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def load_split(settings: Settings, split: DataSplit) -> tuple[pd.DataFrame, pd.DataFrame]:
+    train = read_days(settings, split.train_days)
+    holdout = read_days(settings, split.holdout_days)
+    if train.empty or holdout.empty:
+        raise ModelError(f"{settings.name} on {split.day}: no rows to train on or to evaluate on.")
+    return train, holdout
