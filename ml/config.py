@@ -25,6 +25,11 @@ from ml.exceptions import ConfigError
 REPO_ROOT = Path(__file__).resolve().parent.parent
 BUNDLED_DATASETS = Path(__file__).resolve().parent / "datasets"
 ENV_PREFIX = "DRIFTWATCH__"
+TOP_LEVEL_KEYS = frozenset({
+    "name", "description", "dag_id", "start_date", "registered_model", "source", "date_column", "label",
+    "features", "drop", "keys", "original_window", "holdout_days", "training", "thresholds", "validation",
+    "wait", "drift",
+})
 
 
 def home_dir() -> Path:
@@ -248,6 +253,9 @@ def load_settings(dataset: str | Path, environ: Mapping[str, str] | None = None)
         raise ConfigError(f"{path}: expected a mapping at the top level.")
     raw = _apply_env_overrides(raw, environ)
     p = str(path)
+    unknown = sorted(set(raw) - TOP_LEVEL_KEYS)
+    if unknown:
+        raise ConfigError(f"{p}: unknown keys {unknown[:5]}. Allowed: {sorted(TOP_LEVEL_KEYS)}.")
 
     for key in ("name", "date_column", "label", "features", "original_window", "holdout_days"):
         if key not in raw:

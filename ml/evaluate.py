@@ -102,8 +102,14 @@ def compare(
     from mlflow.models import EvaluationResult, MetricThreshold
     from mlflow.models.evaluation.validation import ModelValidationFailedException
 
+    import numpy as np
+
+    from ml.exceptions import ModelError
+
     t = settings.thresholds
     min_delta = t.min_delta if min_delta is None else min_delta
+    if len(np.unique(np.asarray(y))) < 2:
+        raise ModelError(f"{settings.name}: the holdout ({len(y)} rows) has a single class; AUC is undefined")
     challenger = classification_metrics(y, p_challenger)
     out: dict[str, Any] = {"challenger": challenger, "holdout_rows": int(len(y))}
     if p_champion is None:

@@ -298,17 +298,18 @@ def promote(
         if not events:
             if before == version:
                 return {"promoted": False, "champion": version, "note": "already champion"}
-            history.add_alias_event(
-                dataset=settings.name, model=settings.registered_model, alias=CHAMPION,
-                logical_date=day.isoformat(), before_version=before, after_version=version,
-                reason=evaluation["reason"], dag_run_id=dag_run_id,
-            )
-            if before is not None:
+            with history.engine.begin() as conn:  # both audit rows or neither
                 history.add_alias_event(
-                    dataset=settings.name, model=settings.registered_model, alias=PREVIOUS,
-                    logical_date=day.isoformat(), before_version=None, after_version=before,
-                    reason=f"replaced by version {version}", dag_run_id=dag_run_id,
+                    conn, dataset=settings.name, model=settings.registered_model, alias=CHAMPION,
+                    logical_date=day.isoformat(), before_version=before, after_version=version,
+                    reason=evaluation["reason"], dag_run_id=dag_run_id,
                 )
+                if before is not None:
+                    history.add_alias_event(
+                        conn, dataset=settings.name, model=settings.registered_model, alias=PREVIOUS,
+                        logical_date=day.isoformat(), before_version=None, after_version=before,
+                        reason=f"replaced by version {version}", dag_run_id=dag_run_id,
+                    )
         _set_tags(c, settings, version, {**evidence_tags(evaluation), f"{TAG}promoted_on": day.isoformat(),
                                          f"{TAG}replaced_version": before})
         c.update_model_version(settings.registered_model, str(version),

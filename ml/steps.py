@@ -244,8 +244,9 @@ def decide(
     """
     s, h, d = _ctx(dataset, day)
     t = s.thresholds
-    drift_limit = float((overrides or {}).get("drift_share") or t.drift_share)
-    quality_limit = float((overrides or {}).get("quality_drop") or t.quality_drop)
+    given = {k: v for k, v in (overrides or {}).items() if v is not None}
+    drift_limit = float(given.get("drift_share", t.drift_share))
+    quality_limit = float(given.get("quality_drop", t.quality_drop))
     champion = serving_champion(s, h, d)
     retrain = bootstrap = False
     if champion is None:
@@ -274,7 +275,7 @@ def decide(
                 parts.append(f"AUC drop {drop:.3f} < {quality_limit}")
             reason = "no retrain: " + "; ".join(parts)
         else:
-            last = max((m["trained_on"] for m in h.models(s.name) if m["trained_on"] <= d.isoformat()), default=None)
+            last = max((m["trained_on"] for m in h.models(s.name) if m["trained_on"] < d.isoformat()), default=None)
             since = (d - dt.date.fromisoformat(last)).days if last else None
             new_rows = sum(
                 (r["rows"] or 0)

@@ -1,0 +1,209 @@
+"""Dataset settings: the bundled YAML, environment overrides, and rejection of bad values by key path."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from ml.catalog import dag_specs
+from ml.config import BUNDLED_DATASETS, list_datasets, load_settings
+from ml.exceptions import ConfigError
+
+pytestmark = pytest.mark.usefixtures("dw_env")
+
+FLIGHTS_YAML = BUNDLED_DATASETS / "flights.yaml"
+
+
+def _raw() -> dict:
+    return yaml.safe_load(FLIGHTS_YAML.read_text())
+
+
+def _write(tmp_path: Path, raw: dict) -> Path:
+    path = tmp_path / "flights.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return path
+
+
+def test_flights_yaml_loads_with_typed_values():
+    raw = _raw()
+    s = load_settings("flights")
+
+    assert s.name == raw["name"]
+    assert s.numeric == tuple(raw["features"]["numeric"])
+    assert s.categorical == tuple(raw["features"]["categorical"])
+    assert s.features == [*raw["features"]["numeric"], *raw["features"]["categorical"]]
+    assert s.label == raw["label"]["column"]
+    assert s.positive == raw["label"]["positive"]
+    assert s.label not in s.features
+    assert type(s.original_start) is dt.date and type(s.original_end) is dt.date
+    assert s.original_start == raw["original_window"]["start"]
+    assert s.original_end == raw["original_window"]["end"]
+    assert s.original_start < s.original_end
+    assert type(s.holdout_days) is int and s.holdout_days == raw["holdout_days"]
+
+    t = s.thresholds
+    for name in ("drift_share", "quality_drop", "min_delta", "logloss_tolerance", "min_bootstrap_auc", "confidence"):
+        assert type(getattr(t, name)) is float, name
+        assert getattr(t, name) == raw["thresholds"][name], name
+    for name in ("cooldown_days", "min_new_rows", "bootstrap_resamples"):
+        assert type(getattr(t, name)) is int, name
+        assert getattr(t, name) == raw["thresholds"][name], name
+    assert dict(s.training.params) == raw["training"]["params"]
+    assert s.validation.ranges["distance"] == tuple(float(x) for x in raw["validation"]["ranges"]["distance"])
+
+
+def test_settings_live_under_the_configured_home(dw_env):
+    s = load_settings("flights")
+
+    assert s.paths.home == dw_env.resolve()
+    assert s.lake_dir.is_relative_to(dw_env.resolve())
+    assert s.history_url.endswith(str(dw_env / "driftwatch.db"))
+    assert s.tracking_uri.endswith(str(dw_env / "mlflow.db"))
+
+
+def test_env_override_applies(monkeypatch):
+    baseline = load_settings("flights").thresholds.drift_share
+    monkeypatch.setenv("DRIFTWATCH__THRESHOLDS__DRIFT_SHARE", "0.3")
+
+    s = load_settings("flights")
+
+    assert baseline != 0.3
+    assert s.thresholds.drift_share == 0.3
+    assert type(s.thresholds.drift_share) is float
+
+
+def test_env_override_through_the_environ_argument_does_not_leak():
+    s = load_settings("flights", environ={"DRIFTWATCH__THRESHOLDS__COOLDOWN_DAYS": "3"})
+
+    assert s.thresholds.cooldown_days == 3
+    assert load_settings("flights").thresholds.cooldown_days == _raw()["thresholds"]["cooldown_days"]
+
+
+def test_bad_env_override_is_rejected_with_its_key_path(monkeypatch):
+    monkeypatch.setenv("DRIFTWATCH__THRESHOLDS__DRIFT_SHARE", "1.5")
+
+    with pytest.raises(ConfigError, match=r"thresholds\.drift_share: expected a share in \(0, 1\]\. Got 1\.5"):
+        load_settings("flights")
+
+
+def test_holdout_longer_than_the_window_is_rejected(tmp_path):
+    raw = _raw()
+    window_days = (raw["original_window"]["end"] - raw["original_window"]["start"]).days + 1
+    raw["holdout_days"] = window_days
+    path = _write(tmp_path, raw)
+
+    with pytest.raises(
+        ConfigError,
+        match=re.escape(f"{path}: holdout_days: must be at least 1 and shorter than the original window "
+                        f"({window_days} days). Got {window_days}."),
+    ):
+        load_settings(path)
+
+
+def test_share_threshold_above_one_is_rejected(tmp_path):
+    raw = _raw()
+    raw["thresholds"]["drift_share"] = 1.5
+    path = _write(tmp_path, raw)
+
+    with pytest.raises(ConfigError, match=re.escape(f"{path}: thresholds.drift_share: expected a share in (0, 1]. Got 1.5")):
+        load_settings(path)
+
+
+def test_unknown_key_in_thresholds_is_rejected(tmp_path):
+    raw = _raw()
+    raw["thresholds"]["drfit_share"] = 0.3
+    path = _write(tmp_path, raw)
+
+    with pytest.raises(ConfigError, match=re.escape(f"{path}: thresholds: unknown keys ['drfit_share']")):
+        load_settings(path)
+
+
+def test_misspelled_top_level_key_is_rejected(tmp_path):
+    """A typo in a section name must not silently fall back to every default of that section."""
+    raw = _raw()
+    raw["treshold"] = raw.pop("thresholds")
+    path = _write(tmp_path, raw)
+
+    with pytest.raises(ConfigError, match=re.escape(f"{path}: unknown keys ['treshold']")):
+        load_settings(path)
+
+
+def test_misspelled_env_override_is_rejected(monkeypatch):
+    monkeypatch.setenv("DRIFTWATCH__TRESHOLDS__COOLDOWN_DAYS", "1")
+
+    with pytest.raises(ConfigError, match=re.escape("unknown keys ['tresholds']")):
+        load_settings("flights")
+
+
+def test_non_numeric_threshold_is_rejected(tmp_path):
+    raw = _raw()
+    raw["thresholds"]["cooldown_days"] = "a week"
+    path = _write(tmp_path, raw)
+
+    with pytest.raises(ConfigError, match=re.escape("thresholds.cooldown_days: expected an integer. Got 'a week'")):
+        load_settings(path)
+
+
+def test_window_ending_before_it_starts_is_rejected(tmp_path):
+    raw = _raw()
+    start = raw["original_window"]["start"]
+    raw["original_window"]["end"] = start - dt.timedelta(days=1)
+    path = _write(tmp_path, raw)
+
+    with pytest.raises(
+        ConfigError,
+        match=re.escape(f"{path}: original_window: end {start - dt.timedelta(days=1)} is before start {start}."),
+    ):
+        load_settings(path)
+
+
+def test_feature_both_numeric_and_categorical_is_rejected(tmp_path):
+    raw = _raw()
+    shared = raw["features"]["numeric"][0]
+    raw["features"]["categorical"].append(shared)
+    path = _write(tmp_path, raw)
+
+    with pytest.raises(
+        ConfigError, match=re.escape(f"{path}: features: ['{shared}'] listed as both numeric and categorical.")
+    ):
+        load_settings(path)
+
+
+def test_unknown_dataset_lists_the_known_ones():
+    known = list_datasets()
+    assert "flights" in known
+
+    with pytest.raises(ConfigError, match=re.escape("dataset 'no-such-dataset': no file") + ".*"
+                       + re.escape(f"Known datasets: {known}.")):
+        load_settings("no-such-dataset")
+
+
+def test_dag_specs_list_flights_as_retraining_pipeline():
+    specs = {spec.dataset: spec for spec in dag_specs()}
+    s = load_settings("flights")
+
+    assert "flights" in specs
+    spec = specs["flights"]
+    assert spec.dag_id == "retraining_pipeline"
+    assert spec.start_date == s.start_date
+    assert spec.thresholds == _raw()["thresholds"]
+    assert spec.wait_timeout_s == s.wait.timeout_minutes * 60
+    assert spec.poke_s == s.wait.poke_seconds
+
+
+def test_dag_specs_name_a_dag_per_yaml_with_a_default_dag_id(tmp_path, monkeypatch):
+    raw = _raw()
+    raw.pop("dag_id")
+    raw["name"] = "flights_copy"
+    (tmp_path / "flights_copy.yaml").write_text(yaml.safe_dump(raw))
+    (tmp_path / "flights.yaml").write_text(FLIGHTS_YAML.read_text())
+    monkeypatch.setenv("DRIFTWATCH_DATASETS", str(tmp_path))
+
+    ids = {spec.dataset: spec.dag_id for spec in dag_specs()}
+
+    assert ids == {"flights": "retraining_pipeline", "flights_copy": "retraining_pipeline__flights_copy"}
+    assert load_settings("flights_copy").dag_id == ids["flights_copy"]
