@@ -162,14 +162,16 @@ def detect(dataset: str, day: str | dt.date) -> dict[str, Any]:
     if champion is None:
         return {"skipped": True, "reason": "no champion yet"}
     reference = _artifact(s, h, champion, "reference.parquet")
-    holdout_scores = _artifact(s, h, champion, "holdout_scores.parquet")["score"].to_numpy()
+    # out-of-fold scores of the reference rows: unbiased, unlike the champion's scores on its own
+    # training rows, and row-aligned with the reference for Evidently
+    reference_scores = _artifact(s, h, champion, "reference_scores.parquet")["score"].to_numpy()
     current = lake.read_batch(s, d)
     preds = lake.read_predictions(s, d)
     model = h.get_model(s.name, champion) or {}
     result = drift.detect_drift(
         s, d, current=current, reference=reference,
         current_scores=None if preds is None else preds["score"].to_numpy(),
-        reference_scores=holdout_scores,
+        reference_scores=reference_scores,
         champion_holdout=model.get("holdout_metrics"),
     )
     row = h.get_day(s.name, d) or {}
@@ -313,7 +315,7 @@ def train(
 
     from ml import registry
     from ml.evaluate import classification_metrics
-    from ml.train import data_digest, fit, load_split, predict_proba, split_days
+    from ml.train import data_digest, fit, load_split, out_of_fold_scores, predict_proba, split_days
 
     s, h, d = _ctx(dataset, day)
     params = dict(model_params or {})
@@ -333,6 +335,7 @@ def train(
     p_hold = predict_proba(model, s, holdout_df)
     metrics = classification_metrics(y_hold.to_numpy(), p_hold)
     reference = train_df.sample(n=min(REFERENCE_ROWS, len(train_df)), random_state=s.training.seed)
+    reference_scores = out_of_fold_scores(s, reference, params)
     row = h.get_day(s.name, d) or {}
     info = registry.log_challenger(
         s, day=d, model=model, train=train_df, split=split.to_dict(), trigger=row.get("reason") or "",
@@ -346,7 +349,8 @@ def train(
     cache.mkdir(parents=True, exist_ok=True)
     reference.to_parquet(cache / "reference.parquet", index=False)
     pd.DataFrame({"score": p_hold}).to_parquet(cache / "holdout_scores.parquet", index=False)
-    _log_holdout_scores(s, info["run_id"], cache / "holdout_scores.parquet")
+    pd.DataFrame({"score": reference_scores}).to_parquet(cache / "reference_scores.parquet", index=False)
+    _log_artifacts(s, info["run_id"], [cache / "holdout_scores.parquet", cache / "reference_scores.parquet"])
     h.put_model(
         s.name, version,
         trained_on=d.isoformat(), run_id=info["run_id"], experiment_id=info["experiment_id"],
@@ -360,10 +364,12 @@ def train(
             "holdout_auc": metrics["roc_auc"], "reused": False}
 
 
-def _log_holdout_scores(s: Settings, run_id: str, path) -> None:
+def _log_artifacts(s: Settings, run_id: str, paths) -> None:
     from ml.registry import client
 
-    client(s).log_artifact(run_id, str(path), artifact_path="data")
+    c = client(s)
+    for path in paths:
+        c.log_artifact(run_id, str(path), artifact_path="data")
 
 
 # ---- evaluate -------------------------------------------------------------------------------------------

@@ -148,6 +148,18 @@ def predict_proba(model: Any, settings: Settings, frame: pd.DataFrame) -> np.nda
     return model.predict_proba(X)[:, 1]
 
 
+def out_of_fold_scores(
+    settings: Settings, frame: pd.DataFrame, params: Mapping[str, Any] | None = None, folds: int = 3
+) -> np.ndarray:
+    """Scores of `frame`'s rows from models that did not train on them (k-fold), as the prediction-drift
+    reference: a model's scores on its own training rows are over-confident."""
+    from sklearn.model_selection import StratifiedKFold, cross_val_predict
+
+    X, y = model_frame(settings, frame)
+    cv = StratifiedKFold(n_splits=folds, shuffle=True, random_state=settings.training.seed)
+    return cross_val_predict(build_model(settings, params), X, y, cv=cv, method="predict_proba")[:, 1]
+
+
 def data_digest(settings: Settings, days: list[dt.date]) -> str:
     """A content digest of the training data files, for lineage and to recognise a re-run."""
     from ml.data import batch_files

@@ -1,0 +1,493 @@
+"""Drift check of one logical date: feature drift, prediction drift and batch quality, with an Evidently report.
+
+`detect_drift` compares the day's batch with a reference window using Evidently 0.7 (`DataDriftPreset`, one
+`ValueDrift` per feature with Evidently's default method per column type unless `settings.drift_columns`
+overrides it), writes one self-contained HTML report plus `drift.json` with the returned summary, and returns
+that summary as a small JSON-able dict with fixed keys.
+
+Evidently and pandas are imported inside the functions: importing Evidently takes seconds and must never
+happen when an Airflow DAG file is parsed.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import math
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ml.config import Settings
+from ml.data import as_date
+from ml.exceptions import ConfigError, DataQualityError, SchemaError
+
+if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
+
+log = logging.getLogger(__name__)
+
+# A reference above this many rows is replaced by a seeded random sample of this size. Evidently's cost grows
+# with the reference (three drift passes and histograms per column: ~7 CPU s for 30 columns at 50k rows,
+# ~10 s at 100k, ~16 s at 200k, ~50 s at 1M), while the sample moves a normed Wasserstein score near its
+# threshold by well under 0.01, against ~0.03 of noise from a 1,000-row batch itself. scripts/bench_drift.py
+# measures both (docs/benchmarks.md, "Drift check").
+MAX_REFERENCE_ROWS = 50_000
+REFERENCE_SAMPLE_SEED = 20130101
+
+# Column holding the champion's scores inside the frames handed to Evidently.
+PREDICTION_COLUMN = "prediction"
+# Scores at or above this are predicted positive (Evidently's `probas_threshold` uses the same `>=`).
+DECISION_THRESHOLD = 0.5
+
+REPORT_FILE = "drift.html"
+SUMMARY_FILE = "drift.json"
+
+RESULT_KEYS = (
+    "day",
+    "rows_current",
+    "rows_reference",
+    "n_features",
+    "n_drifted",
+    "drift_share",
+    "dataset_drift",
+    "drifted_columns",
+    "columns",
+    "prediction_drift",
+    "quality",
+    "quality_drop",
+    "html_path",
+    "json_path",
+    "seconds",
+)
+OVERRIDE_KEYS = ("method", "threshold")
+
+
+def detect_drift(
+    settings: Settings,
+    day: dt.date,
+    *,
+    current: pd.DataFrame,
+    reference: pd.DataFrame,
+    current_scores: np.ndarray | None = None,
+    reference_scores: np.ndarray | None = None,
+    champion_holdout: Mapping[str, Any] | None = None,
+    report_path: Path | None = None,
+) -> dict[str, Any]:
+    """Compare the batch of `day` with the reference window; write the HTML report and `drift.json`.
+
+    Args:
+        settings: the dataset's settings (features, label, `thresholds.drift_share`, `drift_columns`).
+        day: the logical date; the report's timestamp is this day at midnight UTC, never now.
+        current: the day's raw partition frame (every column; features and label are picked from it).
+        reference: the reference window, same layout. Above `MAX_REFERENCE_ROWS` rows a seeded random
+            sample of that size is compared instead (the same sample for the same input).
+        current_scores: the champion's positive-class probabilities on `current`, row-aligned.
+            Enables the batch quality (with the label) and, with `reference_scores`, prediction drift.
+        reference_scores: the champion's probabilities on `reference`, row-aligned.
+        champion_holdout: the champion's holdout metrics; `quality_drop` = its `roc_auc` - the batch's.
+        report_path: where to write the HTML (default: `settings.report_dir(day) / "drift.html"`);
+            `drift.json` is written beside it.
+
+    Returns:
+        A dict with the keys of `RESULT_KEYS`. `rows_reference` counts the reference as given (before
+        sampling). A feature without a single value in the batch or the reference cannot be tested: it is
+        listed in `columns` with method `skipped (...)`, score and threshold None, and left out of
+        `n_features` and `drift_share`. `quality` is None without `current_scores` or labels; its `roc_auc`
+        is None when the batch holds one label class. `positive_rate` is the share of positive labels.
+        The sklearn numbers are authoritative; Evidently's ClassificationPreset is added to the HTML only
+        when both sides have scores and fully labelled two-class data (it raises otherwise).
+
+    Raises:
+        SchemaError: a feature is missing from `current` or `reference`.
+        DataQualityError: `current` or `reference` has no rows, or no feature has values in both.
+        ConfigError: `settings.drift_columns` names an unknown column, method or key.
+        ValueError: scores are not one finite probability per row, or `champion_holdout` lacks `roc_auc`.
+    """
+    started = time.perf_counter()
+    day = as_date(day)
+    features = list(settings.features)
+    _check_frame(current, "current", settings)
+    _check_frame(reference, "reference", settings)
+    cur_scores = _check_scores(current_scores, "current_scores", len(current))
+    ref_scores = _check_scores(reference_scores, "reference_scores", len(reference))
+    if PREDICTION_COLUMN in features:
+        raise ConfigError(
+            f"{settings.yaml_path}: features: a feature may not be named {PREDICTION_COLUMN!r}; "
+            "detect_drift uses that name for the champion's scores."
+        )
+    overrides = _drift_overrides(settings, with_prediction=ref_scores is not None and cur_scores is not None)
+
+    rows_reference = len(reference)
+    keep = None
+    if rows_reference > MAX_REFERENCE_ROWS:
+        keep = _sample_positions(rows_reference)
+        log.info("%s %s: reference sampled to %d of %d rows", settings.name, day, len(keep), rows_reference)
+    cur = _model_columns(settings, current, cur_scores)
+    ref = _model_columns(settings, reference, ref_scores, keep)
+
+    tested, skipped = [], {}
+    for col in features:
+        if not cur[col].notna().any():
+            skipped[col] = "skipped (no values in current)"
+        elif not ref[col].notna().any():
+            skipped[col] = "skipped (no values in reference)"
+        else:
+            tested.append(col)
+    if not tested:
+        raise DataQualityError(
+            f"{settings.name} {day}: detect_drift: no feature has values in both current and reference "
+            f"(features: {_names(features)}). Check the batch and the reference window."
+        )
+
+    quality = _quality(settings, cur) if cur_scores is not None else None
+    prediction_drift_on = cur_scores is not None and ref_scores is not None
+    with_classification = (
+        prediction_drift_on
+        and quality is not None
+        and _clean_labels(cur, settings.label)
+        and _clean_labels(ref, settings.label)
+    )
+
+    snapshot = _run_report(
+        settings,
+        day,
+        cur=cur,
+        ref=ref,
+        tested=tested,
+        overrides=overrides,
+        prediction_drift=prediction_drift_on,
+        classification=with_classification,
+        rows_reference=rows_reference,
+    )
+    results, evidently_count = _snapshot_results(snapshot)
+
+    columns: dict[str, dict[str, Any]] = {}
+    for col in features:
+        if col in skipped:
+            columns[col] = {"method": skipped[col], "score": None, "threshold": None, "drifted": False}
+        else:
+            columns[col] = results[col]
+    drifted = sorted(c for c in tested if columns[c]["drifted"])
+    share = len(drifted) / len(tested)
+    if evidently_count is not None and evidently_count != len(drifted):
+        log.warning(
+            "%s %s: Evidently's DriftedColumnsCount says %s drifted, its ValueDrift tests %d; using the tests",
+            settings.name,
+            day,
+            evidently_count,
+            len(drifted),
+        )
+
+    quality_drop = None
+    if champion_holdout is not None:
+        if "roc_auc" not in champion_holdout:
+            raise ValueError(
+                f"detect_drift: champion_holdout must hold 'roc_auc'. Got keys {_names(list(champion_holdout))}."
+            )
+        if quality is not None and quality["roc_auc"] is not None and champion_holdout["roc_auc"] is not None:
+            quality_drop = float(champion_holdout["roc_auc"]) - quality["roc_auc"]
+
+    html_path = Path(report_path) if report_path is not None else settings.report_dir(day) / REPORT_FILE
+    json_path = html_path.with_name(SUMMARY_FILE)
+    html_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = html_path.with_name(f".{html_path.name}.tmp")
+    snapshot.save_html(str(tmp))
+    tmp.replace(html_path)
+
+    result: dict[str, Any] = {
+        "day": day.isoformat(),
+        "rows_current": len(cur),
+        "rows_reference": rows_reference,
+        "n_features": len(tested),
+        "n_drifted": len(drifted),
+        "drift_share": share,
+        "dataset_drift": share >= settings.thresholds.drift_share,
+        "drifted_columns": drifted,
+        "columns": columns,
+        "prediction_drift": results.get(PREDICTION_COLUMN) if prediction_drift_on else None,
+        "quality": quality,
+        "quality_drop": quality_drop,
+        "html_path": str(html_path),
+        "json_path": str(json_path),
+        "seconds": round(time.perf_counter() - started, 3),
+    }
+    tmp = json_path.with_name(f".{json_path.name}.tmp")
+    tmp.write_text(json.dumps(result, indent=2, allow_nan=False))
+    tmp.replace(json_path)
+    log.info(
+        "%s %s: %d/%d features drifted (share %.2f, dataset drift %s), prediction drift %s, quality drop %s; %s",
+        settings.name,
+        day,
+        len(drifted),
+        len(tested),
+        share,
+        result["dataset_drift"],
+        None if result["prediction_drift"] is None else result["prediction_drift"]["drifted"],
+        None if quality_drop is None else round(quality_drop, 4),
+        html_path,
+    )
+    return result
+
+
+def _run_report(
+    settings: Settings,
+    day: dt.date,
+    *,
+    cur: pd.DataFrame,
+    ref: pd.DataFrame,
+    tested: list[str],
+    overrides: Mapping[str, Mapping[str, Any]],
+    prediction_drift: bool,
+    classification: bool,
+    rows_reference: int,
+) -> Any:
+    """One Evidently report: DataDriftPreset on the tested features (+ ValueDrift on the scores, + quality)."""
+    from evidently import BinaryClassification, DataDefinition, Dataset, Report
+    from evidently.metrics import ValueDrift
+    from evidently.presets import ClassificationPreset, DataDriftPreset
+
+    numeric = [c for c in settings.numeric if c in tested]
+    categorical = [c for c in settings.categorical if c in tested]
+    methods = {c: o["method"] for c, o in overrides.items() if c in tested and "method" in o}
+    thresholds = {c: float(o["threshold"]) for c, o in overrides.items() if c in tested and "threshold" in o}
+    items: list[Any] = [
+        DataDriftPreset(
+            columns=tested,
+            drift_share=settings.thresholds.drift_share,
+            per_column_method=methods or None,
+            per_column_threshold=thresholds or None,
+        )
+    ]
+    cols = [*tested]
+    task: list[Any] = []
+    if prediction_drift:
+        numeric.append(PREDICTION_COLUMN)
+        cols.append(PREDICTION_COLUMN)
+        spec = overrides.get(PREDICTION_COLUMN, {})
+        threshold = spec.get("threshold")
+        items.append(
+            ValueDrift(
+                column=PREDICTION_COLUMN,
+                method=spec.get("method"),
+                threshold=None if threshold is None else float(threshold),
+            )
+        )
+    if classification:
+        # Evidently's classification metrics need scores and two label classes on both sides (its by-class
+        # table raises KeyError on a one-class batch, and a reference without scores is "partially present").
+        # labels as int64: with a float target Evidently rejects probas_threshold ("only with binary ...")
+        cur = cur.assign(**{settings.label: cur[settings.label].astype("int64")})
+        ref = ref.assign(**{settings.label: ref[settings.label].astype("int64")})
+        cols.append(settings.label)
+        task = [BinaryClassification(target=settings.label, prediction_probas=PREDICTION_COLUMN, pos_label=1)]
+        items.append(ClassificationPreset(probas_threshold=DECISION_THRESHOLD))
+    definition = DataDefinition(
+        numerical_columns=numeric, categorical_columns=categorical, classification=task
+    )
+    report = Report(
+        items,
+        include_tests=True,
+        metadata={"dataset": settings.name, "day": day.isoformat(), "rows_reference_given": rows_reference},
+        tags=[settings.name, "drift"],
+    )
+    return report.run(
+        current_data=Dataset.from_pandas(cur[cols], data_definition=definition),
+        reference_data=Dataset.from_pandas(ref[cols], data_definition=definition),
+        timestamp=dt.datetime.combine(day, dt.time(0), tzinfo=dt.UTC),
+    )
+
+
+def _snapshot_results(snapshot: Any) -> tuple[dict[str, dict[str, Any]], int | None]:
+    """Per column {method, score, threshold, drifted} from the ValueDrift metrics and their tests, and the
+    count of DriftedColumnsCount (a cross-check: it recomputes the same drift through Evidently's legacy path).
+    """
+    data = snapshot.dict()
+    status = {
+        t["metric_config"]["metric_id"]: t["status"] for t in data.get("tests", []) if "metric_config" in t
+    }
+    names = _method_names()
+    out: dict[str, dict[str, Any]] = {}
+    count = None
+    for metric in data["metrics"]:
+        config = metric.get("config", {})
+        kind = str(config.get("type", "")).rsplit(":", 1)[-1]
+        if kind == "DriftedColumnsCount":
+            count = int(metric["value"]["count"])
+        if kind != "ValueDrift":
+            continue
+        if metric["id"] not in status:
+            raise RuntimeError(f"Evidently snapshot: no drift test for metric {metric['metric_name']}.")
+        method = str(config["method"])
+        out[config["column"]] = {
+            # auto-chosen methods come back as display names ("Wasserstein distance (normed)"), overrides as
+            # their ids ("psi"); report ids throughout so they can be pasted into drift.columns
+            "method": names.get(method, method),
+            "score": _finite(metric["value"]),
+            "threshold": _finite(config["threshold"]),
+            "drifted": status[metric["id"]] == "FAIL",
+        }
+    return out, count
+
+
+def _quality(settings: Settings, cur: pd.DataFrame) -> dict[str, Any] | None:
+    """sklearn metrics of the scores on the batch's labels; None when the batch has no label values."""
+    from sklearn.metrics import accuracy_score, f1_score, log_loss, roc_auc_score
+
+    if settings.label not in cur.columns:
+        return None
+    rows = cur[[settings.label, PREDICTION_COLUMN]].dropna()
+    if rows.empty:
+        return None
+    y = rows[settings.label].astype("int64").to_numpy()
+    p = rows[PREDICTION_COLUMN].to_numpy(dtype="float64")
+    predicted = (p >= DECISION_THRESHOLD).astype("int64")
+    two_classes = len(set(y.tolist())) == 2
+    return {
+        "roc_auc": float(roc_auc_score(y, p)) if two_classes else None,
+        "accuracy": float(accuracy_score(y, predicted)),
+        "f1": float(f1_score(y, predicted, zero_division=0)),
+        "log_loss": float(log_loss(y, p, labels=[0, 1])),
+        "positive_rate": float(y.mean()),
+        "rows": len(rows),
+    }
+
+
+def _sample_positions(rows: int) -> np.ndarray:
+    """Row positions of the reference sample: seeded, so the same reference gives the same decision."""
+    import numpy as np
+
+    rng = np.random.default_rng(REFERENCE_SAMPLE_SEED)
+    return np.sort(rng.choice(rows, size=MAX_REFERENCE_ROWS, replace=False))
+
+
+def _model_columns(
+    settings: Settings, frame: pd.DataFrame, scores: np.ndarray | None, keep: np.ndarray | None = None
+) -> pd.DataFrame:
+    """Features (numeric float64, categorical str or None), the label as 0/1 and the scores, of rows `keep`."""
+    import pandas as pd
+
+    def column(name: str) -> pd.Series:
+        # per column, so a 1M-row reference is never copied whole before sampling
+        values = frame[name]
+        return values if keep is None else values.iloc[keep]
+
+    out = pd.DataFrame(index=pd.RangeIndex(len(frame) if keep is None else len(keep)))
+    for col in settings.numeric:
+        out[col] = pd.to_numeric(column(col), errors="coerce").to_numpy(dtype="float64")
+    for col in settings.categorical:
+        values = column(col).astype("object")
+        values = values.where(values.notna(), None)
+        if pd.api.types.infer_dtype(values, skipna=True) not in ("string", "empty"):
+            values = values.map(_as_str)
+        out[col] = values.to_numpy()
+    if settings.label in frame.columns:
+        label = column(settings.label)
+        out[settings.label] = (label == settings.positive).astype("float64").where(label.notna()).to_numpy()
+    if scores is not None:
+        out[PREDICTION_COLUMN] = scores if keep is None else scores[keep]
+    return out
+
+
+def _as_str(value: Any) -> Any:
+    return value if value is None or isinstance(value, str) else str(value)
+
+
+def _clean_labels(frame: pd.DataFrame, label: str) -> bool:
+    """Whether Evidently's binary metrics can run: every row labelled and both classes present."""
+    return label in frame.columns and bool(frame[label].notna().all()) and frame[label].nunique() == 2
+
+
+def _drift_overrides(settings: Settings, *, with_prediction: bool) -> dict[str, dict[str, Any]]:
+    """`settings.drift_columns`, checked: known column, known keys, a method Evidently has for its type."""
+    from evidently.legacy.calculations.stattests.registry import get_registered_stattest
+    from evidently.legacy.core import ColumnType
+
+    key = f"{settings.yaml_path}: drift.columns"
+    allowed_columns = [*settings.features, PREDICTION_COLUMN]
+    out: dict[str, dict[str, Any]] = {}
+    for col, spec in (settings.drift_columns or {}).items():
+        if col not in allowed_columns:
+            raise ConfigError(
+                f"{key}.{col}: not a feature of {settings.name}. Allowed: {_names(allowed_columns)} "
+                f"(or {PREDICTION_COLUMN!r} for the champion's scores)."
+            )
+        if not isinstance(spec, Mapping):
+            raise ConfigError(
+                f"{key}.{col}: expected a mapping with 'method' and/or 'threshold'. Got {spec!r}."
+            )
+        unknown = sorted(set(spec) - set(OVERRIDE_KEYS))
+        if unknown:
+            raise ConfigError(f"{key}.{col}: unknown keys {unknown[:5]}. Allowed: {list(OVERRIDE_KEYS)}.")
+        checked: dict[str, Any] = {}
+        if spec.get("method") is not None:
+            kind = ColumnType.Categorical if col in settings.categorical else ColumnType.Numerical
+            try:
+                get_registered_stattest(str(spec["method"]), kind)
+            except ValueError as exc:
+                raise ConfigError(f"{key}.{col}.method: {exc}") from None
+            checked["method"] = str(spec["method"])
+        if spec.get("threshold") is not None:
+            try:
+                checked["threshold"] = float(spec["threshold"])
+            except (TypeError, ValueError):
+                raise ConfigError(
+                    f"{key}.{col}.threshold: expected a number. Got {spec['threshold']!r}."
+                ) from None
+        if col != PREDICTION_COLUMN or with_prediction:
+            out[col] = checked
+    return out
+
+
+def _method_names() -> dict[str, str]:
+    """Evidently stat-test display name -> id (e.g. 'Jensen-Shannon distance' -> 'jensenshannon')."""
+    from evidently.legacy.calculations import stattests
+    from evidently.legacy.calculations.stattests.registry import StatTest
+
+    tests = (getattr(stattests, name) for name in dir(stattests))
+    return {t.display_name: t.name for t in tests if isinstance(t, StatTest)}
+
+
+def _check_frame(frame: Any, name: str, settings: Settings) -> None:
+    import pandas as pd
+
+    if not isinstance(frame, pd.DataFrame):
+        raise TypeError(f"detect_drift: {name} must be a pandas DataFrame. Got {type(frame).__name__}.")
+    missing = [c for c in settings.features if c not in frame.columns]
+    if missing:
+        raise SchemaError(
+            f"detect_drift: {name} lacks features of {settings.name}: {_names(missing)}. "
+            f"Pass the raw partition frame (every column of the dataset)."
+        )
+    if frame.empty:
+        raise DataQualityError(f"detect_drift: {name} has no rows. Expected at least one row to compare.")
+
+
+def _check_scores(scores: Any, name: str, rows: int) -> np.ndarray | None:
+    import numpy as np
+
+    if scores is None:
+        return None
+    values = np.asarray(scores, dtype="float64").reshape(-1)
+    if len(values) != rows:
+        raise ValueError(f"detect_drift: {name} must hold one score per row ({rows}). Got {len(values)}.")
+    bad = ~np.isfinite(values) | (values < 0) | (values > 1)
+    if bad.any():
+        raise ValueError(
+            f"detect_drift: {name} must be probabilities in [0, 1]. Got {int(bad.sum())}/{rows} values outside, "
+            f"e.g. {values[bad][:3].tolist()}."
+        )
+    return values
+
+
+def _finite(value: Any) -> float | None:
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def _names(names: Sequence[str]) -> str:
+    shown = ", ".join(repr(n) for n in names[:5])
+    return f"[{shown}{', ...' if len(names) > 5 else ''}]"
