@@ -66,8 +66,8 @@ def _history(args: argparse.Namespace) -> int:
             auc = q.get("roc_auc")
             print(
                 f"{r['day']:<11}{r['status'] or '':<12}{r['rows'] or 0:>5}  "
-                f"{'' if r['drift_share'] is None else f'{r['drift_share']:.2f}':>5}  "
-                f"{'' if auc is None else f'{auc:.3f}':>6}  {r['decision'] or '':<10}"
+                f"{'' if r['drift_share'] is None else format(r['drift_share'], '.2f'):>5}  "
+                f"{'' if auc is None else format(auc, '.3f'):>6}  {r['decision'] or '':<10}"
                 f"{r['candidate_version'] or '':>5}  {r['promotion'] or '':<10}{(r['reason'] or '')[:90]}"
             )
     return 0

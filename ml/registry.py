@@ -365,5 +365,7 @@ def champion_alias(settings: Settings) -> int | None:
 
     try:
         return int(client(settings).get_model_version_by_alias(settings.registered_model, CHAMPION).version)
-    except MlflowException:
-        return None
+    except MlflowException as exc:
+        if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):  # no model / no alias
+            return None
+        raise

