@@ -93,16 +93,16 @@ class ApiError(StackError):
 # ---------------------------------------------------------------------------------------------- config
 
 
-def _env_int(environ: Mapping[str, str], name: str, default: int) -> int:
+def _env_int(environ: Mapping[str, str], name: str, default: int, *, maximum: int = 65535) -> int:
     raw = environ.get(name)
     if raw in (None, ""):
         return default
     try:
         value = int(raw)
     except ValueError:
-        raise StackError(f"{name}: expected an integer port. Got {raw!r}.") from None
-    if not 0 < value < 65536:
-        raise StackError(f"{name}: expected a port in 1..65535. Got {value}.")
+        raise StackError(f"{name}: expected an integer. Got {raw!r}.") from None
+    if not 0 < value <= maximum:
+        raise StackError(f"{name}: expected a value in 1..{maximum}. Got {value}.")
     return value
 
 
@@ -157,7 +157,7 @@ class StackConfig:
         mode = env.get("DRIFTWATCH_MLFLOW_MODE") or "sqlite"
         kwargs: dict[str, Any] = {}
         if env.get("DRIFTWATCH_PARALLELISM"):
-            kwargs["parallelism"] = _env_int(env, "DRIFTWATCH_PARALLELISM", 2)
+            kwargs["parallelism"] = _env_int(env, "DRIFTWATCH_PARALLELISM", 2, maximum=64)
         if env.get("DRIFTWATCH_PRELOAD", "1").lower() in ("0", "false", "no"):
             kwargs["preload_modules"] = ()
         return cls(
@@ -305,7 +305,6 @@ def airflow_env(cfg: StackConfig, base: Mapping[str, str] | None = None) -> dict
     env = dict(os.environ if base is None else base)
     keys = _ensure_secrets(cfg)
     _ensure_password(cfg)
-    idle_sleep = "0.5"
     settings = {
         "AIRFLOW_HOME": cfg.airflow_home,
         "AIRFLOW_CONFIG": cfg.airflow_home / "airflow.cfg",
@@ -316,7 +315,7 @@ def airflow_env(cfg: StackConfig, base: Mapping[str, str] | None = None) -> dict
         "AIRFLOW__CORE__PLUGINS_FOLDER": cfg.plugins_folder,
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
-        # LocalExecutor forks all `parallelism` workers at start: 32 (the default) costs memory for nothing
+        # the default 32 worker processes (all forked at start in fork mode) cost memory for nothing here
         "AIRFLOW__CORE__PARALLELISM": cfg.parallelism,
         "AIRFLOW__CORE__MAX_ACTIVE_TASKS_PER_DAG": cfg.parallelism,
         "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",
@@ -342,7 +341,7 @@ def airflow_env(cfg: StackConfig, base: Mapping[str, str] | None = None) -> dict
         "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "15",
         "AIRFLOW__DAG_PROCESSOR__PARSING_PROCESSES": "1",
         # latency between one task's end and the next one's start (default 1 s idle sleep)
-        "AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME": idle_sleep,
+        "AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME": "0.5",
         # a task's supervisor notices its process exited only at its next heartbeat tick (default 5 s):
         # until then it holds an executor slot and the scheduler does not hear the task finished
         "AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL": "1",
@@ -1290,7 +1289,6 @@ def _print_urls(cfg: StackConfig) -> None:
 
 
 def up(cfg: StackConfig, components: Sequence[str] = DEFAULT_COMPONENTS) -> None:
-    init(cfg)
     timings = start(cfg, components)
     fresh = [c for c in timings if c != "total"]
     if fresh:
@@ -1386,7 +1384,6 @@ def _run_backfill_command(args: argparse.Namespace, *, demo: bool) -> int:
     frm, to = _day(args.from_date), _day(args.to_date)
     if demo:
         _ensure_lake(settings, frm, to)
-    init(cfg)
     start(cfg)
     wait_for_dag(cfg, settings.dag_id)
     result = backfill(cfg, settings.dag_id, frm, to, reprocess=args.reprocess, progress=not args.no_progress)

@@ -1,0 +1,225 @@
+"""Integration fixtures: a real local stack (Airflow scheduler, dag-processor, API server; MLflow server) per
+test session, in a tmp home with free ports, driven through `ml.stack`.
+
+    def test_something(stack, add_partitions):
+        add_partitions(load_settings("flights"), days)   # the lake is stack.lake; fill it any time before a run
+        result = stack.backfill("retraining_pipeline", "2013-01-01", "2013-01-03")
+        assert result["failed"] == 0, stack.failure_report()
+
+While the stack fixture is active, DRIFTWATCH_HOME, DRIFTWATCH_LAKE and MLFLOW_TRACKING_URI of the test
+process point at the stack (of the last one started), so `load_settings` and `ml.status` read what the tasks
+write. Do not combine it with the unit tests' `dw_env`/`settings` fixtures, which point elsewhere.
+
+The stack uses MLflow in "server" mode (tasks log over HTTP; the server stores artifacts under
+<home>/mlflow/artifacts), the production path. The DAGs are a copy of <repo>/dags taken at session start;
+`stack.add_dag(text, name)` adds a throwaway DAG next to them. Other stacks (another MLflow mode, other
+DAGs) come from the `stack_factory` fixture. Every process started is stopped at the end of the session;
+when a test failed, the tail of every component log and of each failed task's log is printed and the full
+logs are copied to test-artifacts/integration/<stack>/.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import textwrap
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ml import stack as st
+from ml.config import REPO_ROOT
+
+ARTIFACTS = REPO_ROOT / "test-artifacts" / "integration"
+
+
+@dataclass
+class Stack:
+    """A running stack and helpers bound to it."""
+
+    name: str
+    cfg: st.StackConfig
+    env: dict[str, str]  # the environment every Airflow process (and task) gets
+    lake: Path
+    dags_folder: Path
+    start_seconds: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def home(self) -> Path:
+        return self.cfg.home
+
+    def api(self, method: str, path: str, json: Any = None, **kwargs: Any) -> Any:
+        return st.api(self.cfg, method, path, json, **kwargs)
+
+    def add_dag(self, source: str, filename: str, dag_id: str | None = None, timeout: float = 90.0) -> None:
+        """Write a DAG file into the stack's dags folder and wait until Airflow has parsed it."""
+        target = self.dags_folder / filename
+        tmp = target.with_suffix(".tmp")
+        tmp.write_text(textwrap.dedent(source))
+        tmp.replace(target)  # never let the dag-processor read half a file
+        if dag_id:
+            self.wait_for_dag(dag_id, timeout=timeout)
+
+    def wait_for_dag(self, dag_id: str, timeout: float = 120.0) -> dict[str, Any]:
+        return st.wait_for_dag(self.cfg, dag_id, timeout=timeout)
+
+    def backfill(self, dag_id: str, from_date: Any, to_date: Any, **kwargs: Any) -> dict[str, Any]:
+        kwargs.setdefault("progress", False)
+        kwargs.setdefault("timeout", 600)
+        return st.backfill(self.cfg, dag_id, from_date, to_date, **kwargs)
+
+    def trigger(
+        self, dag_id: str, logical_date: Any, conf: Mapping[str, Any] | None = None, **kwargs: Any
+    ) -> str:
+        return st.trigger(self.cfg, dag_id, logical_date, conf, **kwargs)
+
+    def runs(self, dag_id: str, **filters: Any) -> list[dict[str, Any]]:
+        return st.dag_runs(self.cfg, dag_id, **filters)
+
+    def task_instances(self, dag_id: str, run_id: str, **filters: Any) -> list[dict[str, Any]]:
+        return st.task_instances(self.cfg, dag_id, run_id, **filters)
+
+    def task_log(self, dag_id: str, run_id: str, task_id: str, try_number: int | None = None) -> str:
+        """The text of a task attempt's log file (the latest attempt by default)."""
+        if try_number is None:
+            ti = self.api("GET", f"/api/v2/dags/{dag_id}/dagRuns/{st._q(run_id)}/taskInstances/{task_id}")
+            try_number = ti.get("try_number") or 1
+        path = st.task_log_path(self.cfg, dag_id, run_id, task_id, try_number)
+        return path.read_text(errors="replace") if path.is_file() else f"(no log file at {path})"
+
+    def failed_task_logs(self) -> list[Path]:
+        """Log files of every failed task instance of every DAG."""
+        try:
+            tis = self.api(
+                "GET", "/api/v2/dags/~/dagRuns/~/taskInstances", params={"state": "failed", "limit": 100}
+            )
+        except st.StackError:
+            return []
+        return [
+            st.task_log_path(
+                self.cfg,
+                ti["dag_id"],
+                ti["dag_run_id"],
+                ti["task_id"],
+                ti.get("try_number") or 1,
+                ti.get("map_index", -1),
+            )
+            for ti in tis.get("task_instances", [])
+        ]
+
+    def failure_report(self, lines: int = 30) -> str:
+        """Tails of the component logs and of failed tasks' logs, for assertion messages and teardown."""
+        parts = []
+        for name in st.ALL_COMPONENTS:
+            log = st.component_log(self.cfg, name)
+            if log.is_file():
+                parts.append(f"----- {name}: {log} (last {lines} lines)\n{st.tail(log, lines)}")
+        for log in self.failed_task_logs():
+            parts.append(f"----- failed task: {log} (last {lines} lines)\n{st.tail(log, lines)}")
+        return "\n".join(parts)
+
+    def listening_ports(self) -> set[int]:
+        """TCP ports the stack's processes (and their children) listen on."""
+        import psutil
+
+        ports = set()
+        for pid in st.running(self.cfg).values():
+            root = psutil.Process(pid)
+            for proc in [root, *root.children(recursive=True)]:
+                try:
+                    conns = proc.net_connections(kind="inet")
+                except (psutil.NoSuchProcess, psutil.AccessDenied):
+                    continue
+                ports |= {c.laddr.port for c in conns if c.status == psutil.CONN_LISTEN}
+        return ports
+
+
+def _write_report(stack: Stack, reporter: Any) -> None:
+    out = ARTIFACTS / stack.name
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True, exist_ok=True)
+    for log in stack.cfg.run_dir.glob("*.log"):
+        shutil.copy2(log, out / log.name)
+    for log in stack.failed_task_logs():
+        if log.is_file():
+            rel = log.relative_to(stack.cfg.log_dir)
+            (out / "tasks" / rel.parent).mkdir(parents=True, exist_ok=True)
+            shutil.copy2(log, out / "tasks" / rel)
+    text = f"\n===== integration stack {stack.name!r} ({stack.home}); full logs in {out}\n{stack.failure_report()}"
+    if reporter is not None:
+        reporter.write_line(text)
+    else:
+        print(text)
+
+
+@pytest.fixture(scope="session")
+def stack_factory(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Iterator[Any]:
+    """`stack_factory(name="default", mlflow_mode="server", dags=True, extra_env=None)` -> a started Stack.
+
+    Stacks are cached by name for the session and all stopped at its end.
+    """
+    started: dict[str, Stack] = {}
+    mp = pytest.MonkeyPatch()
+    # the test process reads the same places as the tasks (e.g. ml.status): no developer overrides leak in
+    for var in list(os.environ):
+        if var.startswith("DRIFTWATCH__") or var in ("DRIFTWATCH_DATASETS", "DRIFTWATCH_DB_URL"):
+            mp.delenv(var)
+    mp.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
+
+    def make(
+        name: str = "default",
+        *,
+        mlflow_mode: str = "server",
+        dags: bool = True,
+        extra_env: Mapping[str, str] | None = None,
+        components: tuple[str, ...] = st.DEFAULT_COMPONENTS,
+    ) -> Stack:
+        if name in started:
+            return started[name]
+        home = tmp_path_factory.mktemp(f"stack-{name}")
+        dags_folder = home / "dags"
+        dags_folder.mkdir()
+        if dags:
+            for src in (REPO_ROOT / "dags").glob("*.py"):
+                shutil.copy2(src, dags_folder / src.name)
+        lake = home / "lake"
+        lake.mkdir()
+        env = {"DRIFTWATCH_LAKE": str(lake), "MLFLOW_DISABLE_TELEMETRY": "true", **(extra_env or {})}
+        cfg = st.StackConfig.for_tests(home, mlflow_mode=mlflow_mode, dags_folder=dags_folder, extra_env=env)
+        for key, value in {
+            **env,
+            "DRIFTWATCH_HOME": str(home),
+            "MLFLOW_TRACKING_URI": cfg.mlflow_tracking_uri,
+        }.items():
+            mp.setenv(key, value)
+        st.init(cfg, quiet=True)
+        stack = Stack(name=name, cfg=cfg, env=st.airflow_env(cfg), lake=lake, dags_folder=dags_folder)
+        started[name] = stack  # registered first: a failed start still gets its logs reported and stopped
+        stack.start_seconds = st.start(cfg, components, quiet=True)
+        return stack
+
+    try:
+        yield make
+    finally:
+        failed = request.session.testsfailed > 0
+        reporter = request.config.pluginmanager.get_plugin("terminalreporter")
+        for stack in started.values():
+            try:
+                if failed:
+                    _write_report(stack, reporter)
+            finally:
+                st.stop(stack.cfg, quiet=True)
+        mp.undo()
+
+
+@pytest.fixture(scope="session")
+def stack(stack_factory: Any) -> Stack:
+    """The session's default stack: repo DAGs, tmp lake (`stack.lake`), MLflow server mode, free ports."""
+    t0 = time.monotonic()
+    s = stack_factory("default")
+    s.start_seconds.setdefault("fixture_total", round(time.monotonic() - t0, 1))
+    return s
