@@ -99,10 +99,9 @@ def compare(
     bootstrap interval, and each check with its threshold and value.
     """
     import mlflow
+    import numpy as np
     from mlflow.models import EvaluationResult, MetricThreshold
     from mlflow.models.evaluation.validation import ModelValidationFailedException
-
-    import numpy as np
 
     from ml.exceptions import ModelError
 

@@ -7,7 +7,6 @@ One Great Expectations context serves the whole process, so the file runs in wel
 from __future__ import annotations
 
 import dataclasses
-
 import datetime as dt
 import json
 import os
