@@ -1056,6 +1056,31 @@ def _run_cli(cfg: StackConfig, args: Sequence[str]) -> subprocess.CompletedProce
     )
 
 
+def cfg_uses_sqlite(cfg: StackConfig) -> bool:
+    return "sqlite" in airflow_env(cfg).get("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "sqlite")
+
+
+def _create_backfill(
+    cfg: StackConfig, dag_id: str, args: list[str], reprocess: str
+) -> subprocess.CompletedProcess[str]:
+    for attempt in range(3):
+        proc = _run_cli(cfg, args)
+        output = proc.stdout + proc.stderr
+        if proc.returncode == 0 or "database is locked" not in output or attempt == 2:
+            break
+        # SQLite lock errors are not cleaned up by Airflow (it only knows Postgres/MySQL lock codes):
+        # cancel the half-created backfill, then try again
+        orphan = _active_backfill(cfg, dag_id)
+        if orphan is not None:
+            api(cfg, "PUT", f"/api/v2/backfills/{orphan['id']}/cancel")
+            if reprocess == "none":
+                args[args.index("--reprocess-behavior") + 1] = (
+                    "failed"  # the cancelled runs were marked failed
+                )
+        time.sleep(2.0)
+    return proc
+
+
 def backfill(
     cfg: StackConfig,
     dag_id: str,
@@ -1103,24 +1128,22 @@ def backfill(
     ]  # fmt: skip
     if conf:
         args += ["--dag-run-conf", json.dumps(dict(conf))]
-    for attempt in range(3):
-        proc = _run_cli(cfg, args)
-        output = proc.stdout + proc.stderr
-        if proc.returncode == 0 or "database is locked" not in output or attempt == 2:
-            break
-        # SQLite lock errors are not cleaned up by Airflow (it only knows Postgres/MySQL lock codes):
-        # cancel the half-created backfill, then try again
-        orphan = _active_backfill(cfg, dag_id)
-        if orphan is not None:
-            api(cfg, "PUT", f"/api/v2/backfills/{orphan['id']}/cancel")
-            if reprocess == "none":
-                args[args.index("--reprocess-behavior") + 1] = (
-                    "failed"  # the cancelled runs were marked failed
-                )
-        time.sleep(2.0)
+    # SQLite: the CLI inserts every run in one transaction, and under WAL a write that follows another
+    # process's commit fails at once with "database is locked" (no busy wait helps). The writers that
+    # never pause are the scheduler and the dag-processor: hold them while the rows are written.
+    paused = []
+    if cfg_uses_sqlite(cfg):
+        paused = [n for n in ("scheduler", "dag-processor") if n in running(cfg)]
+        if paused:
+            stop(cfg, only=paused, quiet=True)
+    try:
+        proc = _create_backfill(cfg, dag_id, args, reprocess)
+    finally:
+        if paused:
+            start(cfg, paused, quiet=True)
     if proc.returncode != 0:
         raise StackError(
-            f"airflow {' '.join(args)} failed (exit {proc.returncode}):\n{_tail_text(output, 25)}"
+            f"airflow {' '.join(args)} failed (exit {proc.returncode}):\n{_tail_text(proc.stdout + proc.stderr, 25)}"
         )
     # after the CLI: the scheduler would otherwise start runs while the CLI is still inserting them
     unpause(cfg, dag_id)
