@@ -15,11 +15,10 @@ import pandas as pd
 import pytest
 
 from ml import drift
-from ml.config import REPO_ROOT, load_settings
+from ml.config import load_settings
 from ml.data import batch_files, daterange, read_files
 from ml.exceptions import ConfigError, SchemaError
 
-LAKE = REPO_ROOT / "var" / "lake"
 DAY = dt.date(2013, 1, 15)
 # features shifted far outside January's range, and categories swapped between frequent and rare values
 SHIFTED = {
@@ -35,17 +34,14 @@ SWAPPED = {"carrier": {"UA": "OO", "OO": "UA", "B6": "HA", "HA": "B6"}, "origin"
 COLUMN_KEYS = {"method", "score", "threshold", "drifted"}
 QUALITY_KEYS = {"roc_auc", "accuracy", "f1", "log_loss", "positive_rate", "rows"}
 
-pytestmark = pytest.mark.skipif(
-    not batch_files(LAKE / "flights" / "date=2013-01-01"), reason="no flights partitions in var/lake"
-)
-
-
 @pytest.fixture(scope="module")
-def env(tmp_path_factory):
-    """Flights settings with reports in a temporary home, reading the repository's lake."""
+def env(tmp_path_factory, flights_partitions):
+    """Flights settings with reports in a temporary home, reading real partitions (tests/conftest.py)."""
+    lake = tmp_path_factory.mktemp("lake")
+    (lake / "flights").symlink_to(flights_partitions, target_is_directory=True)
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("DRIFTWATCH_HOME", str(tmp_path_factory.mktemp("home")))
-        mp.setenv("DRIFTWATCH_LAKE", str(LAKE))
+        mp.setenv("DRIFTWATCH_LAKE", str(lake))
         settings = load_settings("flights")
         # pinned, so tuning flights.yaml (drift.columns, thresholds.drift_share) cannot move these tests
         yield settings.with_overrides(
