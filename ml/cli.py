@@ -121,6 +121,25 @@ def _champion(args: argparse.Namespace) -> int:
     return 0 if version is not None else 1
 
 
+def _rollback(args: argparse.Namespace) -> int:
+    from ml import registry
+    from ml.history import History
+
+    s = load_settings(args.dataset)
+    try:
+        day = dt.date.fromisoformat(args.date) if args.date else None
+    except ValueError:
+        print(f"error: rollback --date: expected YYYY-MM-DD. Got {args.date!r}.", file=sys.stderr)
+        return 2
+    out = registry.rollback(s, History(s.history_url), reason=args.reason, actor=args.actor, day=day)
+    if args.json:
+        print(json.dumps({"dataset": s.name, **out}))
+    else:
+        print(f"{s.name}: champion {out['rolled_back']} -> {out['champion']} (previous: {out['previous']}; "
+              f"recorded on {out['logical_date']})")
+    return 0
+
+
 def _run_day(args: argparse.Namespace) -> int:
     """Run one logical date through the steps in this process, without Airflow (debugging, replay)."""
     from ml.pipeline import run_day
@@ -171,6 +190,14 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--at", help="YYYY-MM-DD (default: now)")
     sp.add_argument("--json", action="store_true")
     sp.set_defaults(func=_champion)
+
+    sp = sub.add_parser("rollback", help="move champion back to the previous version (audited; again to undo)")
+    dataset_arg(sp)
+    sp.add_argument("--reason", required=True, help="why, for the audit log")
+    sp.add_argument("--actor", help="who (default: $USER@host)")
+    sp.add_argument("--date", help="logical date to record it on, YYYY-MM-DD (default: the latest audit event's)")
+    sp.add_argument("--json", action="store_true")
+    sp.set_defaults(func=_rollback)
 
     sp = sub.add_parser("run-day", help="run one day's steps in this process, without Airflow")
     sp.add_argument("date")

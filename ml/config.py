@@ -28,7 +28,7 @@ ENV_PREFIX = "DRIFTWATCH__"
 TOP_LEVEL_KEYS = frozenset({
     "name", "description", "dag_id", "start_date", "registered_model", "source", "date_column", "label",
     "features", "drop", "keys", "original_window", "holdout_days", "training", "thresholds", "validation",
-    "wait", "drift",
+    "wait", "drift", "evaluation",
 })
 
 
@@ -102,6 +102,15 @@ class Validation:
 
 
 @dataclass(frozen=True)
+class Evaluation:
+    """Segment guardrail: no segment value may lose more than `segment_tolerance` AUC to the challenger."""
+
+    segments: tuple[str, ...] = ()  # columns whose values are the segments, e.g. (origin, carrier)
+    segment_tolerance: float = 0.02
+    min_segment_rows: int = 200  # smaller segments (or single-class ones) are not checked: AUC too noisy
+
+
+@dataclass(frozen=True)
 class Wait:
     timeout_minutes: float = 60.0
     poke_seconds: float = 30.0
@@ -134,6 +143,7 @@ class Settings:
     tracking_uri: str
     history_url: str
     yaml_path: Path
+    evaluation: Evaluation = field(default_factory=Evaluation)
 
     @property
     def features(self) -> list[str]:
@@ -307,6 +317,22 @@ def load_settings(dataset: str | Path, environ: Mapping[str, str] | None = None)
     from dataclasses import replace
 
     validation = replace(validation, ranges=ranges)
+    evaluation = _section(raw, "evaluation", Evaluation, p)
+    segments = _names(evaluation.segments or None, "evaluation.segments", p)
+    columns = {str(raw["date_column"]), *numeric, *categorical, *_names(raw.get("drop"), "drop", p)}
+    unknown_segments = [c for c in segments if c not in columns]
+    if unknown_segments:
+        raise ConfigError(
+            f"{p}: evaluation.segments: {unknown_segments[:5]} are not columns of the dataset. "
+            f"Use features or drop columns, e.g. {sorted(categorical)[:5]}."
+        )
+    if evaluation.segment_tolerance < 0:
+        raise ConfigError(
+            f"{p}: evaluation.segment_tolerance: expected an AUC drop >= 0. Got {evaluation.segment_tolerance}."
+        )
+    if evaluation.min_segment_rows < 1:
+        raise ConfigError(f"{p}: evaluation.min_segment_rows: expected at least 1. Got {evaluation.min_segment_rows}.")
+    evaluation = replace(evaluation, segments=segments)
     name = str(raw["name"])
     home = home_dir()
     return Settings(
@@ -335,6 +361,7 @@ def load_settings(dataset: str | Path, environ: Mapping[str, str] | None = None)
         tracking_uri=environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{home / 'mlflow' / 'mlflow.db'}",
         history_url=environ.get("DRIFTWATCH_DB_URL") or f"sqlite:///{home / 'driftwatch.db'}",
         yaml_path=path,
+        evaluation=evaluation,
     )
 
 

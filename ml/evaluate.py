@@ -1,7 +1,8 @@
 """Champion vs challenger on the same holdout rows: paired bootstrap of the AUC gain, guardrails.
 
 The promotion rule: promote only when the lower bound of the AUC gain's confidence interval exceeds
-`min_delta` and the log-loss guardrail holds. A tie or noise is a rejection. The thresholds are checked with
+`min_delta` and the guardrails hold: log loss may not worsen beyond its tolerance, and no configured segment
+(e.g. one origin or carrier) may lose more than `segment_tolerance` AUC. A tie or noise is a rejection. The thresholds are checked with
 `mlflow.validate_evaluation_results` and `MetricThreshold`, so the decision is MLflow's documented check.
 """
 
@@ -91,12 +92,24 @@ def compare(
     p_challenger: np.ndarray,
     *,
     min_delta: float | None = None,
+    segments: dict[str, np.ndarray] | None = None,
 ) -> dict[str, Any]:
     """Decide whether the challenger replaces the champion. With no champion (bootstrap), the challenger
     must reach `min_bootstrap_auc` on its holdout.
 
+    Args:
+        segments: segment column -> the holdout rows' values, row-aligned with `y` (e.g. {"carrier": ...}).
+            With a champion, every value with at least `evaluation.min_segment_rows` rows and both classes
+            is a segment, and the largest AUC drop over them is checked against `segment_tolerance`.
+            None or no champion: not checked.
+
     Returns a JSON-able dict: promote (bool), reason (one sentence), champion/challenger metrics, the
-    bootstrap interval, and each check with its threshold and value.
+    bootstrap interval, each check with its threshold and value, and the per-segment table `segments`
+    (rows {column, value, rows, champion_auc, challenger_auc, drop}, worst first; [] when not checked).
+
+    Raises:
+        ModelError: the holdout has a single class.
+        ValueError: a segment's values are not row-aligned with `y`.
     """
     import mlflow
     import numpy as np
@@ -136,6 +149,21 @@ def compare(
             "log_loss_increase": {"value": candidate["log_loss_increase"], "threshold": t.logloss_tolerance, "rule": "<="},
         }
         out.update(champion=champion, bootstrap_ci=ci)
+        if segments is not None:
+            table = segment_aucs(
+                y, p_champion, p_challenger, segments, min_rows=settings.evaluation.min_segment_rows
+            )
+            worst = table[0] if table else None
+            tolerance = settings.evaluation.segment_tolerance
+            candidate["worst_segment_auc_drop"] = worst["drop"] if worst else 0.0
+            thresholds["worst_segment_auc_drop"] = MetricThreshold(threshold=float(tolerance), greater_is_better=False)
+            checks["worst_segment_auc_drop"] = {
+                "value": candidate["worst_segment_auc_drop"], "threshold": tolerance, "rule": "<=",
+                "segment": f"{worst['column']}={worst['value']}" if worst else None,
+                "segments_checked": len(table),
+            }
+            out["segments"] = table
+    out.setdefault("segments", [])
     failed: list[str] = []
     try:
         mlflow.validate_evaluation_results(thresholds, EvaluationResult(metrics=candidate, artifacts={}))
@@ -150,6 +178,54 @@ def compare(
     return out
 
 
+def segment_aucs(
+    y: np.ndarray,
+    p_champion: np.ndarray,
+    p_challenger: np.ndarray,
+    segments: dict[str, np.ndarray],
+    *,
+    min_rows: int,
+) -> list[dict[str, Any]]:
+    """AUC of both models within each segment value with >= `min_rows` rows and both classes.
+
+    Returns: rows {column, value, rows, champion_auc, challenger_auc, drop} (drop = champion AUC -
+    challenger AUC), largest drop first. Missing values form no segment.
+    """
+    import numpy as np
+    import pandas as pd
+
+    y = np.asarray(y).astype(int)
+    p_champion = np.asarray(p_champion, dtype="float64")
+    p_challenger = np.asarray(p_challenger, dtype="float64")
+    table: list[dict[str, Any]] = []
+    for column, values in segments.items():
+        values = np.asarray(values, dtype=object)
+        if len(values) != len(y):
+            raise ValueError(
+                f"compare: segment column {column!r} has {len(values)} values for {len(y)} holdout rows; "
+                f"pass the holdout frame's column, row-aligned with y."
+            )
+        codes, uniques = pd.factorize(pd.Series(values), use_na_sentinel=True)
+        for code, value in enumerate(uniques):
+            rows = codes == code
+            n = int(rows.sum())
+            if n < min_rows:
+                continue
+            champion_auc, challenger_auc = auc(y[rows], p_champion[rows]), auc(y[rows], p_challenger[rows])
+            if champion_auc is None or challenger_auc is None:
+                continue
+            table.append({
+                "column": column,
+                "value": value.item() if isinstance(value, np.generic) else value,
+                "rows": n,
+                "champion_auc": champion_auc,
+                "challenger_auc": challenger_auc,
+                "drop": champion_auc - challenger_auc,
+            })
+    table.sort(key=lambda r: (-r["drop"], r["column"], str(r["value"])))
+    return table
+
+
 def _reason(out: dict[str, Any], min_delta: float, confidence: float) -> str:
     ch = out["challenger"]
     if out["champion"] is None:
@@ -158,8 +234,10 @@ def _reason(out: dict[str, Any], min_delta: float, confidence: float) -> str:
     ci = out["bootstrap_ci"]
     gain = f"AUC {out['champion']['roc_auc']:.4f} -> {ch['roc_auc']:.4f}, gain {ci['delta']:+.4f} " \
            f"({confidence:.0%} CI {ci['low']:+.4f}..{ci['high']:+.4f})"
+    segment = out["checks"].get("worst_segment_auc_drop")
     if out["promote"]:
-        return f"promoted: {gain}; lower bound above {min_delta}; log loss within tolerance"
+        segments = f"; no segment loses more than {segment['threshold']} AUC" if segment else ""
+        return f"promoted: {gain}; lower bound above {min_delta}; log loss within tolerance{segments}"
     reasons = []
     if not out["checks"]["roc_auc_gain_ci_low"]["passed"]:
         reasons.append(f"gain not shown (lower bound {ci['low']:+.4f} <= {min_delta})")
@@ -168,4 +246,6 @@ def _reason(out: dict[str, Any], min_delta: float, confidence: float) -> str:
             f"log loss worse by {out['checks']['log_loss_increase']['value']:+.4f} "
             f"(tolerance {out['checks']['log_loss_increase']['threshold']})"
         )
+    if segment and not segment["passed"]:
+        reasons.append(f"segment {segment['segment']} loses {segment['value']:.3f} AUC (tolerance {segment['threshold']})")
     return f"rejected: {'; '.join(reasons)}; {gain}"

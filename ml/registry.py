@@ -1,4 +1,4 @@
-"""MLflow tracking and registry: log challengers, move the `champion` alias, keep the audit log.
+"""MLflow tracking and registry: log challengers, move the `champion` alias, roll it back, keep the audit log.
 
 The alias audit log in the history database is the timeline of record (ordered by logical date, so a
 backfill and day-by-day runs agree); the MLflow aliases mirror its latest entry.
@@ -253,6 +253,10 @@ def evidence_tags(evaluation: dict[str, Any]) -> dict[str, Any]:
                 "gain.ci_high": ci["high"],
             }
         )
+    segment = evaluation.get("checks", {}).get("worst_segment_auc_drop")
+    if segment:
+        tags["guardrail.worst_segment_drop"] = segment["value"]
+        tags["guardrail.worst_segment"] = segment.get("segment")
     return tags
 
 
@@ -262,9 +266,10 @@ def _description(settings: Settings, day: dt.date, evaluation: dict[str, Any], b
         f"Holdout: {evaluation['holdout_rows']} rows, the same rows for champion and challenger.",
     ]
     for name, check in evaluation["checks"].items():
+        where = f" (worst: {check['segment']})" if check.get("segment") else ""
         lines.append(
             f"- {name}: {check['value']:.5f} {check['rule']} {check['threshold']} -> "
-            f"{'pass' if check['passed'] else 'FAIL'}"
+            f"{'pass' if check['passed'] else 'FAIL'}{where}"
         )
     if evaluation["promote"]:
         lines.append(f"Replaced champion version {before}." if before else "First champion of the dataset.")
@@ -285,6 +290,10 @@ def promote(
     The audit row and the alias move happen under one lock; a re-run finds the audit row and only makes
     sure the MLflow aliases mirror the latest entry. An old day re-run after later promotions records its
     event but leaves the aliases on the later champion.
+
+    `before` is the champion in force just before this event in the audit timeline, including events of
+    the same logical date (a manual and a scheduled run of one day, or a rollback stamped that day): the
+    second promotion of a day replaces the first, so each event's `before` is the previous event's `after`.
     """
     c = client(settings)
     holder = f"{dag_run_id or 'manual'}:{os.getpid()}"
@@ -294,7 +303,10 @@ def promote(
             for e in history.alias_events(settings.name, CHAMPION)
             if e["logical_date"] == day.isoformat() and e["after_version"] == version
         ]
-        before = history.champion_at(settings.name, day - dt.timedelta(days=1))
+        if events:  # a retry: report what that promotion replaced
+            before = events[0]["before_version"]
+        else:
+            before = history.champion_at(settings.name, day)
         if not events:
             if before == version:
                 return {"promoted": False, "champion": version, "note": "already champion"}
@@ -338,10 +350,127 @@ def sync_aliases(settings: Settings, history: History, c: MlflowClient | None = 
             c.set_registered_model_alias(settings.registered_model, alias, str(last["after_version"]))
             c.set_registered_model_tag(
                 settings.registered_model, f"{TAG}audit.{alias}",
-                json.dumps({"version": last["after_version"], "logical_date": last["logical_date"],
-                            "reason": (last["reason"] or "")[:200], "dag_run_id": last["dag_run_id"]}),
+                json.dumps({"version": last["after_version"], "before": last["before_version"],
+                            "logical_date": last["logical_date"], "reason": (last["reason"] or "")[:200],
+                            "dag_run_id": last["dag_run_id"], "actor": last["actor"], "at": last["at"]}),
             )
     return latest
+
+
+ROLLED_BACK_TAGS = (f"{TAG}rolled_back", f"{TAG}rolled_back_reason", f"{TAG}rolled_back_on")
+
+
+def rollback(
+    settings: Settings,
+    history: History,
+    *,
+    reason: str,
+    actor: str | None = None,
+    day: dt.date | None = None,
+) -> dict[str, Any]:
+    """Move `champion` back to `previous`, under the promotion lock, with audit rows like a promotion's.
+
+    Semantics:
+        - current = the latest `champion` event of the audit log, target = the latest `previous` event.
+        - `champion` goes current -> target and `previous` goes target -> current: `previous` points at the
+          version rolled back from, so a second rollback undoes the first.
+        - Both events are stamped with the latest of: the latest audit event's logical date, the latest
+          processed day (so days already run keep the champion they had) — or `day`, which may not
+          be earlier). A rollback is a manual act outside the daily schedule; stamped so, it sorts after
+          every event already recorded, `champion_at` answers the restored version from that date on (that
+          date included), the next scheduled day serves it, and the timeline stays in logical-date order.
+          Dates before it keep their answers. The wall-clock time is in the events' `at` column.
+        - The version rolled back from is tagged driftwatch.rolled_back=true with the reason and date; the
+          restored version loses those tags.
+
+    Args:
+        reason: why (required); recorded as "rollback: <reason>".
+        actor: who (default: $USER@host).
+        day: logical date to stamp the events with (default: the latest audit event's).
+
+    Returns: {"rolled_back", "champion", "previous", "logical_date", "reason"}.
+
+    Raises:
+        ModelError: no reason, no champion, no previous version, `day` before the latest audit event, or
+            the registry refused the change (the message says what was recorded).
+    """
+    from mlflow.exceptions import MlflowException
+
+    from ml.exceptions import ModelError
+
+    reason = (reason or "").strip()
+    if not reason:
+        raise ModelError(f"{settings.name}: rollback needs a reason for the audit log (--reason \"...\").")
+    c = client(settings)
+    holder = f"rollback:{actor or 'manual'}:{os.getpid()}"
+    with history.lock(f"promote:{settings.name}", holder):
+        events = history.alias_events(settings.name)
+
+        def latest(alias: str) -> dict[str, Any] | None:
+            return max((e for e in events if e["alias"] == alias),
+                       key=lambda e: (e["logical_date"], e["id"]), default=None)
+
+        champion, previous = latest(CHAMPION), latest(PREVIOUS)
+        if champion is None or champion["after_version"] is None:
+            raise ModelError(f"{settings.name}: nothing to roll back: the audit log has no champion.")
+        current = int(champion["after_version"])
+        if previous is None or previous["after_version"] is None:
+            raise ModelError(
+                f"{settings.name}: cannot roll back champion version {current}: there is no previous "
+                f"version to go back to (version {current} is the first champion)."
+            )
+        target = int(previous["after_version"])
+        if target == current:
+            raise ModelError(
+                f"{settings.name}: cannot roll back: previous and champion are both version {current}."
+            )
+        # after the latest processed day (or audit event): days already run keep the champion they had
+        processed = history.days(settings.name)
+        stamp = max([e["logical_date"] for e in events] + ([processed[-1]["day"]] if processed else []))
+        if day is not None:
+            if day.isoformat() < stamp:
+                raise ModelError(
+                    f"{settings.name}: rollback date {day} is before the latest audit event ({stamp}); "
+                    f"use {stamp} or later, so the timeline stays in logical-date order."
+                )
+            stamp = day.isoformat()
+        # the registry is reached before the audit rows are written: unreachable, nothing is recorded
+        try:
+            restored = c.get_model_version(settings.registered_model, str(target))
+        except MlflowException as exc:
+            raise ModelError(
+                f"{settings.name}: cannot roll back to version {target} of {settings.registered_model}: the MLflow "
+                f"registry answered {exc.error_code}: {exc.message}. Nothing was recorded."
+            ) from exc
+        text = f"rollback: {reason}"
+        who = {"actor": actor} if actor else {}
+        with history.engine.begin() as conn:  # both audit rows or neither
+            history.add_alias_event(
+                conn, dataset=settings.name, model=settings.registered_model, alias=CHAMPION,
+                logical_date=stamp, before_version=current, after_version=target, reason=text,
+                dag_run_id=None, **who,
+            )
+            history.add_alias_event(
+                conn, dataset=settings.name, model=settings.registered_model, alias=PREVIOUS,
+                logical_date=stamp, before_version=target, after_version=current,
+                reason=f"{text} (rolled back from version {current})", dag_run_id=None, **who,
+            )
+        try:
+            _set_tags(c, settings, current, {ROLLED_BACK_TAGS[0]: "true", ROLLED_BACK_TAGS[1]: reason[:5000],
+                                             ROLLED_BACK_TAGS[2]: stamp})
+            for key in ROLLED_BACK_TAGS:
+                if key in restored.tags:
+                    c.delete_model_version_tag(settings.registered_model, str(target), key)
+            sync_aliases(settings, history, c)
+        except Exception as exc:
+            raise ModelError(
+                f"{settings.name}: rollback {current} -> {target} is recorded in the audit log, but the MLflow "
+                f"registry was not fully updated ({exc}). Do not roll back again (that would undo it); the "
+                f"aliases are re-synced from the audit log by the next promotion."
+            ) from exc
+    log.warning("%s: champion rolled back from version %s to %s (%s)", settings.name, current, target, reason)
+    return {"rolled_back": current, "champion": target, "previous": current, "logical_date": stamp,
+            "reason": text}
 
 
 def reject(

@@ -352,6 +352,7 @@ def train(
         metrics={f"holdout_{k}": v for k, v in metrics.items()},
     )
     version = info["version"]
+    _log_trigger_report(s, d, info["run_id"])
     import pandas as pd
 
     cache = s.paths.models / s.name / f"v{version}"
@@ -371,6 +372,21 @@ def train(
     h.update_day(s.name, d, candidate_version=version)
     return {"version": version, "run_id": info["run_id"], "experiment_id": info["experiment_id"],
             "holdout_auc": metrics["roc_auc"], "reused": False}
+
+
+def _log_trigger_report(s: Settings, d: dt.date, run_id: str) -> None:
+    """The day's drift report (HTML + JSON summary), when there is one, under `trigger/` of the training run:
+    the evidence that triggered this challenger travels with it. A bootstrap or forced run may have none."""
+    from ml import drift
+    from ml.registry import client
+
+    paths = [s.report_dir(d) / name for name in (drift.REPORT_FILE, drift.SUMMARY_FILE)]
+    present = [p for p in paths if p.is_file()]
+    if not present:
+        return
+    c = client(s)
+    for path in present:
+        c.log_artifact(run_id, str(path), "trigger")
 
 
 def _log_artifacts(s: Settings, run_id: str, paths) -> None:
@@ -399,7 +415,11 @@ def evaluate(
     p_new = predict_proba(registry.load_model(s, int(version)), s, holdout)
     champion = serving_champion(s, h, d)
     p_old = predict_proba(registry.load_model(s, champion), s, holdout) if champion else None
-    result = compare(s, y.to_numpy(), p_old, p_new, min_delta=min_delta)
+    missing = [c for c in s.evaluation.segments if c not in holdout.columns]
+    if missing:
+        raise ModelError(f"{s.name}: evaluation.segments {missing} are not columns of the holdout partitions")
+    segments = {c: holdout[c].to_numpy() for c in s.evaluation.segments}
+    result = compare(s, y.to_numpy(), p_old, p_new, min_delta=min_delta, segments=segments)
     result["champion_version"] = champion
     result["challenger_version"] = int(version)
     if dry_run and result["promote"]:
@@ -413,7 +433,9 @@ def evaluate(
                        "eval_challenger_log_loss": result["challenger"]["log_loss"],
                        **({"eval_champion_roc_auc": result["champion"]["roc_auc"],
                            "eval_gain_ci_low": result["bootstrap_ci"]["low"],
-                           "eval_gain_ci_high": result["bootstrap_ci"]["high"]} if champion else {})}.items():
+                           "eval_gain_ci_high": result["bootstrap_ci"]["high"]} if champion else {}),
+                       **({"eval_worst_segment_auc_drop": result["checks"]["worst_segment_auc_drop"]["value"]}
+                          if "worst_segment_auc_drop" in result["checks"] else {})}.items():
         if value is not None:
             c.log_metric(record["run_id"], key, float(value))
     c.log_artifact(record["run_id"], str(report), artifact_path="evaluation")
