@@ -1347,41 +1347,6 @@ def up(cfg: StackConfig, components: Sequence[str] = DEFAULT_COMPONENTS) -> None
     _print_urls(cfg)
 
 
-def _fmt_value(value: Any) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return f"{value:.4f}"
-    if isinstance(value, (list, tuple, set)):
-        items = [str(v)[:10] if isinstance(v, (str, dt.date)) else _fmt_value(v) for v in value]
-        head = ", ".join(items[:6]) + (", ..." if len(items) > 6 else "")
-        return f"{len(items)}" + (f"  ({head})" if items else "")
-    if isinstance(value, Mapping):
-        return ", ".join(f"{k}={_fmt_value(v)}" for k, v in value.items())
-    return str(value)
-
-
-def format_status(status: Mapping[str, Any]) -> str:
-    """A readable two-column table of ml.status.status()."""
-    rows: list[tuple[str, str]] = []
-    champion = status.get("champion")
-    for key, value in status.items():
-        if key == "champion":
-            continue
-        rows.append((key.replace("_", " "), _fmt_value(value)))
-    if isinstance(champion, Mapping):
-        rows.insert(1, ("champion", f"{champion.get('name', '-')} v{champion.get('version', '-')}"))
-        metrics = champion.get("holdout_metrics") or {}
-        for k, v in metrics.items():
-            rows.insert(2, (f"  holdout {k}", _fmt_value(v)))
-    elif champion is not None:
-        rows.insert(1, ("champion", _fmt_value(champion)))
-    else:
-        rows.insert(1, ("champion", "none"))
-    width = max(len(k) for k, _ in rows)
-    return "\n".join(f"  {k.ljust(width)}  {v}" for k, v in rows)
-
-
 def _print_backfill(result: Mapping[str, Any]) -> None:
     per_run = [r["seconds"] for r in result["runs"] if r.get("seconds")]
     mean = f", {sum(per_run) / len(per_run):.1f} s per run" if per_run else ""
@@ -1394,17 +1359,10 @@ def _print_backfill(result: Mapping[str, Any]) -> None:
 
 
 def _print_status(settings: Any) -> None:
-    try:
-        from ml.status import status
-    except ImportError as exc:
-        print(f"\n(no summary: ml.status is not available: {exc})")
-        return
-    try:
-        from ml.status import format_status as formatter
-    except ImportError:
-        formatter = format_status
+    from ml.status import format_status, status
+
     print(f"\nSummary of {settings.name}:")
-    print(formatter(status(settings)))
+    print(format_status(status(settings)))
 
 
 def _ensure_lake(settings: Any, frm: dt.date, to: dt.date) -> None:
