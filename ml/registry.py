@@ -203,25 +203,6 @@ def load_model(settings: Settings, version: int) -> Any:
     return _MODEL_CACHE[key]
 
 
-def load_reference(settings: Settings, version: int, history: History) -> pd.DataFrame:
-    """The training data sample of a version, used as the drift and validation reference."""
-    import mlflow
-    import pandas as pd
-
-    record = history.get_model(settings.name, version)
-    if record is None:
-        raise LookupError(f"model version {version} of {settings.name} is not in the history database")
-    cached = settings.paths.models / settings.name / f"v{version}" / "reference.parquet"
-    if not cached.is_file():
-        _configure(settings)
-        cached.parent.mkdir(parents=True, exist_ok=True)
-        path = mlflow.artifacts.download_artifacts(
-            run_id=record["run_id"], artifact_path="data/reference.parquet", dst_path=str(cached.parent)
-        )
-        Path(path).replace(cached)
-    return pd.read_parquet(cached)
-
-
 def _set_tags(c: MlflowClient, settings: Settings, version: int, tags: dict[str, Any]) -> None:
     for key, value in tags.items():
         if value is None:
@@ -481,11 +462,6 @@ def reject(
     _set_tags(c, settings, version, evidence_tags(evaluation))
     c.update_model_version(settings.registered_model, str(version),
                            description=_description(settings, day, evaluation, champion))
-
-
-def mark_failed(settings: Settings, *, version: int, reason: str) -> None:
-    c = client(settings)
-    _set_tags(c, settings, version, {f"{TAG}decision": "failed", f"{TAG}reason": reason[:5000]})
 
 
 def champion_alias(settings: Settings) -> int | None:
