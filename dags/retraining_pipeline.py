@@ -8,11 +8,11 @@ files that say which DAGs exist (the dynamic-DAG pattern).
 from __future__ import annotations
 
 import datetime as dt
-import os
 
 import pendulum
 from airflow.sdk import Param, TriggerRule, dag, get_current_context, task
 
+from ml.airflow_ext import DriftwatchNotifier, dag_run_url, mlflow_branch_task, mlflow_task, push_mlflow
 from ml.catalog import DagSpec, dag_specs
 
 DAG_DOC = """
@@ -54,13 +54,8 @@ def _run_id() -> str:
     return str(get_current_context()["run_id"])
 
 
-def _run_url(dag_id: str, run_id: str) -> str:
-    base = os.environ.get("AIRFLOW__API__BASE_URL") or f"http://127.0.0.1:{os.environ.get('AIRFLOW__API__PORT', '8080')}"
-    return f"{base.rstrip('/')}/dags/{dag_id}/runs/{run_id}"
-
-
 def _on_failure(context) -> None:
-    """Keep the error in the day's history row and raise an alert."""
+    """Keep the failing step's error in the day's history row (the run's failure alert is the DAG's notifier)."""
     from ml import steps
 
     ti = context["ti"]
@@ -85,6 +80,7 @@ def build(spec: DagSpec):
         catchup=False,
         max_active_runs=1,  # champion history is sequential: day D serves the champion of day D-1
         tags=["driftwatch", spec.dataset],
+        on_failure_callback=DriftwatchNotifier("failure", spec.dataset),
         doc_md=DAG_DOC.format(
             dataset=spec.dataset, description=spec.description,
             drift_share=t.get("drift_share", 0.5), quality_drop=t.get("quality_drop", 0.05),
@@ -130,7 +126,7 @@ def build(spec: DagSpec):
             result = steps.validate(dataset, _day(), _run_id())
             return "score_batch" if result["ok"] else "quarantine_batch"
 
-        @task(task_id="quarantine_batch")
+        @task(task_id="quarantine_batch", on_success_callback=DriftwatchNotifier("quarantine", dataset))
         def quarantine_batch() -> dict:
             """Move the failed batch to quarantine with a reason file; alert. The champion is untouched."""
             from ml import steps
@@ -168,32 +164,38 @@ def build(spec: DagSpec):
             """No retrain today: the reason is in the history row and the `decide` log."""
             return "skipped"
 
-        @task(task_id="train_challenger")
+        @mlflow_task(task_id="train_challenger")
         def train_challenger() -> dict:
             """Train a challenger on the original window + accepted new days; log and register it in MLflow."""
             from ml import steps
 
-            params = get_current_context()["params"]
+            ctx = get_current_context()
             run_id = _run_id()
-            return steps.train(dataset, _day(), dag_run_id=run_id, dag_run_url=_run_url(spec.dag_id, run_id),
-                               model_params=params.get("model_params") or {})
+            out = steps.train(dataset, _day(), dag_run_id=run_id, dag_run_url=dag_run_url(spec.dag_id, run_id),
+                              model_params=ctx["params"].get("model_params") or {})
+            push_mlflow(ctx, out)
+            return out
 
-        @task.branch(task_id="evaluate_challenger")
+        @mlflow_branch_task(task_id="evaluate_challenger")
         def evaluate_challenger(trained: dict) -> str:
             """Champion vs challenger on the same holdout rows; branch to promote or reject."""
             from ml import steps
 
-            params = get_current_context()["params"]
+            ctx = get_current_context()
+            params = ctx["params"]
             out = steps.evaluate(dataset, _day(), trained["version"], dry_run=bool(params.get("dry_run")),
                                  min_delta=params.get("min_delta"))
+            push_mlflow(ctx, out)
             return "promote_challenger" if out["promote"] else "reject_challenger"
 
-        @task(task_id="promote_challenger")
+        @mlflow_task(task_id="promote_challenger", on_success_callback=DriftwatchNotifier("promotion", dataset))
         def promote_challenger(trained: dict) -> dict:
             """Move alias `champion` to the challenger (old champion -> `previous`), audited, under a lock."""
             from ml import steps
 
-            return steps.promote(dataset, _day(), trained["version"], _run_id())
+            out = steps.promote(dataset, _day(), trained["version"], _run_id())
+            push_mlflow(get_current_context(), out)
+            return out
 
         @task(task_id="reject_challenger")
         def reject_challenger(trained: dict) -> dict:

@@ -1,6 +1,16 @@
-"""Alerts: one configurable target. A JSON line in $DRIFTWATCH_HOME/alerts.log by default; a webhook when
-DRIFTWATCH_ALERT_WEBHOOK is set (the JSON is POSTed as is). An alert that cannot be delivered is logged,
-never raised: alerting must not fail the step that raised it."""
+"""Alerts: one configurable target, chosen by DRIFTWATCH_ALERT_TARGET.
+
+    (unset)                  a JSON line per alert in $DRIFTWATCH_HOME/alerts.log (the default)
+    file:///abs/path.log     a JSON line per alert in that file
+    https://hooks.example/x  the JSON event POSTed to a webhook (Slack/Teams/PagerDuty bridges, ...)
+    mailto:ops@example.com   an e-mail through Airflow's SMTP notifier and its `smtp_default` connection
+                             (delivered by `ml.airflow_ext.DriftwatchNotifier`; outside Airflow the event
+                             falls back to the log file)
+
+In the DAG, alerts are raised by Airflow callbacks (`ml.airflow_ext.DriftwatchNotifier`): on a quarantined
+batch, on each promotion and on a failed run. An alert that cannot be delivered is logged, never raised:
+alerting must not fail the step that raised it.
+"""
 
 from __future__ import annotations
 
@@ -9,34 +19,115 @@ import json
 import logging
 import os
 import urllib.request
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from ml.config import Settings
+from ml.exceptions import ConfigError
 
 log = logging.getLogger(__name__)
 
+KINDS = ("quarantine", "promotion", "failure")
+TARGET_ENV = "DRIFTWATCH_ALERT_TARGET"
 
-def notify(settings: Settings, kind: str, message: str, **details: Any) -> dict[str, Any]:
-    event = {
-        "kind": kind,  # quarantine | failure | promotion | rejection
+
+def target(settings: Settings, environ: dict[str, str] | None = None) -> tuple[str, str]:
+    """The configured alert target as (scheme, where): ("file", path) | ("webhook", url) | ("mailto", addrs).
+
+    Raises:
+        ConfigError: DRIFTWATCH_ALERT_TARGET is set to something else.
+    """
+    raw = (os.environ if environ is None else environ).get(TARGET_ENV, "").strip()
+    if not raw:
+        return "file", str(settings.paths.alerts)
+    parts = urlsplit(raw)
+    if parts.scheme == "file" and parts.path.startswith("/"):
+        return "file", parts.path
+    if parts.scheme in ("http", "https") and parts.netloc:
+        return "webhook", raw
+    if parts.scheme == "mailto" and "@" in parts.path:
+        return "mailto", parts.path
+    raise ConfigError(
+        f"{TARGET_ENV}: expected file:///absolute/path, http(s)://host/path or mailto:someone@example.com. "
+        f"Got {raw!r}."
+    )
+
+
+def event(settings: Settings, kind: str, message: str, **details: Any) -> dict[str, Any]:
+    if kind not in KINDS:
+        raise ValueError(f"alert kind: expected one of {list(KINDS)}. Got {kind!r}.")
+    return {
+        "kind": kind,
         "dataset": settings.name,
         "message": message,
         "at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         **details,
     }
-    line = json.dumps(event, default=str)
+
+
+def _append(path: str | Path, line: str) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as fh:
+        fh.write(line + "\n")
+
+
+def deliver(settings: Settings, alert: dict[str, Any]) -> str:
+    """Send one event to the file or webhook target. Returns where it went ("file:..." / "webhook" /
+    "undelivered"). A mailto target is delivered by the Airflow notifier; here it falls back to the file."""
+    line = json.dumps(alert, default=str, sort_keys=True)
     log.warning("ALERT %s", line)
     try:
-        settings.paths.alerts.parent.mkdir(parents=True, exist_ok=True)
-        with settings.paths.alerts.open("a") as fh:
-            fh.write(line + "\n")
-    except OSError as exc:
-        log.error("could not write alert to %s: %s", settings.paths.alerts, exc)
-    url = os.environ.get("DRIFTWATCH_ALERT_WEBHOOK")
-    if url:
-        try:
-            req = urllib.request.Request(url, data=line.encode(), headers={"Content-Type": "application/json"})
-            urllib.request.urlopen(req, timeout=10).close()
-        except Exception as exc:  # noqa: BLE001 - delivery problems are reported, not raised
-            log.error("alert webhook failed: %s", exc)
-    return event
+        scheme, where = target(settings)
+    except ConfigError as exc:
+        log.error("alert not delivered: %s", exc)
+        scheme, where = "file", str(settings.paths.alerts)
+    if scheme == "mailto":
+        scheme, where = "file", str(settings.paths.alerts)
+    try:
+        if scheme == "webhook":
+            req = urllib.request.Request(where, data=line.encode(), headers={"Content-Type": "application/json"})
+            urllib.request.urlopen(req, timeout=10).close()  # noqa: S310 - the scheme is checked in target()
+            return "webhook"
+        _append(where, line)
+        return f"file:{where}"
+    except Exception as exc:  # noqa: BLE001 - delivery problems are reported, not raised
+        log.error("alert to %s %s not delivered: %s", scheme, "(webhook)" if scheme == "webhook" else where, exc)
+        return "undelivered"
+
+
+def notify(settings: Settings, kind: str, message: str, **details: Any) -> dict[str, Any]:
+    """Build and deliver one alert (used outside Airflow, e.g. by `ml.pipeline.run_day`)."""
+    alert = event(settings, kind, message, **details)
+    deliver(settings, alert)
+    return alert
+
+
+def quarantine_alert(settings: Settings, day: dt.date, result: dict[str, Any], dag_run_id: str | None) -> dict:
+    return event(
+        settings, "quarantine",
+        f"{settings.name} {day}: batch quarantined to {result.get('path')} ({result.get('summary', '')[:300]})",
+        day=day.isoformat(), path=result.get("path"), dag_run_id=dag_run_id,
+    )
+
+
+def promotion_alert(settings: Settings, day: dt.date, result: dict[str, Any], dag_run_id: str | None) -> dict:
+    return event(
+        settings, "promotion",
+        f"{settings.name} {day}: version {result.get('version')} is the champion "
+        f"(was {result.get('previous')}): {result.get('reason', '')}",
+        day=day.isoformat(), version=result.get("version"), previous=result.get("previous"),
+        dag_run_id=dag_run_id,
+    )
+
+
+def failure_alert(settings: Settings, day: dt.date | None, failed: list[str], dag_run_id: str | None,
+                  url: str | None = None) -> dict:
+    when = day.isoformat() if day else "?"
+    return event(
+        settings, "failure",
+        f"{settings.name} {when}: run {dag_run_id} failed ({', '.join(failed) or 'see the run'}); "
+        "the champion is unchanged unless promote_challenger succeeded",
+        day=when, failed_tasks=failed, dag_run_id=dag_run_id, url=url,
+    )

@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from ml import steps
+from ml import alerts, steps
 
 
 def run_day(
@@ -29,6 +29,8 @@ def run_day(
     validated = steps.validate(dataset, day, run_id)
     if not validated["ok"]:
         out["quarantine"] = steps.quarantine(dataset, day, run_id)
+        s = steps.settings_for(dataset)
+        alerts.deliver(s, alerts.quarantine_alert(s, day, out["quarantine"], run_id))
     else:
         out["score"] = steps.score(dataset, day)
         out["drift"] = steps.detect(dataset, day)
@@ -41,10 +43,14 @@ def run_day(
                 out["train"], out["evaluate"] = trained, evaluated
                 if evaluated["promote"]:
                     out["promote"] = steps.promote(dataset, day, trained["version"], run_id)
+                    s = steps.settings_for(dataset)
+                    alerts.deliver(s, alerts.promotion_alert(s, day, out["promote"], run_id))
                 else:
                     out["reject"] = steps.reject(dataset, day, trained["version"])
             except Exception as exc:
                 steps.record_failure(dataset, day, "train_challenger", f"{type(exc).__name__}: {exc}", run_id)
+                s = steps.settings_for(dataset)
+                alerts.deliver(s, alerts.failure_alert(s, day, ["train_challenger"], run_id))
                 raise
     out["record"] = steps.record(dataset, day, run_id)
     return out

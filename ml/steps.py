@@ -122,9 +122,8 @@ def validate(dataset: str, day: str | dt.date, dag_run_id: str | None = None) ->
 
 
 def quarantine(dataset: str, day: str | dt.date, dag_run_id: str | None = None) -> dict[str, Any]:
-    """Move a failed batch to the quarantine area (never delete), record it, raise an alert."""
-    from ml.alerts import notify
-
+    """Move a failed batch to the quarantine area (never delete) and record it. The alert is raised by the
+    caller (the DAG's notifier on this task's success, `ml.pipeline` in-process)."""
     s, h, d = _ctx(dataset, day)
     row = h.get_day(s.name, d) or {}
     summary = row.get("validation") or "validation failed"
@@ -137,8 +136,6 @@ def quarantine(dataset: str, day: str | dt.date, dag_run_id: str | None = None) 
         target = s.quarantine_dir(d)
     h.update_day(s.name, d, status="quarantined", decision="quarantine",
                  reason=f"batch quarantined to {target}: {summary}"[:4000])
-    notify(s, "quarantine", f"{s.name} {d}: batch quarantined; champion unchanged", path=str(target),
-           reasons=summary[:2000], dag_run_id=dag_run_id)
     return {"path": str(target), "summary": summary[:1000]}
 
 
@@ -337,7 +334,8 @@ def train(
             log.info("reusing version %s trained for %s on the same data", m["version"], d)
             h.update_day(s.name, d, candidate_version=m["version"])
             return {"version": m["version"], "run_id": m["run_id"], "experiment_id": m["experiment_id"],
-                    "holdout_auc": (m["holdout_metrics"] or {}).get("roc_auc"), "reused": True}
+                    "model": s.registered_model, "holdout_auc": (m["holdout_metrics"] or {}).get("roc_auc"),
+                    "reused": True}
     train_df, holdout_df = load_split(s, split)
     model = fit(s, train_df, d, params)
     _, y_hold = lake.model_frame(s, holdout_df)
@@ -371,7 +369,7 @@ def train(
     )
     h.update_day(s.name, d, candidate_version=version)
     return {"version": version, "run_id": info["run_id"], "experiment_id": info["experiment_id"],
-            "holdout_auc": metrics["roc_auc"], "reused": False}
+            "model": s.registered_model, "holdout_auc": metrics["roc_auc"], "reused": False}
 
 
 def _log_trigger_report(s: Settings, d: dt.date, run_id: str) -> None:
@@ -443,12 +441,14 @@ def evaluate(
     h.update_day(s.name, d, evaluation=result,
                  reports={**(row.get("reports") or {}), "evaluation": str(report)})
     return {"promote": bool(result["promote"]), "reason": result["reason"], "version": int(version),
-            "champion_version": champion}
+            "champion_version": champion, "run_id": record["run_id"], "experiment_id": record["experiment_id"],
+            "model": s.registered_model}
 
 
 def promote(dataset: str, day: str | dt.date, version: int, dag_run_id: str | None = None) -> dict[str, Any]:
+    """Move alias `champion` to `version` (audited, under a lock). Returns {"promoted", "version", "previous",
+    "reason", "run_id", "experiment_id"}; the alert is raised by the caller, as for quarantine."""
     from ml import registry
-    from ml.alerts import notify
 
     s, h, d = _ctx(dataset, day)
     evaluation = (h.get_day(s.name, d) or {}).get("evaluation")
@@ -456,9 +456,10 @@ def promote(dataset: str, day: str | dt.date, version: int, dag_run_id: str | No
         raise ModelError(f"{s.name} {d}: no evaluation of version {version} recorded; run evaluate first")
     out = registry.promote(s, h, version=int(version), day=d, evaluation=evaluation, dag_run_id=dag_run_id)
     h.update_day(s.name, d, promotion="promoted", promotion_reason=evaluation["reason"])
-    notify(s, "promotion", f"{s.name} {d}: version {version} is the champion ({evaluation['reason']})",
-           version=int(version), previous=out.get("previous"), dag_run_id=dag_run_id)
-    return out
+    model = h.get_model(s.name, int(version)) or {}
+    return {"promoted": bool(out.get("promoted")), "version": int(version), "previous": out.get("previous"),
+            "reason": evaluation["reason"], "run_id": model.get("run_id"),
+            "experiment_id": model.get("experiment_id"), "model": s.registered_model}
 
 
 def reject(dataset: str, day: str | dt.date, version: int) -> dict[str, Any]:
@@ -502,9 +503,8 @@ def record(dataset: str, day: str | dt.date, dag_run_id: str | None = None) -> d
 
 
 def record_failure(dataset: str, day: str | dt.date, task_id: str, error: str, dag_run_id: str | None = None) -> None:
-    """Called from the DAG's failure callback: keep the error in the day's row and alert."""
-    from ml.alerts import notify
-
+    """Called from the DAG's task failure callback: keep the error in the day's row (the run-level alert
+    is the DAG's failure notifier)."""
     s, h, d = _ctx(dataset, day)
     message = f"{task_id} failed: {error}"[:4000]
     fields: dict[str, Any] = {"error": message}
@@ -512,4 +512,19 @@ def record_failure(dataset: str, day: str | dt.date, task_id: str, error: str, d
         fields["promotion"] = "failed"
         fields["promotion_reason"] = f"{message}; champion unchanged"
     h.update_day(s.name, d, **fields)
-    notify(s, "failure", f"{s.name} {d}: {message}", task_id=task_id, dag_run_id=dag_run_id)
+    version = (h.get_day(s.name, d) or {}).get("candidate_version")
+    if fields.get("promotion") == "failed" and version is not None:
+        _tag_failed(s, int(version), d, message)
+
+
+def _tag_failed(s: Settings, version: int, d: dt.date, message: str) -> None:
+    """A registered challenger whose evaluation or promotion failed says so in the registry too (best
+    effort: MLflow itself may be what failed; the history row already has the error)."""
+    try:
+        from ml.registry import TAG, client
+
+        c = client(s)
+        for key, value in {f"{TAG}decision": "failed", f"{TAG}reason": f"{d}: {message}"[:5000]}.items():
+            c.set_model_version_tag(s.registered_model, str(version), key, value)
+    except Exception as exc:  # noqa: BLE001 - reported, not raised: the failure is already recorded
+        log.error("%s: could not tag version %s as failed: %s", s.name, version, exc)

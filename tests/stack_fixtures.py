@@ -1,4 +1,4 @@
-"""Integration fixtures: a real local stack (Airflow scheduler, dag-processor, API server; MLflow server) per
+"""Stack fixtures (registered for every test directory by tests/conftest.py): a real local stack (Airflow scheduler, dag-processor, API server; MLflow server) per
 test session, in a tmp home with free ports, driven through `ml.stack`.
 
     def test_something(stack, add_partitions):
@@ -20,6 +20,7 @@ logs are copied to test-artifacts/integration/<stack>/.
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import shutil
 import textwrap
@@ -30,9 +31,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from ml import stack as st
-from ml.config import REPO_ROOT
+from ml.config import BUNDLED_DATASETS, REPO_ROOT
 
 ARTIFACTS = REPO_ROOT / "test-artifacts" / "integration"
 
@@ -223,3 +225,76 @@ def stack(stack_factory: Any) -> Stack:
     s = stack_factory("default")
     s.start_seconds.setdefault("fixture_total", round(time.monotonic() - t0, 1))
     return s
+
+
+# ---------------------------------------------------------------------------------------------- the scenario
+# The real DAG on real flight data, shared by tests/integration/test_pipeline.py, test_ui.py and tests/e2e
+# (a small variant of flights.yaml: original window Jan 1-5, holdout 2 days, no cooldown):
+#   Jan 1-4  collect the original window            Jan 5  bootstrap the first champion
+#   Jan 6    a real day: no retrain                  Jan 7  injected drift -> retrain
+#   Jan 8    a batch missing a column -> quarantine  Jan 9  (left for a manual run by test_pipeline)
+
+DAG_ID = "retraining_pipeline"
+DAYS = [dt.date(2013, 1, d) for d in range(1, 10)]
+DRIFT_DAY = dt.date(2013, 1, 7)
+BAD_DAY = dt.date(2013, 1, 8)
+MANUAL_DAY = dt.date(2013, 1, 9)
+
+
+def _dataset_yaml(folder: Path) -> Path:
+    raw = yaml.safe_load((BUNDLED_DATASETS / "flights.yaml").read_text())
+    raw["original_window"] = {"start": "2013-01-01", "end": "2013-01-05"}
+    raw["holdout_days"] = 2
+    raw["wait"] = {"timeout_minutes": 1, "poke_seconds": 5}
+    raw["thresholds"].update(
+        cooldown_days=0, min_new_rows=0, drift_share=0.5, quality_drop=0.5, min_bootstrap_auc=0.5,
+        bootstrap_resamples=300,
+    )
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "flights.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return path
+
+
+def _inject_drift(day_frame):
+    """Move most features far from January while keeping every value physically possible."""
+    f = day_frame.copy()
+    f["temp"] = f["temp"] + 50
+    f["dewp"] = f["dewp"] + 45
+    f["humid"] = 100 - f["humid"]
+    f["wind_speed"] = f["wind_speed"] * 3
+    f["wind_dir"] = (f["wind_dir"] + 180) % 360
+    f["pressure"] = f["pressure"] - 40
+    f["visib"] = f["visib"] / 5
+    f["precip"] = f["precip"] + 0.5
+    f["hour"] = (f["hour"] + 6) % 24
+    f["sched_dep_time"] = (f["sched_dep_time"] + 600) % 2400
+    f["sched_arr_time"] = (f["sched_arr_time"] + 600) % 2400
+    f["distance"] = f["distance"] + 900
+    return f
+
+
+@pytest.fixture(scope="session")
+def pipeline(stack_factory, flights_frame, tmp_path_factory):
+    datasets = tmp_path_factory.mktemp("datasets")
+    _dataset_yaml(datasets)
+    stack = stack_factory("pipeline", extra_env={"DRIFTWATCH_DATASETS": str(datasets)})
+    from ml.config import load_settings
+
+    settings = load_settings("flights")
+    assert settings.original_end == dt.date(2013, 1, 5), "the test process must read the test dataset YAML"
+    for day in DAYS:
+        frame = flights_frame[flights_frame["date"] == day.isoformat()][settings.columns].reset_index(drop=True)
+        if day == DRIFT_DAY:
+            frame = _inject_drift(frame)
+        if day == BAD_DAY:
+            frame = frame.drop(columns=["distance"])
+        part = stack.lake / "flights" / f"date={day.isoformat()}"
+        part.mkdir(parents=True, exist_ok=True)
+        frame.to_parquet(part / "part-0.parquet", index=False)
+    stack.wait_for_dag(DAG_ID, timeout=180)
+    result = stack.backfill(DAG_ID, DAYS[0], BAD_DAY, timeout=900)
+    assert result["failed"] == 0 and result["success"] == len(DAYS) - 1, (result, stack.failure_report())
+    return stack, settings
+
+

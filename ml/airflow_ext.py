@@ -1,0 +1,211 @@
+"""Airflow-side pieces of driftwatch: the alert notifier and the MLflow links on task instances.
+
+Imported by the DAG file and the plugin only (everything else in `ml` runs without Airflow).
+
+- `DriftwatchNotifier`: Airflow's notifier mechanism (`on_success_callback` / `on_failure_callback`) for the
+  three alerts: a quarantined batch, a promotion, a failed run. It delivers to the one configured target of
+  `ml.alerts` (log file, webhook) or, for a `mailto:` target, through Airflow's `SmtpNotifier`.
+- `MLflowRunLink` / `MLflowModelLink`: buttons on the train, evaluate and promote task instances. The task
+  pushes XCom `mlflow` = {"run_id", "experiment_id", "model", "version"}; at the end of the task the worker
+  turns it into the two URLs (Airflow 3 stores operator links in XCom), the API server shows them.
+- `mlflow_task` / `mlflow_branch_task`: `@task` / `@task.branch` whose operator carries those links.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+from typing import Any
+from urllib.parse import quote
+
+from airflow.providers.common.compat.sdk import task_decorator_factory
+from airflow.providers.standard.decorators.branch_python import _BranchPythonDecoratedOperator
+from airflow.providers.standard.decorators.python import _PythonDecoratedOperator
+from airflow.sdk import BaseNotifier, BaseOperatorLink
+
+log = logging.getLogger(__name__)
+
+MLFLOW_XCOM_KEY = "mlflow"
+UI_URL_ENV = "DRIFTWATCH_MLFLOW_UI_URL"
+
+
+def mlflow_ui_url() -> str:
+    """Where users open MLflow: DRIFTWATCH_MLFLOW_UI_URL, else an http(s) tracking URI, else the local default."""
+    url = os.environ.get(UI_URL_ENV) or ""
+    if not url:
+        tracking = os.environ.get("MLFLOW_TRACKING_URI", "")
+        url = tracking if tracking.startswith(("http://", "https://")) else "http://127.0.0.1:5050"
+    return url.rstrip("/")
+
+
+def mlflow_run_url(experiment_id: Any, run_id: Any) -> str:
+    return f"{mlflow_ui_url()}/#/experiments/{quote(str(experiment_id))}/runs/{quote(str(run_id))}"
+
+
+def mlflow_version_url(model: str, version: Any) -> str:
+    return f"{mlflow_ui_url()}/#/models/{quote(model, safe='')}/versions/{quote(str(version))}"
+
+
+def airflow_ui_url() -> str:
+    """Where users open Airflow: [api] base_url when set, else the local API server's address."""
+    base = os.environ.get("AIRFLOW__API__BASE_URL") or (
+        f"http://127.0.0.1:{os.environ.get('AIRFLOW__API__PORT', '8080')}"
+    )
+    return base.rstrip("/")
+
+
+def dag_run_url(dag_id: str, run_id: str) -> str:
+    return f"{airflow_ui_url()}/dags/{quote(dag_id)}/runs/{quote(run_id, safe='')}"
+
+
+def push_mlflow(context: Any, info: dict[str, Any] | None) -> None:
+    """Record the MLflow run and model version this task worked on (read by the links at task end)."""
+    if info:
+        context["ti"].xcom_push(key=MLFLOW_XCOM_KEY, value={k: info.get(k) for k in
+                                                             ("run_id", "experiment_id", "model", "version")})
+
+
+def _mlflow_info(ti_key: Any) -> dict[str, Any]:
+    from airflow.sdk.execution_time.xcom import XCom
+
+    try:
+        value = XCom.get_value(ti_key=ti_key, key=MLFLOW_XCOM_KEY)
+    except Exception:  # noqa: BLE001 - no XCom (task skipped or failed before logging): no link
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+class MLflowRunLink(BaseOperatorLink):
+    """The MLflow run of the challenger (its params, metrics, drift trigger report and evaluation)."""
+
+    name = "MLflow run"
+
+    def get_link(self, operator: Any, *, ti_key: Any) -> str:
+        info = _mlflow_info(ti_key)
+        if not (info.get("run_id") and info.get("experiment_id")):
+            return ""
+        return mlflow_run_url(info["experiment_id"], info["run_id"])
+
+
+class MLflowModelLink(BaseOperatorLink):
+    """The registered model version (its description and `driftwatch.*` tags carry the decision evidence)."""
+
+    name = "MLflow model version"
+
+    def get_link(self, operator: Any, *, ti_key: Any) -> str:
+        info = _mlflow_info(ti_key)
+        if not (info.get("model") and info.get("version")):
+            return ""
+        return mlflow_version_url(info["model"], info["version"])
+
+
+LINKS = (MLflowRunLink(), MLflowModelLink())
+
+
+class MLflowTaskOperator(_PythonDecoratedOperator):
+    """`@task` with links to MLflow."""
+
+    operator_extra_links = LINKS
+    custom_operator_name = "@task"
+
+
+class MLflowBranchOperator(_BranchPythonDecoratedOperator):
+    """`@task.branch` with links to MLflow."""
+
+    operator_extra_links = LINKS
+    custom_operator_name = "@task.branch"
+
+
+def mlflow_task(python_callable: Any = None, **kwargs: Any) -> Any:
+    return task_decorator_factory(python_callable=python_callable, decorated_operator_class=MLflowTaskOperator,
+                                  **kwargs)
+
+
+def mlflow_branch_task(python_callable: Any = None, **kwargs: Any) -> Any:
+    return task_decorator_factory(python_callable=python_callable, decorated_operator_class=MLflowBranchOperator,
+                                  **kwargs)
+
+
+# ---------------------------------------------------------------------------------------------- alerts
+
+
+def _logical_day(context: Any) -> dt.date | None:
+    logical = context.get("logical_date")
+    if logical is None and context.get("dag_run") is not None:
+        logical = getattr(context["dag_run"], "logical_date", None)
+    return dt.date(logical.year, logical.month, logical.day) if logical is not None else None
+
+
+def _run_id(context: Any) -> str | None:
+    run_id = context.get("run_id")
+    if run_id is None and context.get("dag_run") is not None:
+        run_id = getattr(context["dag_run"], "run_id", None)
+    return str(run_id) if run_id is not None else None
+
+
+class DriftwatchNotifier(BaseNotifier):
+    """Send a driftwatch alert from an Airflow callback.
+
+    kind "quarantine" / "promotion": use as `on_success_callback` of quarantine_batch / promote_challenger;
+    the alert is built from the task's return value. kind "failure": use as the DAG's `on_failure_callback`
+    (one alert per failed run; the failing step's error is read from the day's history row).
+    """
+
+    template_fields = ()
+
+    def __init__(self, kind: str, dataset: str) -> None:
+        super().__init__()
+        self.kind = kind
+        self.dataset = dataset
+
+    def build(self, context: Any) -> dict[str, Any]:
+        from ml import alerts, steps
+
+        s = steps.settings_for(self.dataset)
+        day = _logical_day(context)
+        run_id = _run_id(context)
+        if self.kind in ("quarantine", "promotion"):
+            ti = context["ti"]
+            result = ti.xcom_pull(task_ids=ti.task_id) or {}
+            make = alerts.quarantine_alert if self.kind == "quarantine" else alerts.promotion_alert
+            return make(s, day, result, run_id)
+        failed: list[str] = []
+        if day is not None:
+            row = steps.history_for(s).get_day(s.name, day) or {}
+            if row.get("error"):
+                failed.append(str(row["error"])[:500])
+        reason = context.get("reason")
+        if not failed and reason:
+            failed.append(str(reason))
+        dag = context.get("dag")
+        url = dag_run_url(dag.dag_id if dag is not None else s.dag_id, run_id) if run_id else None
+        return alerts.failure_alert(s, day, failed, run_id, url=url)
+
+    def notify(self, context: Any) -> None:
+        from ml import alerts, steps
+
+        try:
+            s = steps.settings_for(self.dataset)
+            alert = self.build(context)
+            scheme, where = alerts.target(s)
+            if scheme == "mailto":
+                from airflow.providers.smtp.notifications.smtp import SmtpNotifier
+
+                SmtpNotifier(
+                    to=[a.strip() for a in where.split(",") if a.strip()],
+                    subject=f"[driftwatch] {alert['kind']}: {alert['message'][:120]}",
+                    html_content=f"<pre>{_escape(alert)}</pre>",
+                ).notify(context)
+                log.warning("ALERT e-mailed to %s: %s", where, alert["message"])
+            else:
+                alerts.deliver(s, alert)
+        except Exception:  # noqa: BLE001 - an alert must never fail the task that raised it
+            log.exception("driftwatch %s alert for %s not delivered", self.kind, self.dataset)
+
+
+def _escape(alert: dict[str, Any]) -> str:
+    import html
+    import json
+
+    return html.escape(json.dumps(alert, indent=2, default=str, sort_keys=True))

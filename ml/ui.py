@@ -1,0 +1,165 @@
+"""The pages behind the Airflow UI plugin (plugins/driftwatch_plugin.py), mounted at /driftwatch.
+
+    /driftwatch/dags/{dag_id}/runs/{run_id}/drift        the run's Evidently report      ("Drift report" tab)
+    /driftwatch/dags/{dag_id}/runs/{run_id}/validation   the run's validation result     ("Validation" tab)
+    /driftwatch/dags/{dag_id}/history                     timeline plot + events          ("Model history" tab)
+    /driftwatch/dags/{dag_id}/history.png | .json         the same plot as PNG, the series as JSON
+    /driftwatch/history                                   every dataset's history         ("Model history" nav)
+    /driftwatch/reports/{dag_id}/{path}                   any file of the dataset's report store
+
+Airflow mounts plugin apps without authentication, so every route depends on Airflow's own security
+(`requires_access_dag`): a bearer token or the UI's session cookie of a user allowed to read the DAG's runs,
+else 401/403. Report files are served only from under `<reports>/<dataset>/`: a path that resolves anywhere
+else (`..`, encoded variants, absolute paths, symlinks out) is refused with 404 before any file is opened.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import html
+import logging
+from pathlib import Path, PurePosixPath
+from typing import Annotated
+
+from airflow.api_fastapi.auth.managers.models.resource_details import DagAccessEntity
+from airflow.api_fastapi.common.db.common import SessionDep
+from airflow.api_fastapi.core_api.security import requires_access_dag
+from fastapi import Depends, FastAPI, HTTPException
+from fastapi import Path as PathParam
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
+
+log = logging.getLogger(__name__)
+
+URL_PREFIX = "/driftwatch"
+SERVED_SUFFIXES = {".html": "text/html", ".json": "application/json", ".png": "image/png",
+                   ".svg": "image/svg+xml"}
+
+app = FastAPI(title="driftwatch", description="driftwatch reports inside the Airflow UI", docs_url=None,
+              redoc_url=None, openapi_url=None)
+
+CanReadRuns = Depends(requires_access_dag("GET", DagAccessEntity.RUN))
+CanReadDags = Depends(requires_access_dag("GET"))
+DagId = Annotated[str, PathParam(max_length=250, pattern=r"^[A-Za-z0-9_.\-]+$")]
+
+
+def _settings_for_dag(dag_id: str):
+    from ml.catalog import dag_specs
+    from ml.config import load_settings
+
+    for spec in dag_specs():
+        if spec.dag_id == dag_id:
+            return load_settings(spec.dataset)
+    raise HTTPException(404, f"{dag_id!r} is not a driftwatch DAG")
+
+
+def _logical_day(session, dag_id: str, run_id: str) -> dt.date:
+    from airflow.models.dagrun import DagRun
+    from sqlalchemy import select
+
+    logical = session.scalar(select(DagRun.logical_date).where(DagRun.dag_id == dag_id, DagRun.run_id == run_id))
+    if logical is None:
+        raise HTTPException(404, f"{dag_id}: no run {run_id!r} with a logical date")
+    return dt.date(logical.year, logical.month, logical.day)
+
+
+def safe_report_path(root: Path, relative: str) -> Path:
+    """`root / relative` when it names a served file inside `root`; HTTPException(404) otherwise.
+
+    Refused before touching the file system: empty, absolute, backslashes, NUL, any `..` or `.` segment
+    (after the URL decoding done by the server); then the resolved path (symlinks followed) must still lie
+    under the resolved root and be a regular file with a served suffix.
+    """
+    refuse = HTTPException(404, "no such report")
+    if not relative or "\x00" in relative or "\\" in relative or relative.startswith("/"):
+        raise refuse
+    parts = PurePosixPath(relative).parts
+    if any(p in ("..", ".", "") for p in relative.split("/")) or not parts:
+        raise refuse
+    base = root.resolve()
+    target = (base / relative).resolve()
+    if not target.is_relative_to(base) or target.suffix not in SERVED_SUFFIXES or not target.is_file():
+        raise refuse
+    return target
+
+
+def _missing_page(title: str, text: str) -> HTMLResponse:
+    return HTMLResponse(
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title></head>"
+        f"<body style='font-family:system-ui,sans-serif;margin:24px'><h2>{html.escape(title)}</h2>"
+        f"<p id='driftwatch-missing'>{html.escape(text)}</p></body></html>",
+        status_code=404,
+    )
+
+
+def _day_report(dag_id: str, run_id: str, session, name: str, what: str):
+    s = _settings_for_dag(dag_id)
+    day = _logical_day(session, dag_id, run_id)
+    path = s.report_dir(day) / name
+    if path.is_file():
+        return FileResponse(path, media_type="text/html")
+    from ml.history import History
+
+    row = History(s.history_url).get_day(s.name, day) or {}
+    why = row.get("reason") or row.get("error") or "the run has not reached this step yet"
+    return _missing_page(f"No {what} for {s.name} {day}", f"Status: {row.get('status') or 'not run'}. {why}")
+
+
+@app.get("/dags/{dag_id}/runs/{run_id}/drift", dependencies=[CanReadRuns], response_class=HTMLResponse)
+def drift_report(dag_id: DagId, run_id: str, session: SessionDep):
+    from ml.drift import REPORT_FILE
+
+    return _day_report(dag_id, run_id, session, REPORT_FILE, "drift report")
+
+
+@app.get("/dags/{dag_id}/runs/{run_id}/validation", dependencies=[CanReadRuns], response_class=HTMLResponse)
+def validation_report(dag_id: DagId, run_id: str, session: SessionDep):
+    from ml.validation import HTML_NAME
+
+    return _day_report(dag_id, run_id, session, HTML_NAME, "validation result")
+
+
+@app.get("/dags/{dag_id}/history", dependencies=[CanReadRuns], response_class=HTMLResponse)
+def dag_history(dag_id: DagId):
+    from ml import plots
+
+    s = _settings_for_dag(dag_id)
+    links = {"PNG": f"{URL_PREFIX}/dags/{dag_id}/history.png", "JSON": f"{URL_PREFIX}/dags/{dag_id}/history.json"}
+    return HTMLResponse(plots.history_html(s, links=links))
+
+
+@app.get("/dags/{dag_id}/history.png", dependencies=[CanReadRuns])
+def dag_history_png(dag_id: DagId):
+    from ml import plots
+
+    s = _settings_for_dag(dag_id)
+    return Response(plots.render(plots.timeline(s), "png"), media_type="image/png")
+
+
+@app.get("/dags/{dag_id}/history.json", dependencies=[CanReadRuns])
+def dag_history_json(dag_id: DagId):
+    from ml import plots
+
+    return JSONResponse(plots.timeline(_settings_for_dag(dag_id)))
+
+
+@app.get("/history", dependencies=[CanReadDags], response_class=HTMLResponse)
+def all_history():
+    """The navigation view: one dataset's page directly, or a list of the datasets."""
+    from ml.catalog import dag_specs
+
+    specs = dag_specs()
+    if len(specs) == 1:
+        return dag_history(specs[0].dag_id)
+    items = "".join(
+        f"<li><a href='{URL_PREFIX}/dags/{html.escape(sp.dag_id)}/history'>{html.escape(sp.dataset)}</a>"
+        f" ({html.escape(sp.dag_id)})</li>" for sp in specs
+    )
+    return HTMLResponse(f"<!doctype html><html><body style='font-family:system-ui,sans-serif'>"
+                        f"<h2>Model history</h2><ul>{items}</ul></body></html>")
+
+
+@app.get("/reports/{dag_id}/{relative:path}", dependencies=[CanReadRuns])
+def report_file(dag_id: DagId, relative: str):
+    s = _settings_for_dag(dag_id)
+    path = safe_report_path(s.paths.reports / s.name, relative)
+    return FileResponse(path, media_type=SERVED_SUFFIXES[path.suffix])
