@@ -11,6 +11,11 @@ Everything lives under DRIFTWATCH_HOME (default <repo>/var):
 Every port comes from the config (environment variables below), so the stack can run beside other Airflow or
 MLflow instances; tests build a config with free ports (`StackConfig.for_tests`).
 
+The same module runs the production shape of docker-compose.yaml as local processes (no containers): a
+PostgreSQL metadata DB, CeleryExecutor with Redis and N `airflow celery worker` components, `mlflow server`
+on PostgreSQL with basic auth, the history on PostgreSQL (StackConfig fields executor, airflow_db_url,
+celery_*, mlflow_backend_store_uri, mlflow_basic_auth, history_db_url; tests/integration/test_production.py).
+
 Environment:
     DRIFTWATCH_HOME               working directory (default <repo>/var)
     DRIFTWATCH_AIRFLOW_PORT       Airflow API server and UI (default 8280)
@@ -32,6 +37,7 @@ from __future__ import annotations
 import argparse
 import base64
 import datetime as dt
+import hashlib
 import json
 import os
 import secrets
@@ -56,6 +62,7 @@ HOST = "127.0.0.1"
 AIRFLOW_COMPONENTS = ("scheduler", "dag-processor", "api-server", "triggerer")
 ALL_COMPONENTS = (*AIRFLOW_COMPONENTS, "mlflow")
 DEFAULT_COMPONENTS = ("scheduler", "dag-processor", "api-server", "mlflow")
+CELERY_WORKER = "celery-worker"  # components celery-worker-1 ... N, see StackConfig.celery_worker_names
 ADMIN_USER = "admin"
 TERMINAL_STATES = frozenset({"success", "failed"})
 PASSWORD_FILE = "simple_auth_manager_passwords.json.generated"
@@ -135,17 +142,55 @@ class StackConfig:
     scheduled_runs: bool = False
     preload_modules: tuple[str, ...] = PRELOAD_MODULES  # () = plain fork, every task imports its libraries
     extra_env: Mapping[str, str] = field(default_factory=dict)  # added to every component's environment
+    # The production shape (docker-compose.yaml) as local processes; the defaults are the embedded stack.
+    # URLs may carry passwords: kept out of repr() (assertion messages, logs).
+    executor: str = "LocalExecutor"  # LocalExecutor | CeleryExecutor
+    airflow_db_url: str = field(default="", repr=False)  # metadata DB; "" -> SQLite file airflow_db
+    history_db_url: str = field(default="", repr=False)  # tasks' DRIFTWATCH_DB_URL; "" -> SQLite default
+    mlflow_backend_store_uri: str = field(default="", repr=False)  # server's store; "" -> SQLite mlflow_db
+    celery_broker_url: str = field(default="redis://127.0.0.1:6379/0", repr=False)
+    celery_result_backend: str = field(default="", repr=False)  # "" -> Airflow's: db+ the metadata DB
+    celery_queue: str = "default"  # the queue tasks are sent to and the workers consume
+    celery_workers: int = 1  # `airflow celery worker` processes (CeleryExecutor only)
+    celery_concurrency: int = 1  # task slots per worker
+    celery_log_ports: tuple[int, ...] = ()  # one log server port per worker; () -> derived
+    mlflow_basic_auth: bool = False  # MLflow's basic-auth app; tasks log in as admin (password generated)
 
     def __post_init__(self) -> None:
         if self.mlflow_mode not in ("sqlite", "server"):
             raise StackError(
                 f"StackConfig.mlflow_mode: expected 'sqlite' or 'server'. Got {self.mlflow_mode!r}."
             )
+        if self.executor not in ("LocalExecutor", "CeleryExecutor"):
+            raise StackError(
+                f"StackConfig.executor: expected 'LocalExecutor' or 'CeleryExecutor'. Got {self.executor!r}."
+            )
+        if self.executor == "CeleryExecutor":
+            if not self.airflow_db_url:
+                raise StackError(
+                    "StackConfig.airflow_db_url: CeleryExecutor needs a server database (the workers and the "
+                    "result backend share it). Got '' (SQLite); set e.g. postgresql+psycopg2://user:pw@host/airflow."
+                )
+            if self.celery_workers < 1:
+                raise StackError(
+                    f"StackConfig.celery_workers: expected at least 1. Got {self.celery_workers}."
+                )
+            if not self.celery_log_ports:
+                # after the trigger log port; the scheduler serves no task logs under CeleryExecutor
+                derived = tuple(self.worker_log_port + 2 + i for i in range(self.celery_workers))
+                object.__setattr__(self, "celery_log_ports", derived)
+            if len(self.celery_log_ports) != self.celery_workers:
+                raise StackError(
+                    f"StackConfig.celery_log_ports: expected one port per worker ({self.celery_workers}). "
+                    f"Got {list(self.celery_log_ports)}."
+                )
         object.__setattr__(self, "home", Path(self.home).resolve())
         object.__setattr__(self, "dags_folder", Path(self.dags_folder).resolve())
         object.__setattr__(self, "plugins_folder", Path(self.plugins_folder).resolve())
         if not self.mlflow_tracking_uri:
             uri = self.mlflow_url if self.mlflow_mode == "server" else f"sqlite:///{self.mlflow_db}"
+            if self.mlflow_mode == "sqlite" and self.mlflow_backend_store_uri:
+                uri = self.mlflow_backend_store_uri  # tasks write the server's database directly
             object.__setattr__(self, "mlflow_tracking_uri", uri)
         ports = self.ports
         if len(set(ports.values())) != len(ports):
@@ -186,6 +231,10 @@ class StackConfig:
             trigger_log_port=ports[3],
             parallelism=2,
         )
+        if overrides.get("executor") == "CeleryExecutor" and "celery_log_ports" not in overrides:
+            for _ in range(int(overrides.get("celery_workers", 1))):
+                ports.append(free_port(exclude=[*ports, 8080, 8793, 8794, 5000, 8280, 5050, 8893, 8894]))
+            values["celery_log_ports"] = tuple(ports[4:])
         values.update(overrides)
         return cls(**values)
 
@@ -242,12 +291,33 @@ class StackConfig:
             "mlflow": self.mlflow_port,
             "worker-log-server": self.worker_log_port,
             "trigger-log-server": self.trigger_log_port,
+            **{
+                f"{name}-log-server": port
+                for name, port in zip(self.celery_worker_names, self.celery_log_ports, strict=True)
+            },
         }
+
+    @property
+    def celery_worker_names(self) -> tuple[str, ...]:
+        """Component names of the Celery workers: celery-worker-1 ... (none under LocalExecutor)."""
+        if self.executor != "CeleryExecutor":
+            return ()
+        return tuple(f"{CELERY_WORKER}-{i}" for i in range(1, self.celery_workers + 1))
+
+    @property
+    def components(self) -> tuple[str, ...]:
+        """Every component this config can run (ALL_COMPONENTS plus its Celery workers)."""
+        return (*ALL_COMPONENTS, *self.celery_worker_names)
 
     @property
     def admin_password(self) -> str:
         """The admin password of this home (generated on first use, kept in the password file)."""
         return _ensure_password(self)
+
+    @property
+    def mlflow_admin_password(self) -> str:
+        """The MLflow basic-auth admin password of this home (generated on first use, in the secrets file)."""
+        return _ensure_mlflow_secrets(self)["mlflow_admin_password"]
 
 
 # ---------------------------------------------------------------------------------------------- secrets
@@ -292,6 +362,33 @@ def _ensure_secrets(cfg: StackConfig) -> dict[str, str]:
     }
     _write_private(path, json.dumps(values, indent=1) + "\n")
     return values
+
+
+def _ensure_mlflow_secrets(cfg: StackConfig) -> dict[str, str]:
+    """The basic-auth admin password and the server's CSRF secret key, added to the secrets file once."""
+    values = _ensure_secrets(cfg)
+    if not (values.get("mlflow_admin_password") and values.get("mlflow_secret_key")):
+        values["mlflow_admin_password"] = secrets.token_urlsafe(16)
+        values["mlflow_secret_key"] = secrets.token_urlsafe(32)
+        _write_private(cfg.secrets_file, json.dumps(values, indent=1) + "\n")
+    return values
+
+
+def _mlflow_auth_config(cfg: StackConfig) -> Path:
+    """The basic-auth app's ini: users in a SQLite file beside the MLflow store. It holds no secret: the
+    admin password comes from MLFLOW_AUTH_ADMIN_PASSWORD when the server creates the admin user."""
+    path = cfg.home / "mlflow" / "basic_auth.ini"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(
+        "[mlflow]\n"
+        "default_permission = READ\n"
+        f"database_uri = sqlite:///{cfg.home / 'mlflow' / 'basic_auth.db'}\n"
+        f"admin_username = {ADMIN_USER}\n"
+        "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
+        # every request otherwise re-checks the password hash (scrypt, ~0.1 s of CPU): a task makes dozens
+        "auth_cache_ttl_seconds = 60\n"
+    )
+    return path
 
 
 # ---------------------------------------------------------------------------------------------- env
@@ -350,8 +447,32 @@ def airflow_env(cfg: StackConfig, base: Mapping[str, str] | None = None) -> dict
         "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": str(cfg.scheduled_runs),
         "DRIFTWATCH_HOME": cfg.home,
         "MLFLOW_TRACKING_URI": cfg.mlflow_tracking_uri,
+        # where the "MLflow run" / "MLflow model version" buttons of the task instances point
+        "DRIFTWATCH_MLFLOW_UI_URL": cfg.mlflow_url,
     }
-    if cfg.preload_modules:
+    if cfg.airflow_db_url:
+        settings["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = cfg.airflow_db_url
+    if cfg.history_db_url:
+        settings["DRIFTWATCH_DB_URL"] = cfg.history_db_url
+    if cfg.mlflow_basic_auth:
+        settings["MLFLOW_TRACKING_USERNAME"] = ADMIN_USER
+        settings["MLFLOW_TRACKING_PASSWORD"] = cfg.mlflow_admin_password
+    if cfg.executor == "CeleryExecutor":
+        settings.update(
+            {
+                "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
+                "AIRFLOW__CELERY__BROKER_URL": cfg.celery_broker_url,
+                "AIRFLOW__CELERY__WORKER_CONCURRENCY": cfg.celery_concurrency,
+                "AIRFLOW__OPERATORS__DEFAULT_QUEUE": cfg.celery_queue,
+                # Redis redelivers a task still unacknowledged after this long (acks are late): longer
+                # than any task here, and said explicitly so every worker stops warning about the default
+                "AIRFLOW__CELERY_BROKER_TRANSPORT_OPTIONS__VISIBILITY_TIMEOUT": "21600",
+            }
+        )
+        if cfg.celery_result_backend:
+            settings["AIRFLOW__CELERY__RESULT_BACKEND"] = cfg.celery_result_backend
+    if cfg.preload_modules and cfg.executor == "LocalExecutor":
+        # under CeleryExecutor the workers run the tasks and preload instead (airflow_preloaded)
         settings["AIRFLOW__SCHEDULER__MP_START_METHOD"] = "forkserver"
         settings["AIRFLOW__SCHEDULER__MP_FORKSERVER_PRELOAD"] = ",".join(
             (
@@ -375,6 +496,11 @@ def mlflow_command(cfg: StackConfig) -> list[str]:
         "--backend-store-uri", f"sqlite:///{cfg.mlflow_db}",
         "--workers", "1",
     ]  # fmt: skip
+    if cfg.mlflow_backend_store_uri:
+        # passed as MLFLOW_BACKEND_STORE_URI (_component_env): a password in argv shows in `ps` and logs
+        del cmd[cmd.index("--backend-store-uri") : cmd.index("--backend-store-uri") + 2]
+    if cfg.mlflow_basic_auth:
+        cmd += ["--app-name", "basic-auth"]
     if cfg.mlflow_mode == "server":
         # new experiments get mlflow-artifacts:/ locations; the server stores their files here
         cmd += ["--serve-artifacts", "--artifacts-destination", str(cfg.mlflow_artifacts)]
@@ -389,9 +515,51 @@ def _bin(name: str) -> str:
     return str(candidate) if candidate.exists() else (shutil.which(name) or name)
 
 
+def celery_worker_command(cfg: StackConfig, name: str) -> list[str]:
+    """`airflow celery worker` for the worker component `name`, through airflow_preloaded when the config
+    preloads modules."""
+    if cfg.preload_modules:
+        airflow = [sys.executable, "-c", "from ml.stack import airflow_preloaded; airflow_preloaded()"]
+    else:
+        airflow = [_bin("airflow")]
+    return [
+        *airflow, "celery", "worker",
+        "--celery-hostname", f"{name}@%h",
+        "--queues", cfg.celery_queue,
+        "--concurrency", str(cfg.celery_concurrency),
+        # no start-up sync with other workers (~1 s each) and no gossip traffic: nothing here uses them
+        "--without-mingle", "--without-gossip",
+    ]  # fmt: skip
+
+
+def airflow_preloaded() -> None:
+    """Entry point: the airflow CLI with DRIFTWATCH_PRELOAD_MODULES imported first (comma-separated;
+    default PRELOAD_MODULES; empty for none).
+
+    For `airflow celery worker`: Celery's prefork pool processes, and every task process they fork, inherit
+    the modules instead of importing them per task, the Celery counterpart of the scheduler's forkserver
+    preload under LocalExecutor. A module that fails to import is skipped.
+    """
+    import importlib
+
+    raw = os.environ.get("DRIFTWATCH_PRELOAD_MODULES")
+    names = PRELOAD_MODULES if raw is None else tuple(n.strip() for n in raw.split(",") if n.strip())
+    # before airflow: it sets up INFO logging, and great_expectations logs ~250 lines while it imports
+    for module in (*names, "airflow", "airflow.sdk.execution_time.supervisor"):
+        try:
+            importlib.import_module(module)
+        except Exception as exc:  # noqa: BLE001 - a missing optional library only costs speed
+            print(f"airflow_preloaded: not preloading {module}: {exc}", file=sys.stderr, flush=True)
+    from airflow.__main__ import main as airflow_main
+
+    sys.exit(airflow_main())
+
+
 def _component_command(cfg: StackConfig, name: str) -> list[str]:
     if name == "mlflow":
         return mlflow_command(cfg)
+    if name in cfg.celery_worker_names:
+        return celery_worker_command(cfg, name)
     if name not in AIRFLOW_COMPONENTS:
         raise StackError(f"start: unknown component {name!r}. Known: {list(ALL_COMPONENTS)}.")
     return [_bin("airflow"), name]
@@ -404,8 +572,23 @@ def _component_env(cfg: StackConfig, name: str) -> dict[str, str]:
         env.pop("MLFLOW_TRACKING_URI", None)
         # the job runner (GenAI scorers, trace archival) forks ~8 huey consumers, ~900 MB, unused here
         env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"
+        if cfg.mlflow_backend_store_uri:
+            env["MLFLOW_BACKEND_STORE_URI"] = cfg.mlflow_backend_store_uri
+        if cfg.mlflow_basic_auth:
+            env["MLFLOW_AUTH_CONFIG_PATH"] = str(_mlflow_auth_config(cfg))
+            keys = _ensure_mlflow_secrets(cfg)
+            env["MLFLOW_AUTH_ADMIN_PASSWORD"] = keys["mlflow_admin_password"]
+            env["MLFLOW_FLASK_SERVER_SECRET_KEY"] = keys["mlflow_secret_key"]
         return env
-    return airflow_env(cfg)
+    env = airflow_env(cfg)
+    if name in cfg.celery_worker_names:
+        env["AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT"] = str(cfg.ports[f"{name}-log-server"])
+        env["DRIFTWATCH_PRELOAD_MODULES"] = ",".join(cfg.preload_modules)
+        # one OpenMP thread per task slot (override by setting it): the OpenMP threads of scikit-learn's
+        # gradient boosting spin while they wait, so tasks of several slots or workers sharing the cores
+        # starve each other. Measured here, a 0.9 s fit took 9-12 s with two at once, 0.2-0.5 s with 1.
+        env.setdefault("OMP_NUM_THREADS", "1")
+    return env
 
 
 # ---------------------------------------------------------------------------------------------- init
@@ -435,11 +618,17 @@ def init(cfg: StackConfig, *, quiet: bool = False) -> float:
     _ensure_password(cfg)
     stamp = cfg.airflow_home / ".migrated"
     version = _airflow_version()
-    if cfg.airflow_db.is_file() and stamp.is_file() and stamp.read_text().strip() == version:
-        _use_wal(cfg.airflow_db)
+    sqlite = not cfg.airflow_db_url
+    if not sqlite:
+        # a server DB has no file to check: the stamp names the URL it was written for
+        version += " " + hashlib.sha256(cfg.airflow_db_url.encode()).hexdigest()[:16]
+    if (cfg.airflow_db.is_file() or not sqlite) and stamp.is_file() and stamp.read_text().strip() == version:
+        if sqlite:
+            _use_wal(cfg.airflow_db)
         return 0.0
     if not quiet:
-        print(f"Migrating the Airflow database {cfg.airflow_db} ...", flush=True)
+        where = cfg.airflow_db if sqlite else redact_url(cfg.airflow_db_url)
+        print(f"Migrating the Airflow database {where} ...", flush=True)
     t0 = time.monotonic()
     proc = subprocess.run(
         [_bin("airflow"), "db", "migrate"],
@@ -452,9 +641,20 @@ def init(cfg: StackConfig, *, quiet: bool = False) -> float:
         raise StackError(
             f"airflow db migrate failed (exit {proc.returncode}):\n{_tail_text(proc.stdout + proc.stderr)}"
         )
-    _use_wal(cfg.airflow_db)
+    if sqlite:
+        _use_wal(cfg.airflow_db)
     stamp.write_text(version + "\n")
     return time.monotonic() - t0
+
+
+def redact_url(url: str) -> str:
+    """A database or broker URL with its password replaced by ***, for messages and logs."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)
+    user = netloc[0].split(":", 1)[0]
+    return urllib.parse.urlunsplit(parts._replace(netloc=f"{user}:***@{netloc[1]}"))
 
 
 def _use_wal(db: Path) -> None:
@@ -503,7 +703,7 @@ def _alive(record: Mapping[str, Any] | None) -> bool:
 def running(cfg: StackConfig) -> dict[str, int]:
     """Components of this home whose process is alive: name -> pid."""
     out = {}
-    for name in ALL_COMPONENTS:
+    for name in cfg.components:
         record = _read_pid(cfg, name)
         if _alive(record):
             out[name] = int(record["pid"])  # type: ignore[index]
@@ -530,12 +730,25 @@ _PORT_ENV = {
 
 def _fingerprint(cfg: StackConfig) -> dict[str, Any]:
     """What a running component was started with and cannot change without a restart."""
-    return {
+    fingerprint = {
         **cfg.ports,
         "mlflow_mode": cfg.mlflow_mode,
-        "mlflow_tracking_uri": cfg.mlflow_tracking_uri,
+        "mlflow_tracking_uri": redact_url(cfg.mlflow_tracking_uri),
         "dags_folder": str(cfg.dags_folder),
     }
+    if (
+        cfg.executor != "LocalExecutor"
+        or cfg.airflow_db_url
+        or cfg.mlflow_backend_store_uri
+        or cfg.mlflow_basic_auth
+    ):
+        fingerprint.update(
+            executor=cfg.executor,
+            airflow_db_url=redact_url(cfg.airflow_db_url),
+            mlflow_backend_store_uri=redact_url(cfg.mlflow_backend_store_uri),
+            mlflow_basic_auth=cfg.mlflow_basic_auth,
+        )
+    return fingerprint
 
 
 def _check_same_config(cfg: StackConfig, names: Iterable[str]) -> None:
@@ -562,6 +775,11 @@ def _spawn(cfg: StackConfig, name: str) -> dict[str, Any]:
                 f"start {name}: port {port} is already in use by another program. "
                 f"Pick a free port: {var}=<port> (e.g. {var}={free_port()})."
             )
+    if name in cfg.celery_worker_names and _port_busy(port := cfg.ports[f"{name}-log-server"]):
+        raise StackError(
+            f"start {name}: its log server port {port} is already in use by another program. "
+            f"Pick free ports: StackConfig.celery_log_ports (e.g. ({free_port()},))."
+        )
     cmd = _component_command(cfg, name)
     log = component_log(cfg, name)
     log.parent.mkdir(parents=True, exist_ok=True)
@@ -605,9 +823,9 @@ def start(
     Raises StackError (with the log tail of the component) when one exits or is not healthy in `timeout`;
     the components it started are stopped again.
     """
-    unknown = [c for c in components if c not in ALL_COMPONENTS]
+    unknown = [c for c in components if c not in cfg.components]
     if unknown:
-        raise StackError(f"start: unknown components {unknown}. Known: {list(ALL_COMPONENTS)}.")
+        raise StackError(f"start: unknown components {unknown}. Known: {list(cfg.components)}.")
     t0 = time.monotonic()
     started_at = dt.datetime.now(dt.UTC)
     up = running(cfg)
@@ -618,7 +836,7 @@ def start(
         if "mlflow" in todo:
             cfg.run_dir.mkdir(parents=True, exist_ok=True)
             spawned["mlflow"] = _spawn(cfg, "mlflow")
-        if any(c in AIRFLOW_COMPONENTS for c in todo):
+        if any(c in AIRFLOW_COMPONENTS or c in cfg.celery_worker_names for c in todo):
             init(cfg, quiet=quiet)
         for name in todo:
             if name not in spawned:
@@ -674,6 +892,13 @@ def _http_ok(url: str, timeout: float = 3.0) -> bool:
         return False
 
 
+def _celery_worker_ready(cfg: StackConfig, name: str) -> bool:
+    """Celery logged "<node> ready." since the last start of this worker (it consumes its queue then)."""
+    text = tail(component_log(cfg, name), 400)
+    since_start = text.rsplit("\n==== ", 1)[-1]
+    return f"{name}@" in since_start and " ready." in since_start
+
+
 def wait_healthy(
     cfg: StackConfig,
     components: Sequence[str] = DEFAULT_COMPONENTS,
@@ -707,6 +932,10 @@ def wait_healthy(
         if "mlflow" in pending and _http_ok(f"{cfg.mlflow_url}/health"):
             pending.discard("mlflow")
             ready["mlflow"] = time.monotonic()
+        for name in sorted(pending & set(cfg.celery_worker_names)):
+            if _celery_worker_ready(cfg, name):
+                pending.discard(name)
+                ready[name] = time.monotonic()
         if pending & {"api-server", *heartbeat_key}:
             # the execution API (what tasks call) initialises on its first request, ~4 s: do it now
             if _http_ok(f"{cfg.airflow_url}/api/v2/version") and _http_ok(
@@ -770,7 +999,7 @@ def stop(
     """
     import psutil
 
-    names = list(ALL_COMPONENTS if only is None else only)
+    names = list(cfg.components if only is None else only)
     leaders: dict[str, int] = {}
     targets: dict[str, list[int]] = {}
     for name in names:
@@ -1396,6 +1625,10 @@ def _run_backfill_command(args: argparse.Namespace, *, demo: bool) -> int:
     result = backfill(cfg, settings.dag_id, frm, to, reprocess=args.reprocess, progress=not args.no_progress)
     _print_backfill(result)
     _print_status(settings)
+    from ml.plots import write_history
+
+    plot = write_history(settings)
+    print(f"\nModel history plot: {plot['png']}\n                    {plot['html']} (open it in a browser)")
     if demo:
         print("\nThe services keep running so you can look around:")
     _print_urls(cfg)
