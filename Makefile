@@ -17,6 +17,8 @@ PY_VERSION := 3.11
 FROM    ?= 2013-01-01
 TO      ?= 2013-03-31
 DATASET ?= flights
+BENCH_FROM ?= 2013-01-01
+BENCH_TO   ?= 2013-12-31
 PYTEST_ARGS ?=
 
 # ports of the local stack: passed on only when given, so the defaults live in one place (ml/stack.py)
@@ -66,12 +68,18 @@ backfill: venv ## backfill FROM..TO on the (started if needed) stack: make backf
 prepare: venv ## write the daily partitions of DATASET into the lake
 	$(BIN)/driftwatch prepare $(DATASET)
 
-test: venv ## unit then integration tests (real Airflow + MLflow on free ports); JUnit XML in test-artifacts/
+test: venv ## unit, integration (real Airflow + MLflow on free ports) and browser tests; JUnit XML + screenshots in test-artifacts/
 	@mkdir -p test-artifacts
-	@rc=0; $(PY) -m pytest -p no:cacheprovider tests/unit tests/integration \
+	@rc=0; $(PY) -m pytest -p no:cacheprovider tests/unit tests/integration tests/e2e \
 	  --junitxml=test-artifacts/junit.xml $(PYTEST_ARGS) || rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests; failing" >&2; exit 1; fi; \
 	exit $$rc
+
+e2e: venv ## only the browser tests (Debian's chromium, headless); screenshots in test-artifacts/e2e/
+	$(PY) -m pytest -p no:cacheprovider tests/e2e $(PYTEST_ARGS)
+
+bench-pipeline: venv ## scheduler-driven backfill on a throwaway stack, where each day's time goes (BENCH_FROM/BENCH_TO: the year)
+	$(PY) scripts/bench_pipeline.py --from $(BENCH_FROM) --to $(BENCH_TO) $(BENCH_ARGS)
 
 lint: venv ## ruff on ml, dags, plugins, tests
 	$(BIN)/ruff check ml dags plugins tests

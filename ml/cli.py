@@ -149,6 +149,15 @@ def _run_day(args: argparse.Namespace) -> int:
     return 0
 
 
+def _plot(args: argparse.Namespace) -> int:
+    from ml.plots import write_history
+
+    paths = write_history(load_settings(args.dataset), args.out)
+    for kind, path in paths.items():
+        print(f"{kind}: {path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="driftwatch", description="Drift-triggered retraining on Airflow + MLflow.")
     p.add_argument("-v", "--verbose", action="store_true")
@@ -198,6 +207,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--date", help="logical date to record it on, YYYY-MM-DD (default: the latest audit event's)")
     sp.add_argument("--json", action="store_true")
     sp.set_defaults(func=_rollback)
+
+    sp = sub.add_parser("plot", help="write the model-history plot (PNG, SVG, HTML) to open without the UI")
+    dataset_arg(sp)
+    sp.add_argument("--out", help="folder (default: <reports>/<dataset>/)")
+    sp.set_defaults(func=_plot)
 
     sp = sub.add_parser("run-day", help="run one day's steps in this process, without Airflow")
     sp.add_argument("date")

@@ -199,8 +199,39 @@ def load_model(settings: Settings, version: int) -> Any:
     key = (settings.tracking_uri, settings.registered_model, int(version))
     if key not in _MODEL_CACHE:
         _configure(settings)
-        _MODEL_CACHE[key] = mlflow.sklearn.load_model(f"models:/{settings.registered_model}/{version}")
+        _MODEL_CACHE[key] = mlflow.sklearn.load_model(str(_local_model_dir(settings, int(version))))
     return _MODEL_CACHE[key]
+
+
+def _local_model_dir(settings: Settings, version: int) -> Path:
+    """The version's MLflow model folder, downloaded once into <models>/<dataset>/v<N>/model-<run id>/.
+
+    Every task is a new process: without this each one fetched the model from the registry again (~1 s a
+    task in server mode). A version's files never change; the run id in the folder name keeps a cache
+    from an older registry (same version number, another run) from being used.
+    """
+    import shutil
+    import tempfile
+
+    import mlflow
+
+    run_id = client(settings).get_model_version(settings.registered_model, str(version)).run_id
+    target = settings.paths.models / settings.name / f"v{version}" / f"model-{run_id}"
+    if (target / "MLmodel").is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".download-", dir=target.parent))
+    try:
+        got = Path(mlflow.artifacts.download_artifacts(f"models:/{settings.registered_model}/{version}",
+                                                       dst_path=str(tmp)))
+        try:
+            got.replace(target)
+        except OSError:  # another process cached it first: theirs is the same files
+            if not (target / "MLmodel").is_file():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
 
 
 def _set_tags(c: MlflowClient, settings: Settings, version: int, tags: dict[str, Any]) -> None:

@@ -229,8 +229,7 @@ def _log_monitoring_run(s: Settings, d: dt.date, result: dict[str, Any], champio
         tags={"driftwatch.logical_date": d.isoformat(), "driftwatch.dataset": s.name,
               "driftwatch.champion_version": str(champion)},
     ):
-        for key, value in metrics.items():
-            mlflow.log_metric(key, float(value), timestamp=timestamp)
+        mlflow.log_metrics({k: float(v) for k, v in metrics.items()}, timestamp=timestamp)  # one request
         mlflow.log_artifact(result["html_path"], artifact_path="drift")
         if result.get("json_path"):
             mlflow.log_artifact(result["json_path"], artifact_path="drift")
