@@ -215,13 +215,13 @@ def build(spec: DagSpec):
         scored >> detect_drift() >> decided
         trained = train_challenger()
         # an EmptyOperator is marked done by the scheduler itself: no task process for the most common branch
-        skipped = EmptyOperator(task_id="skip_retrain",
-                                doc_md="No retrain today: the reason is in the history row and the `decide` log.")
-        decided >> [trained, skipped]
+        skip_retrain = EmptyOperator(task_id="skip_retrain",
+                                     doc_md="No retrain today: the reason is in the history row and the `decide` log.")
+        decided >> [trained, skip_retrain]
         evaluated = evaluate_challenger(trained)
         promoted, rejected = promote_challenger(trained), reject_challenger(trained)
         evaluated >> [promoted, rejected]
-        [quarantined, skipped, promoted, rejected] >> record()
+        [quarantined, skip_retrain, promoted, rejected] >> record()
 
     return pipeline()
 

@@ -71,8 +71,8 @@ def figure(data: dict[str, Any]):
     matplotlib.use("Agg", force=True)
     import matplotlib.dates as mdates
     import matplotlib.pyplot as plt
-    from matplotlib.ticker import MaxNLocator
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     days = data["days"]
     fig = Figure(figsize=(14, 8.5), layout="constrained")

@@ -10,9 +10,9 @@ import shutil
 from pathlib import Path
 
 import pytest
+from stack_fixtures import DAG_ID, DRIFT_DAY
 
 from ml.config import REPO_ROOT
-from stack_fixtures import DAG_ID, DRIFT_DAY
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]
 

@@ -11,9 +11,9 @@ import subprocess
 import time
 
 import pytest
+from stack_fixtures import BAD_DAY, DAG_ID, DRIFT_DAY
 
 from ml import stack as st
-from stack_fixtures import BAD_DAY, DAG_ID, DRIFT_DAY
 
 pytestmark = pytest.mark.integration
 
