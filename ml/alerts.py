@@ -42,7 +42,7 @@ def target(settings: Settings, environ: dict[str, str] | None = None) -> tuple[s
     if not raw:
         return "file", str(settings.paths.alerts)
     parts = urlsplit(raw)
-    if parts.scheme == "file" and parts.path.startswith("/"):
+    if parts.scheme == "file" and parts.netloc in ("", "localhost") and parts.path.startswith("/"):
         return "file", parts.path
     if parts.scheme in ("http", "https") and parts.netloc:
         return "webhook", raw

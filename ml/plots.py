@@ -192,6 +192,25 @@ td, th {{ border-bottom: 1px solid #ddd; padding: 3px 8px; text-align: left; ver
 """
 
 
+def overview_html(entries: list[tuple[Settings, str]]) -> str:
+    """Every dataset's timeline on one page (the navigation view when there are several datasets).
+    `entries`: (settings, link to that dataset's own page)."""
+    sections = []
+    for st, link in entries:
+        data = timeline(st)
+        svg = render(data, "svg").decode()
+        href = html.escape(link)
+        sections.append(
+            f"<section><h2><a href='{href}'>{html.escape(st.name)}</a> <small>(model "
+            f"{html.escape(st.registered_model)}, {len(data['days'])} days, {len(data['promotions'])} "
+            f"promotions)</small></h2><div class='history-plot'>{svg[svg.find('<svg'):]}</div></section>"
+        )
+    return ("<!doctype html><html><head><meta charset='utf-8'><title>driftwatch · model history</title>"
+            "<style>body{font-family:system-ui,sans-serif;margin:16px} .history-plot svg{width:100%;"
+            "height:auto;max-width:1400px} h2{font-size:16px}</style></head><body><h1 style='font-size:18px'>"
+            "Model history</h1>" + "".join(sections) + "</body></html>")
+
+
 def history_html(settings: Settings, history: History | None = None, *, links: dict[str, str] | None = None) -> str:
     data = timeline(settings, history)
     svg = render(data, "svg").decode()

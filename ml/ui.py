@@ -144,18 +144,18 @@ def dag_history_json(dag_id: DagId):
 
 @app.get("/history", dependencies=[CanReadDags], response_class=HTMLResponse)
 def all_history():
-    """The navigation view: one dataset's page directly, or a list of the datasets."""
+    """The navigation view: the one dataset's page, or every dataset's timeline one under the other."""
     from ml.catalog import dag_specs
 
     specs = dag_specs()
     if len(specs) == 1:
         return dag_history(specs[0].dag_id)
-    items = "".join(
-        f"<li><a href='{URL_PREFIX}/dags/{html.escape(sp.dag_id)}/history'>{html.escape(sp.dataset)}</a>"
-        f" ({html.escape(sp.dag_id)})</li>" for sp in specs
-    )
-    return HTMLResponse(f"<!doctype html><html><body style='font-family:system-ui,sans-serif'>"
-                        f"<h2>Model history</h2><ul>{items}</ul></body></html>")
+    from ml import plots
+    from ml.config import load_settings
+
+    return HTMLResponse(plots.overview_html(
+        [(load_settings(sp.dataset), f"{URL_PREFIX}/dags/{sp.dag_id}/history") for sp in specs]
+    ))
 
 
 @app.get("/reports/{dag_id}/{relative:path}", dependencies=[CanReadRuns])

@@ -202,8 +202,9 @@ def test_quarantine_and_promotion_alerts_come_from_the_notifier(ui):
     _, settings, _ = ui
     alerts = _alerts(settings)
     quarantine = [a for a in alerts if a["kind"] == "quarantine"]
-    assert [a["day"] for a in quarantine] == [BAD_DAY.isoformat()]
-    assert quarantine[0]["path"] == str(settings.quarantine_dir(BAD_DAY))
+    # one per run of the bad day (test_reproducibility re-runs it)
+    assert quarantine and {a["day"] for a in quarantine} == {BAD_DAY.isoformat()}
+    assert {a["path"] for a in quarantine} == {str(settings.quarantine_dir(BAD_DAY))}
     promotions = [a for a in alerts if a["kind"] == "promotion"]
     assert BOOT_DAY.isoformat() in [a["day"] for a in promotions]
     assert all(a["version"] and a["dag_run_id"].startswith("backfill__") for a in promotions)

@@ -1,0 +1,124 @@
+"""Alerts: the one configurable target (file, webhook, mailto), delivery that never raises, and the Airflow
+notifier building the three alerts from what the tasks returned."""
+
+from __future__ import annotations
+
+import datetime as dt
+import http.server
+import json
+import threading
+
+import pytest
+
+from ml import alerts
+from ml.exceptions import ConfigError
+
+DAY = dt.date(2013, 1, 8)
+
+
+@pytest.mark.parametrize(("value", "expected"), [
+    ("", ("file", None)),
+    ("file:///var/log/dw/alerts.log", ("file", "/var/log/dw/alerts.log")),
+    ("https://hooks.example.com/x?y=1", ("webhook", "https://hooks.example.com/x?y=1")),
+    ("mailto:ml-oncall@example.com,b@example.com", ("mailto", "ml-oncall@example.com,b@example.com")),
+])
+def test_target_parses_the_setting(settings, value, expected):
+    scheme, where = alerts.target(settings, {alerts.TARGET_ENV: value})
+    assert scheme == expected[0]
+    assert where == (expected[1] or str(settings.paths.alerts))
+
+
+@pytest.mark.parametrize("value", ["alerts.log", "file://relative/path", "ftp://x/y", "mailto:nobody", "https://"])
+def test_a_bad_target_is_refused_with_the_allowed_forms(settings, value):
+    with pytest.raises(ConfigError, match=r"DRIFTWATCH_ALERT_TARGET: expected file:///absolute/path"):
+        alerts.target(settings, {alerts.TARGET_ENV: value})
+
+
+def _lines(path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_default_target_appends_json_lines(settings):
+    a = alerts.quarantine_alert(settings, DAY, {"path": "/q/date=2013-01-08", "summary": "missing 'distance'"}, "r1")
+    assert alerts.deliver(settings, a) == f"file:{settings.paths.alerts}"
+    alerts.deliver(settings, alerts.promotion_alert(settings, DAY, {"version": 3, "previous": 2,
+                                                                    "reason": "gain CI above 0"}, "r2"))
+    first, second = _lines(settings.paths.alerts)
+    assert (first["kind"], first["day"], first["path"], first["dag_run_id"]) == ("quarantine", "2013-01-08",
+                                                                                  "/q/date=2013-01-08", "r1")
+    assert "missing 'distance'" in first["message"]
+    assert (second["kind"], second["version"], second["previous"]) == ("promotion", 3, 2)
+
+
+def test_webhook_target_posts_the_event(settings, monkeypatch):
+    received: list[dict] = []
+
+    class Hook(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802 - http.server's name
+            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=server.handle_request, daemon=True).start()
+    monkeypatch.setenv(alerts.TARGET_ENV, f"http://127.0.0.1:{server.server_port}/hook")
+    a = alerts.failure_alert(settings, DAY, ["train_challenger failed: boom"], "run-1", url="http://x/run-1")
+    assert alerts.deliver(settings, a) == "webhook"
+    server.server_close()
+    assert received and received[0]["kind"] == "failure" and received[0]["url"] == "http://x/run-1"
+    assert not settings.paths.alerts.exists()
+
+
+def test_an_unreachable_webhook_is_logged_not_raised(settings, monkeypatch, caplog):
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again: nothing listens there
+    monkeypatch.setenv(alerts.TARGET_ENV, f"http://127.0.0.1:{port}/hook")
+    assert alerts.deliver(settings, alerts.failure_alert(settings, DAY, [], "r")) == "undelivered"
+    assert "not delivered" in caplog.text
+
+
+def test_unknown_kind_is_refused(settings):
+    with pytest.raises(ValueError, match="alert kind"):
+        alerts.event(settings, "hello", "x")
+
+
+class _TI:
+    """The two things the notifier reads from a task instance."""
+
+    def __init__(self, task_id: str, value: dict) -> None:
+        self.task_id, self.value = task_id, value
+
+    def xcom_pull(self, task_ids: str):
+        assert task_ids == self.task_id
+        return self.value
+
+
+def test_notifier_builds_each_alert_from_the_task_result_and_history(settings):
+    from ml.airflow_ext import DriftwatchNotifier
+    from ml.history import History
+
+    logical = dt.datetime(2013, 1, 8, tzinfo=dt.UTC)
+    q = DriftwatchNotifier("quarantine", "flights").build(
+        {"ti": _TI("quarantine_batch", {"path": "/q/x", "summary": "bad"}), "logical_date": logical, "run_id": "r"})
+    assert (q["kind"], q["day"], q["path"], q["dag_run_id"]) == ("quarantine", "2013-01-08", "/q/x", "r")
+    p = DriftwatchNotifier("promotion", "flights").build(
+        {"ti": _TI("promote_challenger", {"version": 4, "previous": 3, "reason": "ok"}), "logical_date": logical,
+         "run_id": "r"})
+    assert (p["kind"], p["version"], p["previous"]) == ("promotion", 4, 3)
+    History(settings.history_url).update_day("flights", DAY, error="train_challenger failed: ValueError: boom")
+    f = DriftwatchNotifier("failure", "flights").build({"logical_date": logical, "run_id": "manual__x"})
+    assert f["kind"] == "failure" and "ValueError: boom" in f["message"]
+    assert f["url"].endswith("/dags/retraining_pipeline/runs/manual__x")
+
+
+def test_notifier_never_raises(settings, monkeypatch, caplog):
+    from ml.airflow_ext import DriftwatchNotifier
+
+    DriftwatchNotifier("promotion", "flights").notify({})  # no ti, no date: logged, not raised
+    assert "not delivered" in caplog.text
