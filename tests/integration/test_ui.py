@@ -52,7 +52,7 @@ def ui(pipeline):
 
 def test_airflow_plugins_lists_the_views_and_links(ui):
     stack, _, _ = ui
-    out = subprocess.run(["airflow", "plugins", "--output", "json"], env=stack.env, capture_output=True,
+    out = subprocess.run([st._bin("airflow"), "plugins", "--output", "json"], env=stack.env, capture_output=True,
                          text=True, timeout=120, check=True).stdout
     (plugin,) = [p for p in json.loads(out[out.index("["):]) if p["name"] == "driftwatch"]
     views = {(v["name"], v["destination"]) for v in plugin["external_views"]}
@@ -229,3 +229,16 @@ def test_a_failed_run_raises_one_failure_alert(ui, flights_frame):
     assert failures[0]["day"] == FAIL_DAY.isoformat() and "train_challenger" in failures[0]["message"]
     assert "no_such_parameter" in failures[0]["message"]
     assert failures[0]["url"].endswith(f"/dags/{DAG_ID}/runs/{st._q(run_id)}")
+
+
+@pytest.mark.parametrize("conf", [{"drift_share": 2}, {"force_retrain": "yes"}, {"dataset": "other"},
+                                  {"min_delta": "high"}, {"model_params": [1, 2]}])
+def test_a_manual_run_with_invalid_params_is_refused(ui, conf):
+    stack, _, _ = ui
+    with pytest.raises(st.ApiError) as err:
+        stack.api("POST", f"/api/v2/dags/{DAG_ID}/dagRuns",
+                  {"logical_date": "2013-02-20T00:00:00Z", "dag_run_id": f"bad_params_{len(str(conf))}",
+                   "conf": conf})
+    assert err.value.status == 400, err.value
+    assert list(conf)[0] in str(err.value)
+    assert not [r for r in stack.runs(DAG_ID) if r["dag_run_id"].startswith("bad_params_")]
