@@ -31,7 +31,7 @@ STACK_ENV += DRIFTWATCH_MLFLOW_PORT=$(MLFLOW_PORT)
 endif
 STACK := $(STACK_ENV) $(PY) -m ml.stack
 
-.PHONY: help venv demo up down backfill prepare test lint lock clean
+.PHONY: help venv demo up down backfill prepare test lint lock clean bench bench-tune
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -80,6 +80,14 @@ e2e: venv ## only the browser tests (Debian's chromium, headless); screenshots i
 
 bench-pipeline: venv ## scheduler-driven backfill on a throwaway stack, where each day's time goes (BENCH_FROM/BENCH_TO: the year)
 	$(PY) scripts/bench_pipeline.py --from $(BENCH_FROM) --to $(BENCH_TO) $(BENCH_ARGS)
+
+bench: venv ## replay flights 2013 under each retraining policy + synthetic drift streams (~40 min, 2 cores); rewrites docs/benchmarks.md's results and docs/replay_auc.png
+	$(BIN)/driftwatch prepare flights
+	$(PY) scripts/bench_replay.py $(REPLAY_ARGS)
+
+bench-tune: venv ## pick the drift thresholds on Jan-Apr 2013 only (~15 min); docs/bench_tuning.json, used by `make bench`
+	$(BIN)/driftwatch prepare flights
+	$(PY) scripts/bench_replay.py --tune $(REPLAY_ARGS)
 
 lint: venv ## ruff on ml, dags, plugins, tests
 	$(BIN)/ruff check ml dags plugins tests

@@ -15,6 +15,13 @@ from ml.exceptions import DriftwatchError
 
 def _prepare(args: argparse.Namespace) -> int:
     s = load_settings(args.dataset)
+    if s.source == "synthetic":
+        from ml.datasets import synthetic
+
+        out = synthetic.prepare(s, force=args.force)
+        print(f"{s.name}: {out.days_written + out.days_skipped} daily partitions of a synthetic stream "
+              f"({out.days_written} written, {out.days_skipped} already there) under {out.lake}")
+        return 0
     if s.source != "nycflights13":
         print(f"{args.dataset}: no bundled adapter (source: {s.source!r}); write partitions to {s.lake_dir}")
         return 2
@@ -149,6 +156,64 @@ def _run_day(args: argparse.Namespace) -> int:
     return 0
 
 
+def _replay(args: argparse.Namespace) -> int:
+    """Replay days under retraining policies, each in its own process and throwaway DRIFTWATCH_HOME."""
+    import tempfile
+    from pathlib import Path
+
+    import yaml
+
+    from ml import replay
+    from ml.config import Paths
+    from ml.data import available_days
+
+    s = load_settings(args.dataset)
+    asked = args.policy or ["drift"]
+    names = list(replay.POLICY_NAMES) if "all" in asked else list(dict.fromkeys(asked))
+    policies = [replay.parse_policy(n) for n in names]
+    overrides = {}
+    for item in args.set or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            print(f"error: replay --set: expected KEY=VALUE (e.g. thresholds.drift_share=0.4). Got {item!r}.",
+                  file=sys.stderr)
+            return 2
+        overrides[key] = yaml.safe_load(value)
+    lake_days = available_days(s.with_overrides(paths=Paths.from_env()))
+    start = dt.date.fromisoformat(args.start) if args.start else s.original_start
+    end = dt.date.fromisoformat(args.end) if args.end else (lake_days[-1] if lake_days else None)
+    if end is None:
+        print(f"error: no partitions of {s.name} under {s.lake_dir}; run `driftwatch prepare {s.name}`",
+              file=sys.stderr)
+        return 1
+    root = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="driftwatch-replay-"))
+    jobs = [replay.Job(key=p.name, dataset=args.dataset, policy=p.name, start=start, end=end,
+                       overrides=overrides or None) for p in policies]
+    jobs.sort(key=lambda j: replay.cost_rank(replay.parse_policy(j.policy)))
+    results = replay.run_jobs(jobs, root, parallel=args.parallel,
+                              echo=lambda m: print(m, file=sys.stderr))
+    split = dt.date.fromisoformat(args.split) if args.split else None
+    summaries = {k: replay.summarize(r) for k, r in results.items()}
+    after = {k: replay.summarize(r, start=split) for k, r in results.items()} if split else None
+    figures = {"from": start.isoformat(), "to": end.isoformat(), "workdir": str(root), "summary": summaries,
+               "after_split": after, "wall_s": {k: r["wall_s"] for k, r in results.items()}}
+    if args.json and args.json != "-":
+        Path(args.json).write_text(json.dumps(figures, indent=1, default=str) + "\n")
+    if args.json == "-":
+        print(json.dumps(figures, indent=2, default=str))
+    else:
+        print(f"{s.name} {start}..{end} (work folders under {root})")
+        print(replay.format_table([summaries[j.key] for j in jobs]))
+        if after:
+            print(f"\nfrom {split}:")
+            print(replay.format_table([after[j.key] for j in jobs]))
+    if not args.workdir:
+        import shutil
+
+        shutil.rmtree(root, ignore_errors=True)
+    return 0
+
+
 def _plot(args: argparse.Namespace) -> int:
     from ml.plots import write_history
 
@@ -212,6 +277,21 @@ def build_parser() -> argparse.ArgumentParser:
     dataset_arg(sp)
     sp.add_argument("--out", help="folder (default: <reports>/<dataset>/)")
     sp.set_defaults(func=_plot)
+
+    sp = sub.add_parser("replay", help="replay days under retraining policies without Airflow and compare them")
+    dataset_arg(sp)
+    sp.add_argument("--policy", action="append", default=None,
+                    help="never | daily | every-N | drift | all (repeatable; default drift)")
+    sp.add_argument("--from", dest="start", help="first day, YYYY-MM-DD (default: the original window's start)")
+    sp.add_argument("--to", dest="end", help="last day, YYYY-MM-DD (default: the last partition in the lake)")
+    sp.add_argument("--split", help="also report the days from this date on, YYYY-MM-DD (e.g. after tuning)")
+    sp.add_argument("--set", action="append", metavar="KEY=VALUE",
+                    help="YAML override for the replays, e.g. thresholds.drift_share=0.4 (repeatable)")
+    sp.add_argument("--parallel", type=int, default=1, help="replays at once (one core each)")
+    sp.add_argument("--workdir", help="keep each replay's home, lake and log here (default: a temp dir, removed)")
+    sp.add_argument("--json", nargs="?", const="-", metavar="PATH",
+                    help="print the figures as JSON (or write them to PATH and print the table)")
+    sp.set_defaults(func=_replay)
 
     sp = sub.add_parser("run-day", help="run one day's steps in this process, without Airflow")
     sp.add_argument("date")

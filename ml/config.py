@@ -28,7 +28,7 @@ ENV_PREFIX = "DRIFTWATCH__"
 TOP_LEVEL_KEYS = frozenset({
     "name", "description", "dag_id", "start_date", "registered_model", "source", "date_column", "label",
     "features", "drop", "keys", "original_window", "holdout_days", "training", "thresholds", "validation",
-    "wait", "drift", "evaluation",
+    "wait", "drift", "evaluation", "synthetic",
 })
 
 
@@ -144,6 +144,8 @@ class Settings:
     history_url: str
     yaml_path: Path
     evaluation: Evaluation = field(default_factory=Evaluation)
+    # the `synthetic:` section of a generated stream (`source: synthetic`), checked by ml.datasets.synthetic
+    synthetic: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def features(self) -> list[str]:
@@ -333,6 +335,9 @@ def load_settings(dataset: str | Path, environ: Mapping[str, str] | None = None)
     if evaluation.min_segment_rows < 1:
         raise ConfigError(f"{p}: evaluation.min_segment_rows: expected at least 1. Got {evaluation.min_segment_rows}.")
     evaluation = replace(evaluation, segments=segments)
+    synthetic = raw.get("synthetic") or {}
+    if not isinstance(synthetic, Mapping):
+        raise ConfigError(f"{p}: synthetic: expected a mapping. Got {type(synthetic).__name__}.")
     name = str(raw["name"])
     home = home_dir()
     return Settings(
@@ -362,6 +367,7 @@ def load_settings(dataset: str | Path, environ: Mapping[str, str] | None = None)
         history_url=environ.get("DRIFTWATCH_DB_URL") or f"sqlite:///{home / 'driftwatch.db'}",
         yaml_path=path,
         evaluation=evaluation,
+        synthetic=dict(synthetic),
     )
 
 
