@@ -31,7 +31,7 @@ STACK_ENV += DRIFTWATCH_MLFLOW_PORT=$(MLFLOW_PORT)
 endif
 STACK := $(STACK_ENV) $(PY) -m ml.stack
 
-.PHONY: help venv demo up down backfill prepare test lint lock clean bench bench-tune
+.PHONY: help venv demo up down backfill prepare test lint lock clean bench bench-tune bench-monitors
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -84,6 +84,11 @@ bench-pipeline: venv ## scheduler-driven backfill on a throwaway stack, where ea
 bench: venv ## replay flights 2013 under each retraining policy + synthetic drift streams (~40 min, 2 cores); rewrites docs/benchmarks.md's results and docs/replay_auc.png
 	$(BIN)/driftwatch prepare flights
 	$(PY) scripts/bench_replay.py $(REPLAY_ARGS)
+	$(PY) scripts/bench_monitors.py $(MONITOR_ARGS)
+
+bench-monitors: venv ## bias/attribution drift and CBPE estimates on the demo range, labels on time and a week late (~10 min); docs/benchmarks.md
+	$(BIN)/driftwatch prepare flights
+	$(PY) scripts/bench_monitors.py $(MONITOR_ARGS)
 
 bench-tune: venv ## pick the drift thresholds on Jan-Apr 2013 only (~15 min); docs/bench_tuning.json, used by `make bench`
 	$(BIN)/driftwatch prepare flights

@@ -29,8 +29,9 @@ One run per **logical date** (the date picks the batch, never "now"):
 | `validate_batch` | Great Expectations suite from the champion's training data + the YAML rules; branch |
 | `quarantine_batch` | a failing batch is **moved** (never deleted) to the quarantine area with a reason file; alert; champion untouched |
 | `score_batch` | champion scores stored beside the batch (`_predictions.parquet`, data capture) |
+| `monitor_model` | bias drift (segment disparities vs the reference), feature-attribution drift (nDCG < {min_ndcg}), AUC and accuracy estimated without labels (CBPE); labels arrive {delay} |
 | `detect_drift` | Evidently drift vs the champion's training data; quality on the batch's labels; HTML report |
-| `decide` | retrain when drift share >= {drift_share} or AUC drop >= {quality_drop}, outside a {cooldown}-day cooldown and with >= {min_rows} new rows; `force_retrain` bypasses |
+| `decide` | retrain when drift share >= {drift_share} or AUC drop >= {quality_drop} (or a monitor set to `retrain` is violated), outside a {cooldown}-day cooldown and with >= {min_rows} new rows; `force_retrain` bypasses |
 | `train_challenger` | original window + accepted days, the last holdout days excluded; logged and registered in MLflow |
 | `evaluate_challenger` | champion and challenger on the **same** holdout rows; paired bootstrap CI of the AUC gain; log-loss guardrail |
 | `promote_challenger` / `reject_challenger` | alias `champion` (and `previous`) moved under a lock and audited / version tagged with the reason |
@@ -86,6 +87,8 @@ def build(spec: DagSpec):
             dataset=spec.dataset, description=spec.description,
             drift_share=t.get("drift_share", 0.5), quality_drop=t.get("quality_drop", 0.05),
             cooldown=t.get("cooldown_days", 7), min_rows=t.get("min_new_rows", 0),
+            min_ndcg=spec.monitoring.get("attribution", {}).get("min_ndcg", 0.9),
+            delay=f"{spec.label_delay_days} days after the batch" if spec.label_delay_days else "with the batch",
         ),
         default_args={
             "retries": 1,
@@ -140,6 +143,14 @@ def build(spec: DagSpec):
             from ml import steps
 
             return steps.score(dataset, _day())
+
+        @task(task_id="monitor_model", on_success_callback=DriftwatchNotifier("monitor", dataset))
+        def monitor_model() -> dict:
+            """Bias drift per segment, feature-attribution drift (nDCG), performance estimated without labels;
+            realized quality of the day whose labels arrive today. Alerts on a violation when configured."""
+            from ml import steps
+
+            return steps.monitor(dataset, _day())
 
         @task(task_id="detect_drift")
         def detect_drift() -> dict:
@@ -212,7 +223,7 @@ def build(spec: DagSpec):
         quarantined, scored = quarantine_batch(), score_batch()
         validated >> [quarantined, scored]
         decided = decide()
-        scored >> detect_drift() >> decided
+        scored >> monitor_model() >> detect_drift() >> decided
         trained = train_challenger()
         # an EmptyOperator is marked done by the scheduler itself: no task process for the most common branch
         skip_retrain = EmptyOperator(task_id="skip_retrain",

@@ -147,8 +147,9 @@ def _run_id(context: Any) -> str | None:
 class DriftwatchNotifier(BaseNotifier):
     """Send a driftwatch alert from an Airflow callback.
 
-    kind "quarantine" / "promotion": use as `on_success_callback` of quarantine_batch / promote_challenger;
-    the alert is built from the task's return value. kind "failure": use as the DAG's `on_failure_callback`
+    kind "quarantine" / "promotion" / "monitor": use as `on_success_callback` of quarantine_batch /
+    promote_challenger / monitor_model; the alert is built from the task's return value (a monitor alerts
+    only on a violation of a check whose action is alert or retrain). kind "failure": use as the DAG's `on_failure_callback`
     (one alert per failed run; the failing step's error is read from the day's history row).
     """
 
@@ -159,12 +160,16 @@ class DriftwatchNotifier(BaseNotifier):
         self.kind = kind
         self.dataset = dataset
 
-    def build(self, context: Any) -> dict[str, Any]:
+    def build(self, context: Any) -> dict[str, Any] | None:
         from ml import alerts, steps
 
         s = steps.settings_for(self.dataset)
         day = _logical_day(context)
         run_id = _run_id(context)
+        if self.kind == "monitor":
+            ti = context["ti"]
+            result = ti.xcom_pull(task_ids=ti.task_id) or {}
+            return alerts.monitor_alert(s, day, result, run_id) if result.get("alerts") else None
         if self.kind in ("quarantine", "promotion"):
             ti = context["ti"]
             result = ti.xcom_pull(task_ids=ti.task_id) or {}
@@ -188,6 +193,8 @@ class DriftwatchNotifier(BaseNotifier):
         try:
             s = steps.settings_for(self.dataset)
             alert = self.build(context)
+            if alert is None:  # nothing to report (a monitor without violations)
+                return
             scheme, where = alerts.target(s)
             if scheme == "mailto":
                 from airflow.providers.smtp.notifications.smtp import SmtpNotifier

@@ -28,7 +28,7 @@ from ml.exceptions import ConfigError
 
 log = logging.getLogger(__name__)
 
-KINDS = ("quarantine", "promotion", "failure")
+KINDS = ("quarantine", "promotion", "failure", "monitor")
 TARGET_ENV = "DRIFTWATCH_ALERT_TARGET"
 
 
@@ -119,6 +119,15 @@ def promotion_alert(settings: Settings, day: dt.date, result: dict[str, Any], da
         f"(was {result.get('previous')}): {result.get('reason', '')}",
         day=day.isoformat(), version=result.get("version"), previous=result.get("previous"),
         dag_run_id=dag_run_id,
+    )
+
+
+def monitor_alert(settings: Settings, day: dt.date, result: dict[str, Any], dag_run_id: str | None) -> dict:
+    found = result.get("alerts") or []
+    return event(
+        settings, "monitor",
+        f"{settings.name} {day}: model monitor violation: " + "; ".join(str(a) for a in found)[:600],
+        day=day.isoformat(), violations=found, report=result.get("report"), dag_run_id=dag_run_id,
     )
 
 

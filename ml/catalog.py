@@ -25,6 +25,8 @@ class DagSpec:
     wait_timeout_s: float
     poke_s: float
     thresholds: dict[str, Any]
+    monitoring: dict[str, Any]
+    label_delay_days: int
 
 
 def dag_specs() -> list[DagSpec]:
@@ -48,6 +50,8 @@ def dag_specs() -> list[DagSpec]:
                 wait_timeout_s=float(wait.get("timeout_minutes", 60)) * 60,
                 poke_s=float(wait.get("poke_seconds", 30)),
                 thresholds=dict(raw.get("thresholds") or {}),
+                monitoring={k: dict(v) for k, v in (raw.get("monitoring") or {}).items() if isinstance(v, dict)},
+                label_delay_days=int(raw.get("label_delay_days") or 0),
             )
         )
     return specs

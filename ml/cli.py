@@ -47,7 +47,8 @@ def _status(args: argparse.Namespace) -> int:
 HISTORY_COLUMNS = ["day", "status", "rows", "champion_version", "drift_share", "dataset_drift",
                    "drifted_columns", "prediction_drift", "quality", "quality_drop", "decision", "reason",
                    "candidate_version", "promotion", "promotion_reason", "error", "validation", "reports",
-                   "dag_run_id"]
+                   "dag_run_id", "estimated_quality", "estimated_quality_drop", "labels_known_on", "bias",
+                   "bias_violation", "attribution_ndcg", "attribution_violation", "attribution"]
 
 
 def _history(args: argparse.Namespace) -> int:
@@ -66,15 +67,18 @@ def _history(args: argparse.Namespace) -> int:
         for r in rows:
             w.writerow({k: json.dumps(v) if isinstance(v, dict | list) else v for k, v in r.items()})
     else:
-        print(f"{'day':<11}{'status':<12}{'rows':>5}  {'drift':>5}  {'auc':>6}  {'decision':<10}{'cand':>5}  "
-              f"{'promotion':<10}reason")
+        print(f"{'day':<11}{'status':<12}{'rows':>5}  {'drift':>5}  {'auc':>6}  {'est':>6}  {'ndcg':>5}  "
+              f"{'bias':<5}{'decision':<10}{'cand':>5}  {'promotion':<10}reason")
         for r in rows:
-            q = r["quality"] or {}
-            auc = q.get("roc_auc")
+            auc = (r["quality"] or {}).get("roc_auc")
+            est = (r["estimated_quality"] or {}).get("roc_auc")
+            ndcg = r["attribution_ndcg"]
+            bias = {True: "VIOL", False: "ok", None: ""}[r["bias_violation"]]
             print(
                 f"{r['day']:<11}{r['status'] or '':<12}{r['rows'] or 0:>5}  "
                 f"{'' if r['drift_share'] is None else format(r['drift_share'], '.2f'):>5}  "
-                f"{'' if auc is None else format(auc, '.3f'):>6}  {r['decision'] or '':<10}"
+                f"{'' if auc is None else format(auc, '.3f'):>6}  {'' if est is None else format(est, '.3f'):>6}  "
+                f"{'' if ndcg is None else format(ndcg, '.2f'):>5}  {bias:<5}{r['decision'] or '':<10}"
                 f"{r['candidate_version'] or '':>5}  {r['promotion'] or '':<10}{(r['reason'] or '')[:90]}"
             )
     return 0

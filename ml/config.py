@@ -28,8 +28,9 @@ ENV_PREFIX = "DRIFTWATCH__"
 TOP_LEVEL_KEYS = frozenset({
     "name", "description", "dag_id", "start_date", "registered_model", "source", "date_column", "label",
     "features", "drop", "keys", "original_window", "holdout_days", "training", "thresholds", "validation",
-    "wait", "drift", "evaluation", "synthetic",
+    "wait", "drift", "evaluation", "synthetic", "label_delay_days", "monitoring",
 })
+MONITOR_ACTIONS = ("record", "alert", "retrain")
 
 
 def home_dir() -> Path:
@@ -111,6 +112,46 @@ class Evaluation:
 
 
 @dataclass(frozen=True)
+class BiasMonitor:
+    """Bias drift: disparity between segments (positive-prediction rate; accuracy once labels are known)
+    compared with the champion's reference. Off when `segments` is empty."""
+
+    segments: tuple[str, ...] = ()
+    min_rows: int = 50  # smaller segment values are left out of a day's disparity (too noisy)
+    threshold: float = 0.5  # a score at or above it is a positive prediction
+    max_positive_rate_gap_change: float = 0.1  # violation: the gap grew by more than this vs the reference
+    max_accuracy_gap_change: float = 0.1
+    action: str = "record"  # record | alert | retrain
+
+
+@dataclass(frozen=True)
+class AttributionMonitor:
+    """Feature-attribution drift: nDCG of the champion's feature ranking on the day vs on its reference."""
+
+    enabled: bool = True
+    rows: int = 2000  # rows sampled (seeded) from each side
+    repeats: int = 3  # permutations per feature
+    min_ndcg: float = 0.9  # Model Monitor's limit
+    top_k: int = 0  # features compared (0: all)
+    action: str = "record"  # record | alert | retrain
+
+
+@dataclass(frozen=True)
+class Estimation:
+    """Performance without labels: CBPE from the champion's calibrated probabilities."""
+
+    enabled: bool = True
+    use_for_decisions: bool = False  # with label_delay_days > 0 the AUC-drop trigger uses the estimate
+
+
+@dataclass(frozen=True)
+class Monitoring:
+    bias: BiasMonitor = field(default_factory=BiasMonitor)
+    attribution: AttributionMonitor = field(default_factory=AttributionMonitor)
+    estimation: Estimation = field(default_factory=Estimation)
+
+
+@dataclass(frozen=True)
 class Wait:
     timeout_minutes: float = 60.0
     poke_seconds: float = 30.0
@@ -146,6 +187,13 @@ class Settings:
     evaluation: Evaluation = field(default_factory=Evaluation)
     # the `synthetic:` section of a generated stream (`source: synthetic`), checked by ml.datasets.synthetic
     synthetic: Mapping[str, Any] = field(default_factory=dict)
+    # labels of day D are read from D + label_delay_days on (0: with the batch)
+    label_delay_days: int = 0
+    monitoring: Monitoring = field(default_factory=Monitoring)
+
+    def labels_known(self, day: dt.date, on: dt.date) -> bool:
+        """True when the labels of `day` may be read by the run of `on`."""
+        return (on - day).days >= self.label_delay_days
 
     @property
     def features(self) -> list[str]:
@@ -238,6 +286,45 @@ def _names(raw: Any, key: str, path: str) -> tuple[str, ...]:
     if not isinstance(raw, list) or not all(isinstance(x, str) for x in raw):
         raise ConfigError(f"{path}: {key}: expected a list of column names. Got {raw!r}.")
     return tuple(raw)
+
+
+def _monitoring(raw: Mapping[str, Any], p: str, columns: set[str]) -> Monitoring:
+    from dataclasses import replace
+
+    section = raw.get("monitoring") or {}
+    if not isinstance(section, Mapping):
+        raise ConfigError(f"{p}: monitoring: expected a mapping. Got {type(section).__name__}.")
+    parts = {"bias": BiasMonitor, "attribution": AttributionMonitor, "estimation": Estimation}
+    unknown = sorted(set(section) - set(parts))
+    if unknown:
+        raise ConfigError(f"{p}: monitoring: unknown keys {unknown[:5]}. Allowed: {sorted(parts)}.")
+    got = {k: _section({f"monitoring.{k}": section.get(k)}, f"monitoring.{k}", cls, p) for k, cls in parts.items()}
+    bias, attribution = got["bias"], got["attribution"]
+    segments = _names(bias.segments or None, "monitoring.bias.segments", p)
+    missing = [c for c in segments if c not in columns]
+    if missing:
+        raise ConfigError(f"{p}: monitoring.bias.segments: {missing[:5]} are not columns of the dataset.")
+    bias = replace(bias, segments=segments)
+    for key, value in (("bias.action", bias.action), ("attribution.action", attribution.action)):
+        if value not in MONITOR_ACTIONS:
+            raise ConfigError(f"{p}: monitoring.{key}: expected one of {' | '.join(MONITOR_ACTIONS)}. Got {value!r}.")
+    if not 0 < bias.threshold < 1:
+        raise ConfigError(f"{p}: monitoring.bias.threshold: expected a probability in (0, 1). Got {bias.threshold}.")
+    if bias.min_rows < 1:
+        raise ConfigError(f"{p}: monitoring.bias.min_rows: expected at least 1. Got {bias.min_rows}.")
+    for key in ("max_positive_rate_gap_change", "max_accuracy_gap_change"):
+        if getattr(bias, key) < 0:
+            raise ConfigError(f"{p}: monitoring.bias.{key}: expected a share >= 0. Got {getattr(bias, key)}.")
+    if not 0 < attribution.min_ndcg <= 1:
+        raise ConfigError(f"{p}: monitoring.attribution.min_ndcg: expected a value in (0, 1]. Got {attribution.min_ndcg}.")
+    if attribution.rows < 10 or attribution.repeats < 1 or attribution.top_k < 0:
+        raise ConfigError(f"{p}: monitoring.attribution: expected rows >= 10, repeats >= 1 and top_k >= 0. "
+                          f"Got rows={attribution.rows}, repeats={attribution.repeats}, top_k={attribution.top_k}.")
+    for name, part in (("bias", bias), ("attribution", attribution), ("estimation", got["estimation"])):
+        for key in ("enabled", "use_for_decisions"):
+            if hasattr(part, key) and not isinstance(getattr(part, key), bool):
+                raise ConfigError(f"{p}: monitoring.{name}.{key}: expected true or false. Got {getattr(part, key)!r}.")
+    return Monitoring(bias=bias, attribution=attribution, estimation=got["estimation"])
 
 
 def load_settings(dataset: str | Path, environ: Mapping[str, str] | None = None) -> Settings:
@@ -338,6 +425,14 @@ def load_settings(dataset: str | Path, environ: Mapping[str, str] | None = None)
     synthetic = raw.get("synthetic") or {}
     if not isinstance(synthetic, Mapping):
         raise ConfigError(f"{p}: synthetic: expected a mapping. Got {type(synthetic).__name__}.")
+    monitoring = _monitoring(raw, p, columns)
+    try:
+        label_delay = int(raw.get("label_delay_days") or 0)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{p}: label_delay_days: expected a whole number of days >= 0. "
+                          f"Got {raw['label_delay_days']!r}.") from None
+    if label_delay < 0:
+        raise ConfigError(f"{p}: label_delay_days: expected a whole number of days >= 0. Got {label_delay}.")
     name = str(raw["name"])
     home = home_dir()
     return Settings(
@@ -368,6 +463,8 @@ def load_settings(dataset: str | Path, environ: Mapping[str, str] | None = None)
         yaml_path=path,
         evaluation=evaluation,
         synthetic=dict(synthetic),
+        label_delay_days=label_delay,
+        monitoring=monitoring,
     )
 
 

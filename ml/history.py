@@ -45,6 +45,15 @@ days = sa.Table(
     sa.Column("reports", sa.Text),  # JSON {drift: path, validation: path}
     sa.Column("dag_run_id", sa.String(250)),
     sa.Column("updated_at", sa.DateTime(timezone=True)),
+    # the model monitors (ml.monitor): bias drift, feature-attribution drift, performance without labels
+    sa.Column("bias", sa.Text),  # JSON {columns: {col: gaps, changes, violation}, violation, reasons}
+    sa.Column("bias_violation", sa.Boolean),
+    sa.Column("attribution", sa.Text),  # JSON {ndcg, importance, baseline_importance, ranks, violation}
+    sa.Column("attribution_ndcg", sa.Float),
+    sa.Column("attribution_violation", sa.Boolean),
+    sa.Column("estimated_quality", sa.Text),  # JSON CBPE {roc_auc, accuracy, ...} from the champion's scores
+    sa.Column("estimated_quality_drop", sa.Float),
+    sa.Column("labels_known_on", sa.String(10)),  # the run that first read the day's labels (realized quality)
 )
 
 alias_events = sa.Table(
@@ -88,7 +97,8 @@ locks = sa.Table(
     sa.Column("acquired_at", sa.DateTime(timezone=True), nullable=False),
 )
 
-JSON_FIELDS = {"drifted_columns", "quality", "evaluation", "reports", "train_days", "holdout_days", "holdout_metrics"}
+JSON_FIELDS = {"drifted_columns", "quality", "evaluation", "reports", "train_days", "holdout_days", "holdout_metrics",
+               "bias", "attribution", "estimated_quality"}
 
 
 @lru_cache(maxsize=8)
@@ -99,7 +109,26 @@ def engine(url: str) -> Engine:
     else:
         eng = sa.create_engine(url, pool_pre_ping=True)
     metadata.create_all(eng)
+    _add_missing_columns(eng)
     return eng
+
+
+def _add_missing_columns(eng: Engine) -> None:
+    """Columns added by later releases, added to a database created before them (create_all skips
+    existing tables). Nullable columns only, so old rows stay valid."""
+    inspector = sa.inspect(eng)
+    for table in metadata.sorted_tables:
+        present = {c["name"] for c in inspector.get_columns(table.name)}
+        for column in table.columns:
+            if column.name in present:
+                continue
+            kind = column.type.compile(dialect=eng.dialect)
+            try:
+                with eng.begin() as conn:
+                    conn.execute(sa.text(f'ALTER TABLE {table.name} ADD COLUMN "{column.name}" {kind}'))
+            except sa.exc.DBAPIError:  # another process added it first
+                if column.name not in {c["name"] for c in sa.inspect(eng).get_columns(table.name)}:
+                    raise
 
 
 def _now() -> dt.datetime:

@@ -33,6 +33,10 @@ def run_day(
         alerts.deliver(s, alerts.quarantine_alert(s, day, out["quarantine"], run_id))
     else:
         out["score"] = steps.score(dataset, day)
+        out["monitor"] = steps.monitor(dataset, day)
+        if out["monitor"].get("alerts"):
+            s = steps.settings_for(dataset)
+            alerts.deliver(s, alerts.monitor_alert(s, day, out["monitor"], run_id))
         out["drift"] = steps.detect(dataset, day)
         decision = steps.decide(dataset, day, force=force_retrain, overrides=overrides)
         out["decide"] = decision

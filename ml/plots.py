@@ -2,8 +2,9 @@
 
 Three panels sharing the date axis:
 1. drift share of each monitored day against its threshold; quarantined and failed days marked;
-2. the serving champion's ROC AUC on each day's labels (and a 7-day mean), retrains (triangles), promotions
-   (green lines, labelled with the new version) and rejected challengers (orange crosses);
+2. the serving champion's ROC AUC on each day's labels (and a 7-day mean), its estimate without labels
+   (CBPE), bias and attribution violations, retrains (triangles), promotions (green lines, labelled with
+   the new version) and rejected challengers (orange crosses);
 3. the serving champion version as a step line.
 
 `write_history(settings, out_dir)` writes `history.png`, `history.svg` and a self-contained `history.html`
@@ -38,6 +39,10 @@ def timeline(settings: Settings, history: History | None = None) -> dict[str, An
             "rows": r.get("rows"),
             "drift_share": r.get("drift_share"),
             "roc_auc": quality.get("roc_auc") if isinstance(quality, dict) else None,
+            "estimated_roc_auc": (r.get("estimated_quality") or {}).get("roc_auc"),
+            "attribution_ndcg": r.get("attribution_ndcg"),
+            "attribution_violation": r.get("attribution_violation"),
+            "bias_violation": r.get("bias_violation"),
             "champion_version": r.get("champion_version"),
             "decision": r.get("decision"),
             "candidate_version": r.get("candidate_version"),
@@ -100,6 +105,16 @@ def figure(data: dict[str, Any]):
     if len(ys) >= 7:
         mean7 = [sum(ys[max(0, i - 6): i + 1]) / len(ys[max(0, i - 6): i + 1]) for i in range(len(ys))]
         ax_auc.plot(xs, mean7, "-", color="#8172b3", lw=1.4, label="7-day mean")
+    estimated = [p for p in days if p.get("estimated_roc_auc") is not None]
+    if estimated:
+        ax_auc.plot([_d(p["day"]) for p in estimated], [p["estimated_roc_auc"] for p in estimated], "-",
+                    color="#937860", lw=1, alpha=0.8, label="estimated AUC, no labels (CBPE)")
+    for key, marker, label in (("bias_violation", "s", "bias drift"),
+                               ("attribution_violation", "D", "attribution drift (nDCG)")):
+        flagged = [_d(p["day"]) for p in days if p.get(key)]
+        if flagged:
+            y_flag = (min(ys) - 0.02) if ys else 0.5
+            ax_auc.plot(flagged, [y_flag] * len(flagged), marker, color="#c44e52", ms=4, alpha=0.7, label=label)
     retrains = [p for p in days if p["decision"] in ("retrain", "bootstrap")]
     if retrains:
         y_top = max(ys) + 0.02 if ys else 0.8

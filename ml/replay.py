@@ -188,7 +188,8 @@ def _replay(dataset: str, policy: Policy, days: Sequence[dt.date], *, horizon: i
         quality = daily_quality(s, d) if scored["champion_version"] is not None else None
         if quality:
             row["auc"], row["accuracy"] = quality["roc_auc"], quality["accuracy"]
-        if policy.drift:
+        if policy.drift:  # the platform's own monitors, as the DAG runs them
+            steps.monitor(dataset, d)
             steps.detect(dataset, d)
         champion = scored["champion_version"]
         scheduled = champion is not None and due(policy, d, last_trained)
@@ -225,6 +226,14 @@ def _replay(dataset: str, policy: Policy, days: Sequence[dt.date], *, horizon: i
             steps.record(dataset, d, run_id)
         except ModelError as exc:
             log.error("%s", exc)
+    # what the monitors recorded (drift policy): the estimate made on the day, and its flags
+    for row in rows:
+        kept = h.get_day(s.name, dt.date.fromisoformat(row["day"])) or {}
+        row["estimated_auc"] = (kept.get("estimated_quality") or {}).get("roc_auc")
+        row["estimated_accuracy"] = (kept.get("estimated_quality") or {}).get("accuracy")
+        row["attribution_ndcg"] = kept.get("attribution_ndcg")
+        row["attribution_violation"] = kept.get("attribution_violation")
+        row["bias_violation"] = kept.get("bias_violation")
     promotions = promotion_effects(s, h, rows, horizon=horizon)
     return {
         "dataset": s.name,

@@ -158,6 +158,242 @@ def score(dataset: str, day: str | dt.date) -> dict[str, Any]:
     return {"champion_version": champion, "rows": len(frame), "path": str(path)}
 
 
+# ---- monitor_model --------------------------------------------------------------------------------------
+MONITOR_HTML = "model_monitor.html"
+MONITOR_JSON = "model_monitor.json"
+MONITOR_REFERENCE = "monitor_reference.json"
+
+
+def monitor_reference(s: Settings, h: History, version: int) -> dict[str, Any]:
+    """The champion's baseline for the model monitors, computed once per version and cached beside it.
+
+    Calibration and bias come from the champion's own scores on its holdout days: out-of-time, like every
+    day it will serve (scores on its training period, even out-of-fold, are optimistic about later days and
+    would make every estimate too high). The calibrator is isotonic, fitted on the whole holdout; its
+    calibration error is reported cross-fitted (fitted on half of the holdout days, measured on the other).
+    The bias reference gap is the median of the holdout's daily gaps, so that one day is compared with
+    days of the same size. Feature importances come from the reference sample of the training data, as
+    Model Monitor's baseline does.
+    """
+    from pathlib import Path
+
+    import numpy as np
+
+    from ml import monitor
+    from ml.registry import load_model
+
+    cache = Path(s.paths.models) / s.name / f"v{version}" / MONITOR_REFERENCE
+    if cache.is_file():
+        return json.loads(cache.read_text())
+    mon = s.monitoring
+    record = h.get_model(s.name, version) or {}
+    holdout_days = [dt.date.fromisoformat(x) for x in record.get("holdout_days") or []]
+    holdout = lake.read_days(s, holdout_days)
+    scores = _artifact(s, h, version, "holdout_scores.parquet")["score"].to_numpy()
+    if len(scores) != len(holdout):
+        raise ModelError(f"{s.name} v{version}: {len(scores)} holdout scores for {len(holdout)} holdout rows "
+                         f"({record.get('holdout_days')}); the lake changed since it was trained")
+    y = lake.model_frame(s, holdout)[1].to_numpy()
+    calibrator = monitor.fit_calibrator(scores, y)
+    day_of = holdout[s.date_column].astype(str).str[:10].to_numpy()
+    days = sorted(set(day_of))
+    calibration: dict[str, Any] = {"rows": len(holdout), "holdout_days": days,
+                                   "ece_raw": monitor.calibration_error(y, scores),
+                                   "estimated_on_holdout": monitor.estimate_performance(calibrator(scores))}
+    halves = [np.isin(day_of, days[0::2]), np.isin(day_of, days[1::2])]
+    if all(len(set(y[m].tolist())) == 2 for m in halves):
+        cross = np.empty(len(scores))
+        for fit_on, apply_to in (halves, halves[::-1]):
+            cross[apply_to] = monitor.fit_calibrator(scores[fit_on], y[fit_on])(scores[apply_to])
+        calibration["ece_calibrated"] = monitor.calibration_error(y, cross)
+    else:
+        calibration["ece_calibrated"] = None
+    bias = None
+    if mon.bias.segments:
+        kwargs = {"threshold": mon.bias.threshold, "min_rows": mon.bias.min_rows}
+        bias = monitor.segment_stats({c: holdout[c].to_numpy() for c in mon.bias.segments}, scores, y, **kwargs)
+        daily = [monitor.segment_stats({c: holdout[c].to_numpy()[day_of == d] for c in mon.bias.segments},
+                                       scores[day_of == d], y[day_of == d], **kwargs) for d in days]
+        for col, info in bias.items():
+            for key in ("positive_rate_gap", "accuracy_gap", "recall_gap"):
+                gaps = [one[col][key] for one in daily if one[col][key] is not None]
+                info[key] = float(np.median(gaps)) if gaps else None
+            info["gaps_from"] = "median of the holdout's daily gaps"
+    importance = None
+    if mon.attribution.enabled:
+        model = load_model(s, version)
+        X, _ = lake.model_frame(s, _artifact(s, h, version, "reference.parquet"))
+        importance = monitor.prediction_importance(
+            lambda frame: model.predict_proba(frame[s.features])[:, 1], X, s.features,
+            repeats=mon.attribution.repeats, seed=s.training.seed, max_rows=mon.attribution.rows,
+        )
+    out = {"version": version, "calibrator": calibrator.to_dict(), "calibration": calibration, "bias": bias,
+           "importance": importance, "holdout_auc": (record.get("holdout_metrics") or {}).get("roc_auc")}
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cache.with_suffix(".tmp")
+    tmp.write_text(json.dumps(out, default=float))
+    tmp.replace(cache)
+    return out
+
+
+def monitor(dataset: str, day: str | dt.date) -> dict[str, Any]:
+    """Model Monitor's other checks on the day's batch, with the serving champion:
+
+    - performance without labels: CBPE estimate of AUC and accuracy from the champion's calibrated scores;
+    - bias drift: per segment column, the gap between segment values' positive-prediction rates (and
+      accuracy, when the day's labels are known) vs the same gap on the champion's reference;
+    - feature-attribution drift: nDCG of the champion's feature ranking on the day vs on its reference;
+    - labels arriving today (`label_delay_days` > 0): the realized quality and accuracy gaps of the day
+      whose labels arrive now, recorded on that day's row beside its estimate.
+
+    Writes model_monitor.html/.json to the day's reports. Returns the violations and the alert flag:
+    {"skipped"?, "estimated_auc", "bias_violation", "attribution_ndcg", "attribution_violation",
+     "alerts": [str], "report"}.
+    """
+    from ml import monitor as mon_lib
+    from ml.evaluate import classification_metrics
+    from ml.registry import load_model
+
+    s, h, d = _ctx(dataset, day)
+    champion = serving_champion(s, h, d)
+    if champion is None:
+        return {"skipped": True, "reason": "no champion yet", "alerts": []}
+    mon = s.monitoring
+    ref = monitor_reference(s, h, champion)
+    calibrator = mon_lib.Calibrator.from_dict(ref["calibrator"])
+    batch = lake.read_batch(s, d)
+    preds = lake.read_predictions(s, d)
+    if preds is None or len(preds) != len(batch):
+        raise ModelError(f"{s.partition_dir(d)}: no champion scores for the batch; run score_batch first")
+    scores = preds["score"].to_numpy()
+    labels_now = s.labels_known(d, d)
+    y = lake.model_frame(s, batch)[1].to_numpy() if labels_now else None
+    fields: dict[str, Any] = {}
+    alerts: list[str] = []
+
+    estimated = None
+    if mon.estimation.enabled:
+        estimated = mon_lib.estimate_performance(calibrator(scores), threshold=mon.bias.threshold)
+        fields["estimated_quality"] = estimated
+        if ref.get("holdout_auc") is not None and estimated.get("roc_auc") is not None:
+            fields["estimated_quality_drop"] = float(ref["holdout_auc"]) - float(estimated["roc_auc"])
+    if labels_now:
+        fields["labels_known_on"] = d.isoformat()
+
+    bias = None
+    if mon.bias.segments:
+        stats = mon_lib.segment_stats({c: batch[c].to_numpy() for c in mon.bias.segments}, scores, y,
+                                      threshold=mon.bias.threshold, min_rows=mon.bias.min_rows)
+        bias = mon_lib.bias_drift(ref["bias"], stats, max_positive_rate_gap_change=mon.bias.max_positive_rate_gap_change,
+                                  max_accuracy_gap_change=mon.bias.max_accuracy_gap_change)
+        bias["segments"] = stats
+
+    # labels of an earlier day arrive today: its realized quality, beside the estimate made on its day
+    arrived = None
+    if s.label_delay_days > 0:
+        arrived = _labels_arrive(s, h, d - dt.timedelta(days=s.label_delay_days), d, classification_metrics)
+        if bias is not None and arrived and arrived.get("bias"):
+            bias["labels_day"] = arrived["day"]
+            bias["labels_day_violation"] = bool(arrived["bias"]["violation"])
+            bias["labels_day_reasons"] = arrived["bias"]["reasons"]
+    if bias is not None:
+        violated = bool(bias["violation"] or bias.get("labels_day_violation"))
+        fields.update(bias=bias, bias_violation=violated)
+        if violated and mon.bias.action != "record":
+            alerts += bias["reasons"] + [f"{bias['labels_day']} (labels arrived): {r}"
+                                         for r in bias.get("labels_day_reasons") or []]
+
+    attribution = None
+    if mon.attribution.enabled and ref.get("importance"):
+        model = load_model(s, champion)
+        X, _ = lake.model_frame(s, batch.assign(**{s.label: batch.get(s.label, 0)}))
+        current = mon_lib.prediction_importance(
+            lambda frame: model.predict_proba(frame[s.features])[:, 1], X, s.features,
+            repeats=mon.attribution.repeats, seed=s.training.seed, max_rows=mon.attribution.rows,
+        )
+        attribution = mon_lib.attribution_drift(ref["importance"], current, min_ndcg=mon.attribution.min_ndcg,
+                                                k=mon.attribution.top_k or None)
+        fields.update(attribution=attribution, attribution_ndcg=attribution["ndcg"],
+                      attribution_violation=bool(attribution["violation"]))
+        if attribution["violation"] and mon.attribution.action != "record":
+            alerts.append(attribution["reason"])
+
+    if labels_now:
+        realized = classification_metrics(y, scores)
+        note = "labels arrive with the batch"
+    else:
+        realized = None
+        note = (f"labels arrive {s.label_delay_days} days later: the realized metrics of {d} are recorded on "
+                f"{d + dt.timedelta(days=s.label_delay_days)}")
+        if arrived:
+            note += f"; today the labels of {arrived['day']} arrived (realized AUC {_fmt(arrived['quality'])})"
+    html = mon_lib.render_html(d.isoformat(), s.name, champion_version=champion, bias=bias, attribution=attribution,
+                               estimated=estimated, realized=realized, calibration=ref.get("calibration"),
+                               labels_note=note)
+    folder = s.report_dir(d)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / MONITOR_HTML).write_text(html)
+    summary = {"day": d.isoformat(), "champion_version": champion, "estimated_quality": estimated,
+               "realized_quality": realized, "calibration": ref.get("calibration"), "bias": bias,
+               "attribution": attribution, "labels_arrived": arrived, "alerts": alerts}
+    (folder / MONITOR_JSON).write_text(json.dumps(summary, indent=1, default=float))
+    row = h.get_day(s.name, d) or {}
+    fields["reports"] = {**(row.get("reports") or {}), "monitor": str(folder / MONITOR_HTML)}
+    h.update_day(s.name, d, **fields)
+    return {
+        "estimated_auc": (estimated or {}).get("roc_auc"),
+        "bias_violation": fields.get("bias_violation"),
+        "attribution_ndcg": fields.get("attribution_ndcg"),
+        "attribution_violation": fields.get("attribution_violation"),
+        "labels_arrived_for": arrived["day"] if arrived else None,
+        "alerts": alerts,
+        "report": str(folder / MONITOR_HTML),
+    }
+
+
+def _fmt(quality: dict[str, Any] | None) -> str:
+    auc = (quality or {}).get("roc_auc")
+    return "n/a" if auc is None else f"{auc:.3f}"
+
+
+def _labels_arrive(s: Settings, h: History, labelled: dt.date, on: dt.date, metrics) -> dict[str, Any] | None:
+    """The labels of `labelled` become readable on `on`: record its realized quality (of the champion that
+    served it, from its stored scores), its quality drop, and its accuracy gaps between segments."""
+    from ml import monitor as mon_lib
+
+    row = h.get_day(s.name, labelled)
+    if not row or row.get("status") != "accepted" or labelled <= s.original_end:
+        return None
+    preds = lake.read_predictions(s, labelled)
+    if preds is None:
+        return None
+    batch = lake.read_batch(s, labelled)
+    if len(preds) != len(batch):
+        return None
+    y = lake.model_frame(s, batch)[1].to_numpy()
+    scores = preds["score"].to_numpy()
+    quality = metrics(y, scores)
+    champion = int(preds["champion_version"].iloc[0]) if "champion_version" in preds else row.get("champion_version")
+    model = h.get_model(s.name, champion) if champion else None
+    holdout_auc = ((model or {}).get("holdout_metrics") or {}).get("roc_auc")
+    fields: dict[str, Any] = {"quality": quality, "labels_known_on": on.isoformat()}
+    if holdout_auc is not None and quality.get("roc_auc") is not None:
+        fields["quality_drop"] = float(holdout_auc) - float(quality["roc_auc"])
+    out: dict[str, Any] = {"day": labelled.isoformat(), "quality": quality, "quality_drop": fields.get("quality_drop")}
+    mon = s.monitoring
+    if mon.bias.segments and champion:
+        ref = monitor_reference(s, h, champion)
+        stats = mon_lib.segment_stats({c: batch[c].to_numpy() for c in mon.bias.segments}, scores, y,
+                                      threshold=mon.bias.threshold, min_rows=mon.bias.min_rows)
+        bias = mon_lib.bias_drift(ref["bias"], stats, max_positive_rate_gap_change=mon.bias.max_positive_rate_gap_change,
+                                  max_accuracy_gap_change=mon.bias.max_accuracy_gap_change)
+        bias["segments"] = stats
+        fields.update(bias=bias, bias_violation=bool(bias["violation"] or row.get("bias_violation")))
+        out["bias"] = bias
+    h.update_day(s.name, labelled, **fields)
+    return out
+
+
 # ---- detect_drift ---------------------------------------------------------------------------------------
 def detect(dataset: str, day: str | dt.date) -> dict[str, Any]:
     """Evidently drift of the batch against the champion's training data; quality on the batch's labels."""
@@ -172,6 +408,8 @@ def detect(dataset: str, day: str | dt.date) -> dict[str, Any]:
     # training rows, and row-aligned with the reference for Evidently
     reference_scores = _artifact(s, h, champion, "reference_scores.parquet")["score"].to_numpy()
     current = lake.read_batch(s, d)
+    if not s.labels_known(d, d) and s.label in current.columns:
+        current = current.drop(columns=[s.label])  # not arrived yet: no batch quality today (monitor_model)
     preds = lake.read_predictions(s, d)
     model = h.get_model(s.name, champion) or {}
     result = drift.detect_drift(
@@ -193,7 +431,7 @@ def detect(dataset: str, day: str | dt.date) -> dict[str, Any]:
         quality_drop=result.get("quality_drop"),
         reports=reports,
     )
-    _log_monitoring_run(s, d, result, champion)
+    _log_monitoring_run(s, d, result, champion, h.get_day(s.name, d) or {})
     return {
         "drift_share": result["drift_share"],
         "dataset_drift": bool(result["dataset_drift"]),
@@ -202,7 +440,8 @@ def detect(dataset: str, day: str | dt.date) -> dict[str, Any]:
     }
 
 
-def _log_monitoring_run(s: Settings, d: dt.date, result: dict[str, Any], champion: int) -> None:
+def _log_monitoring_run(s: Settings, d: dt.date, result: dict[str, Any], champion: int,
+                        row: dict[str, Any]) -> None:
     """One MLflow run per day in the dataset's monitoring experiment (reused when the day is re-run)."""
     import mlflow
 
@@ -221,6 +460,16 @@ def _log_monitoring_run(s: Settings, d: dt.date, result: dict[str, Any], champio
         metrics["quality_drop"] = result["quality_drop"]
     if result.get("prediction_drift"):
         metrics["prediction_drift"] = result["prediction_drift"]["score"]
+    # the model monitors of the day (monitor_model ran before this step)
+    for key, value in (row.get("estimated_quality") or {}).items():
+        if key in ("roc_auc", "accuracy") and value is not None:
+            metrics[f"estimated_{key}"] = value
+    if row.get("attribution_ndcg") is not None:
+        metrics["attribution_ndcg"] = row["attribution_ndcg"]
+    for col, info in ((row.get("bias") or {}).get("columns") or {}).items():
+        for key in ("positive_rate_gap", "accuracy_gap"):
+            if info.get(key) is not None:
+                metrics[f"bias_{col}_{key}"] = info[key]
     timestamp = int(dt.datetime.combine(d, dt.time(), dt.UTC).timestamp() * 1000)
     with mlflow.start_run(
         run_id=found[0].info.run_id if found else None,
@@ -231,6 +480,9 @@ def _log_monitoring_run(s: Settings, d: dt.date, result: dict[str, Any], champio
     ):
         mlflow.log_metrics({k: float(v) for k, v in metrics.items()}, timestamp=timestamp)  # one request
         mlflow.log_artifact(result["html_path"], artifact_path="drift")
+        monitor_html = s.report_dir(d) / MONITOR_HTML
+        if monitor_html.is_file():
+            mlflow.log_artifact(str(monitor_html), artifact_path="monitor")
         if result.get("json_path"):
             mlflow.log_artifact(result["json_path"], artifact_path="drift")
 
@@ -270,27 +522,37 @@ def decide(
     else:
         row = h.get_day(s.name, d) or {}
         share = row.get("drift_share")
-        drop = row.get("quality_drop")
+        drop, drop_name = _quality_signal(s, h, d, row)
         triggers = []
         if share is not None and share >= drift_limit:
             triggers.append(f"drift share {share:.2f} >= {drift_limit}")
         if drop is not None and drop >= quality_limit:
-            triggers.append(f"AUC drop {drop:.3f} >= {quality_limit}")
+            triggers.append(f"{drop_name} {drop:.3f} >= {quality_limit}")
+        mon = s.monitoring
+        if mon.bias.action == "retrain" and row.get("bias_violation"):
+            bias = row.get("bias") or {}
+            first = (bias.get("reasons") or bias.get("labels_day_reasons") or ["a segment disparity moved"])[0]
+            triggers.append(f"bias drift ({first})")
+        if mon.attribution.action == "retrain" and row.get("attribution_violation"):
+            triggers.append(f"attribution nDCG {row['attribution_ndcg']:.2f} < {mon.attribution.min_ndcg}")
         if not triggers:
             parts = [f"drift share {share:.2f} < {drift_limit}" if share is not None else "no drift measured"]
             if drop is not None:
-                parts.append(f"AUC drop {drop:.3f} < {quality_limit}")
+                parts.append(f"{drop_name} {drop:.3f} < {quality_limit}")
             reason = "no retrain: " + "; ".join(parts)
         else:
             last = max((m["trained_on"] for m in h.models(s.name) if m["trained_on"] < d.isoformat()), default=None)
             since = (d - dt.date.fromisoformat(last)).days if last else None
-            new_rows = sum(
+            new_rows = sum(  # rows a challenger could train on today: accepted, labels arrived
                 (r["rows"] or 0)
                 for r in h.days(s.name, until=d)
                 if r["status"] == "accepted" and (last is None or r["day"] > last)
+                and s.labels_known(dt.date.fromisoformat(r["day"]), d)
             )
             if since is not None and since < t.cooldown_days:
                 reason = f"{' and '.join(triggers)}, but in cooldown: {since} of {t.cooldown_days} days since training on {last}"
+            elif new_rows == 0 and last is not None:
+                reason = f"{' and '.join(triggers)}, but no new labelled rows since training on {last}"
             elif new_rows < t.min_new_rows:
                 reason = f"{' and '.join(triggers)}, but only {new_rows} new rows since {last} (minimum {t.min_new_rows})"
             else:
@@ -300,6 +562,19 @@ def decide(
     h.update_day(s.name, d, decision=decision, reason=reason)
     log.info("%s %s: %s", s.name, d, reason)
     return {"retrain": retrain, "bootstrap": bootstrap, "reason": reason}
+
+
+def _quality_signal(s: Settings, h: History, d: dt.date, row: dict[str, Any]) -> tuple[float | None, str]:
+    """The AUC drop the decision looks at: the day's own when its labels came with the batch; with delayed
+    labels, the CBPE estimate for the day (`monitoring.estimation.use_for_decisions`) or else the realized
+    drop of the day whose labels arrived today."""
+    if s.labels_known(d, d):
+        return row.get("quality_drop"), "AUC drop"
+    if s.monitoring.estimation.use_for_decisions:
+        return row.get("estimated_quality_drop"), "estimated AUC drop (CBPE, labels not in yet)"
+    labelled = d - dt.timedelta(days=s.label_delay_days)
+    earlier = h.get_day(s.name, labelled) or {}
+    return earlier.get("quality_drop"), f"AUC drop on {labelled} (its labels arrived today)"
 
 
 # ---- train_challenger -----------------------------------------------------------------------------------

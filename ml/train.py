@@ -45,8 +45,9 @@ def usable_days(settings: Settings, history: History, day: dt.date) -> list[dt.d
     """Days up to `day` whose data may be used: the original window's partitions plus accepted days after it.
 
     A day after the original window counts only when the pipeline accepted it (validated, not quarantined),
-    so a bad batch can never reach training. Original-window days are the user's given history: they count
-    when their partition is in the lake (a quarantined one has been moved out of it).
+    so a bad batch can never reach training, and only once its labels have arrived (`label_delay_days`).
+    Original-window days are the user's given, labelled history: they count when their partition is in the
+    lake (a quarantined one has been moved out of it).
     """
     accepted = {
         dt.date.fromisoformat(r["day"])
@@ -64,7 +65,8 @@ def usable_days(settings: Settings, history: History, day: dt.date) -> list[dt.d
         for d in daterange(settings.original_start, window_end)
         if d not in quarantined and partition_exists(settings, d)
     ]
-    later = sorted(d for d in accepted if settings.original_end < d <= day)
+    # with label_delay_days, a later day counts once its labels have arrived
+    later = sorted(d for d in accepted if settings.original_end < d <= day and settings.labels_known(d, day))
     return original + later
 
 

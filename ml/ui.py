@@ -1,6 +1,7 @@
 """The pages behind the Airflow UI plugin (plugins/driftwatch_plugin.py), mounted at /driftwatch.
 
     /driftwatch/dags/{dag_id}/runs/{run_id}/drift        the run's Evidently report      ("Drift report" tab)
+    /driftwatch/dags/{dag_id}/runs/{run_id}/monitor      bias/attribution/estimates      ("Model monitor" tab)
     /driftwatch/dags/{dag_id}/runs/{run_id}/validation   the run's validation result     ("Validation" tab)
     /driftwatch/dags/{dag_id}/history                     timeline plot + events          ("Model history" tab)
     /driftwatch/dags/{dag_id}/history.png | .json         the same plot as PNG, the series as JSON
@@ -109,6 +110,13 @@ def drift_report(dag_id: DagId, run_id: str, session: SessionDep):
     from ml.drift import REPORT_FILE
 
     return _day_report(dag_id, run_id, session, REPORT_FILE, "drift report")
+
+
+@app.get("/dags/{dag_id}/runs/{run_id}/monitor", dependencies=[CanReadRuns], response_class=HTMLResponse)
+def monitor_report(dag_id: DagId, run_id: str, session: SessionDep):
+    from ml.steps import MONITOR_HTML
+
+    return _day_report(dag_id, run_id, session, MONITOR_HTML, "model monitor report")
 
 
 @app.get("/dags/{dag_id}/runs/{run_id}/validation", dependencies=[CanReadRuns], response_class=HTMLResponse)

@@ -1,6 +1,7 @@
 """driftwatch in the Airflow UI.
 
-- "Drift report" and "Validation" tabs on every DAG run (the day's Evidently report and validation result);
+- "Drift report", "Model monitor" and "Validation" tabs on every DAG run (the day's Evidently report, bias /
+  attribution drift and estimated performance, validation result);
 - "Model history" in the navigation and as a tab on each driftwatch DAG (timeline plot and events);
 - "MLflow run" / "MLflow model version" buttons on train_challenger, evaluate_challenger, promote_challenger.
 
@@ -25,6 +26,12 @@ class DriftwatchPlugin(AirflowPlugin):
             "href": f"{URL_PREFIX}/dags/{{DAG_ID}}/runs/{{RUN_ID}}/drift",
             "destination": "dag_run",
             "url_route": "driftwatch_drift",
+        },
+        {
+            "name": "Model monitor",
+            "href": f"{URL_PREFIX}/dags/{{DAG_ID}}/runs/{{RUN_ID}}/monitor",
+            "destination": "dag_run",
+            "url_route": "driftwatch_monitor",
         },
         {
             "name": "Validation",

@@ -107,7 +107,8 @@ def report(data: dict[str, Any], total_s: float, in_process: dict[str, dict[str,
                 per_task[task].append(sec)
     out += ["", "| task (monitored + retrain days) | runs | duration s mean | p90 | in-process step s |",
             "|---|---:|---:|---:|---:|"]
-    step_of = {"validate_batch": "validate", "score_batch": "score", "detect_drift": "detect", "decide": "decide",
+    step_of = {"validate_batch": "validate", "score_batch": "score", "monitor_model": "monitor",
+               "detect_drift": "detect", "decide": "decide",
                "train_challenger": "train", "evaluate_challenger": "evaluate", "promote_challenger": "promote",
                "reject_challenger": "reject", "record": "record", "wait_for_batch": "batch_ready",
                "quarantine_batch": "quarantine"}

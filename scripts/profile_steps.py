@@ -16,7 +16,8 @@ import time
 
 from ml import pipeline, steps
 
-STEPS = ("batch_ready", "validate", "quarantine", "score", "detect", "decide", "train", "evaluate", "promote",
+STEPS = ("batch_ready", "validate", "quarantine", "score", "monitor", "detect", "decide", "train", "evaluate",
+         "promote",
          "reject", "record")
 
 

@@ -298,3 +298,64 @@ def pipeline(stack_factory, flights_frame, tmp_path_factory):
     return stack, settings
 
 
+
+
+# ---------------------------------------------------------------------------------------------- datasets added by YAML
+# One stack for the datasets a user adds with a YAML file alone (tests/integration/test_synthetic_dag.py and
+# test_label_delay.py): the synthetic stream and flights with labels arriving two days late.
+SYNTHETIC_NAME = "synthetic_short"
+LATE_NAME = "flights_late"
+LATE_DAG_ID = f"retraining_pipeline__{LATE_NAME}"
+LATE_DELAY = 2
+LATE_DAYS = [dt.date(2013, 1, d) for d in range(1, 10)]
+
+
+def _synthetic_yaml(folder: Path, onset: dt.date, days: int) -> None:
+    raw = yaml.safe_load((BUNDLED_DATASETS / "synthetic_abrupt.yaml").read_text())
+    raw["name"] = SYNTHETIC_NAME
+    raw["registered_model"] = "synthetic-short"
+    raw["original_window"] = {"start": "2024-01-01", "end": "2024-01-05"}
+    raw["holdout_days"] = 2
+    raw["synthetic"]["days"] = days
+    raw["synthetic"]["drift"]["onset"] = onset.isoformat()
+    raw["thresholds"].update(cooldown_days=0, min_new_rows=0)
+    raw["wait"] = {"timeout_minutes": 1, "poke_seconds": 5}
+    (folder / f"{SYNTHETIC_NAME}.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+
+
+def _late_labels_yaml(folder: Path) -> None:
+    """flights as the pipeline scenario has it, with the labels of day D readable from D + 2 and decisions
+    from the CBPE estimate; quality_drop -0.05 so that any estimate (even slightly above the holdout AUC)
+    triggers a retrain."""
+    raw = yaml.safe_load((BUNDLED_DATASETS / "flights.yaml").read_text())
+    raw.update(name=LATE_NAME, dag_id=LATE_DAG_ID, registered_model="flights-late", label_delay_days=LATE_DELAY,
+               holdout_days=2, original_window={"start": "2013-01-01", "end": "2013-01-05"},
+               wait={"timeout_minutes": 1, "poke_seconds": 5})
+    raw["thresholds"].update(cooldown_days=0, min_new_rows=0, quality_drop=-0.05, min_bootstrap_auc=0.5,
+                             bootstrap_resamples=300)
+    raw["monitoring"]["estimation"]["use_for_decisions"] = True
+    raw["monitoring"]["attribution"]["rows"] = 500
+    (folder / f"{LATE_NAME}.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+
+
+@pytest.fixture(scope="session")
+def yaml_datasets(stack_factory, tmp_path_factory):
+    """A stack whose datasets folder holds only YAML files written by the tests (no flights DAG)."""
+    folder = tmp_path_factory.mktemp("yaml-datasets")
+    _synthetic_yaml(folder, onset=dt.date(2024, 1, 8), days=9)
+    _late_labels_yaml(folder)
+    stack = stack_factory("yaml-datasets", extra_env={"DRIFTWATCH_DATASETS": str(folder)})
+    return stack, folder
+
+
+def use_stack_env(stack: Stack, datasets: Path | None = None) -> pytest.MonkeyPatch:
+    """Point this process at `stack` (home, lake, MLflow, datasets folder), as the stack's tasks are; the
+    caller undoes it. Needed when several stacks run in one session: the last one started owns os.environ."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("DRIFTWATCH_HOME", str(stack.home))
+    mp.setenv("DRIFTWATCH_LAKE", str(stack.lake))
+    mp.setenv("MLFLOW_TRACKING_URI", stack.cfg.mlflow_tracking_uri)
+    if datasets is not None:
+        mp.setenv("DRIFTWATCH_DATASETS", str(datasets))
+    mp.delenv("DRIFTWATCH_DB_URL", raising=False)
+    return mp

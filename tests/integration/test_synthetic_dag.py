@@ -1,7 +1,8 @@
 """A dataset added with a YAML file alone: the synthetic stream runs through the real DAG.
 
 The bundled ml/datasets/synthetic_abrupt.yaml, shortened so the test backfills 9 days instead of 90 (only
-YAML keys change: a shorter stream and original window, the onset on day 8, no cooldown). No Python is
+YAML keys change: a shorter stream and original window, the onset on day 8, no cooldown; written by
+tests/stack_fixtures.py). No Python is
 written for it: `driftwatch prepare` generates the partitions from the YAML, the DAG file turns the YAML
 into `retraining_pipeline__<name>`, and the scheduler runs it against the real MLflow server:
 
@@ -12,55 +13,39 @@ into `retraining_pipeline__<name>`, and the scheduler runs it against the real M
 from __future__ import annotations
 
 import datetime as dt
-import os
 import subprocess
 import sys
 
 import pytest
-import yaml
+from stack_fixtures import SYNTHETIC_NAME as NAME
+from stack_fixtures import use_stack_env
 
-from ml.config import BUNDLED_DATASETS, REPO_ROOT
+from ml.config import REPO_ROOT
 
 pytestmark = pytest.mark.integration
 
-NAME = "synthetic_short"
 ONSET = dt.date(2024, 1, 8)
 DAYS = [dt.date(2024, 1, d) for d in range(1, 10)]
 
 
 @pytest.fixture(scope="module")
-def synthetic(stack_factory, tmp_path_factory):
-    raw = yaml.safe_load((BUNDLED_DATASETS / "synthetic_abrupt.yaml").read_text())
-    raw["name"] = NAME
-    raw["registered_model"] = "synthetic-short"
-    raw["original_window"] = {"start": "2024-01-01", "end": "2024-01-05"}
-    raw["holdout_days"] = 2
-    raw["synthetic"]["days"] = len(DAYS)
-    raw["synthetic"]["drift"]["onset"] = ONSET.isoformat()
-    raw["thresholds"].update(cooldown_days=0, min_new_rows=0)
-    raw["wait"] = {"timeout_minutes": 1, "poke_seconds": 5}
-    folder = tmp_path_factory.mktemp("synthetic-datasets")
-    (folder / f"{NAME}.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
-
-    stack = stack_factory("synthetic", extra_env={"DRIFTWATCH_DATASETS": str(folder)})
-    env = {**os.environ, "DRIFTWATCH_DATASETS": str(folder), "DRIFTWATCH_LAKE": str(stack.lake)}
-    out = subprocess.run([sys.executable, "-m", "ml.cli", "prepare", NAME], capture_output=True, text=True,
-                         cwd=REPO_ROOT, env=env, timeout=300)
-    assert out.returncode == 0, out.stderr
-    parts = sorted(p.name for p in (stack.lake / NAME).glob("date=*"))
-    assert parts == [f"date={d.isoformat()}" for d in DAYS], parts
-
-    dag_id = f"retraining_pipeline__{NAME}"
-    stack.wait_for_dag(dag_id, timeout=180)
-    result = stack.backfill(dag_id, DAYS[0], DAYS[-1], timeout=900)
-    os.environ["DRIFTWATCH_DATASETS"] = str(folder)  # the test process reads the same YAML as the tasks
+def synthetic(yaml_datasets):
+    stack, folder = yaml_datasets
+    mp = use_stack_env(stack, folder)  # the test process reads the same YAML and stores as the tasks
     try:
+        out = subprocess.run([sys.executable, "-m", "ml.cli", "prepare", NAME], capture_output=True, text=True,
+                             cwd=REPO_ROOT, timeout=300)
+        assert out.returncode == 0, out.stderr
+        parts = sorted(p.name for p in (stack.lake / NAME).glob("date=*"))
+        assert parts == [f"date={d.isoformat()}" for d in DAYS], parts
+        dag_id = f"retraining_pipeline__{NAME}"
+        stack.wait_for_dag(dag_id, timeout=180)
+        result = stack.backfill(dag_id, DAYS[0], DAYS[-1], timeout=900)
         from ml.config import load_settings
 
-        settings = load_settings(NAME)
-        yield stack, settings, result, dag_id
+        yield stack, load_settings(NAME), result, dag_id
     finally:
-        os.environ.pop("DRIFTWATCH_DATASETS", None)
+        mp.undo()
 
 
 def test_every_day_of_the_stream_runs_through_the_dag(synthetic):

@@ -56,8 +56,8 @@ def test_airflow_plugins_lists_the_views_and_links(ui):
                          text=True, timeout=120, check=True).stdout
     (plugin,) = [p for p in json.loads(out[out.index("["):]) if p["name"] == "driftwatch"]
     views = {(v["name"], v["destination"]) for v in plugin["external_views"]}
-    assert {("Drift report", "dag_run"), ("Validation", "dag_run"), ("Model history", "nav"),
-            ("Model history", "dag")} <= views
+    assert {("Drift report", "dag_run"), ("Model monitor", "dag_run"), ("Validation", "dag_run"),
+            ("Model history", "nav"), ("Model history", "dag")} <= views
     assert "MLflowRunLink" in str(plugin["operator_extra_links"])
     assert "MLflowModelLink" in str(plugin["operator_extra_links"])
     api_plugins = stack.api("GET", "/api/v2/plugins")["plugins"]
@@ -70,6 +70,7 @@ def test_pages_answer_only_to_an_authenticated_user(ui):
     stack, _, token = ui
     run = _run_id(stack, DRIFT_DAY)
     paths = [f"/driftwatch/dags/{DAG_ID}/runs/{run}/drift", f"/driftwatch/dags/{DAG_ID}/runs/{run}/validation",
+             f"/driftwatch/dags/{DAG_ID}/runs/{run}/monitor",
              f"/driftwatch/dags/{DAG_ID}/history", "/driftwatch/history",
              f"/driftwatch/reports/{DAG_ID}/date={DRIFT_DAY}/drift.html"]
     for path in paths:
@@ -88,6 +89,19 @@ def test_drift_tab_serves_the_days_evidently_report(ui):
     assert status == 200 and ctype.startswith("text/html")
     assert body == (settings.report_dir(DRIFT_DAY) / "drift.html").read_text()
     assert "root_metric_" in body and "temp" in body  # an Evidently report, of the day with temp +50
+
+
+def test_monitor_tab_serves_the_days_model_monitor_report(ui):
+    from ml.history import History
+
+    stack, settings, token = ui
+    status, ctype, body = _get(stack, f"/driftwatch/dags/{DAG_ID}/runs/{_run_id(stack, DRIFT_DAY)}/monitor",
+                               token=token)
+    assert status == 200 and ctype.startswith("text/html")
+    assert body == (settings.report_dir(DRIFT_DAY) / "model_monitor.html").read_text()
+    row = History(settings.history_url).get_day(settings.name, DRIFT_DAY)
+    assert f"{row['attribution_ndcg']:.2f}" in body and "LGA" in body  # attribution score, an origin segment
+    assert row["estimated_quality"]["roc_auc"] is not None and row["quality"]["roc_auc"] is not None
 
 
 def test_validation_tab_shows_the_failure_of_the_quarantined_batch(ui):

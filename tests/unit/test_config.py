@@ -207,3 +207,45 @@ def test_dag_specs_name_a_dag_per_yaml_with_a_default_dag_id(tmp_path, monkeypat
 
     assert ids == {"flights": "retraining_pipeline", "flights_copy": "retraining_pipeline__flights_copy"}
     assert load_settings("flights_copy").dag_id == ids["flights_copy"]
+
+
+def test_flights_declares_the_model_monitors():
+    s = load_settings("flights")
+    raw = _raw()["monitoring"]
+    assert s.monitoring.bias.segments == tuple(raw["bias"]["segments"])
+    assert s.monitoring.bias.action == raw["bias"]["action"]
+    assert s.monitoring.attribution.min_ndcg == raw["attribution"]["min_ndcg"]
+    assert s.label_delay_days == _raw()["label_delay_days"]
+    assert s.labels_known(dt.date(2013, 3, 1), dt.date(2013, 3, 1)) == (s.label_delay_days == 0)
+
+
+@pytest.mark.parametrize(
+    "path, value, match",
+    [
+        (("monitoring", "bias", "segments"), ["origin", "gate"], r"monitoring\.bias\.segments: \['gate'\]"),
+        (("monitoring", "bias", "action"), "page", r"monitoring\.bias\.action: expected one of record \| alert"),
+        (("monitoring", "attribution", "min_ndcg"), 1.5, r"monitoring\.attribution\.min_ndcg: expected a value in"),
+        (("monitoring", "attribution", "rows"), "many", r"monitoring\.attribution\.rows: expected an integer"),
+        (("monitoring", "estimation", "use_for_decisions"), "yes",
+         r"monitoring\.estimation\.use_for_decisions: expected true or false"),
+        (("monitoring", "bais"), {}, r"monitoring: unknown keys \['bais'\]"),
+        (("label_delay_days",), -2, r"label_delay_days: expected a whole number of days >= 0\. Got -2"),
+        (("label_delay_days",), "week", r"label_delay_days: expected a whole number of days >= 0\. Got 'week'"),
+    ],
+)
+def test_bad_monitoring_values_are_rejected_naming_the_key(tmp_path, path, value, match):
+    raw = _raw()
+    node = raw
+    for key in path[:-1]:
+        node = node.setdefault(key, {})
+    node[path[-1]] = value
+    with pytest.raises(ConfigError, match=match):
+        load_settings(_write(tmp_path, raw))
+
+
+def test_label_delay_from_the_environment(monkeypatch):
+    monkeypatch.setenv("DRIFTWATCH__LABEL_DELAY_DAYS", "7")
+    s = load_settings("flights")
+    assert s.label_delay_days == 7
+    assert not s.labels_known(dt.date(2013, 3, 1), dt.date(2013, 3, 7))
+    assert s.labels_known(dt.date(2013, 3, 1), dt.date(2013, 3, 8))
