@@ -234,6 +234,8 @@ def _replay(dataset: str, policy: Policy, days: Sequence[dt.date], *, horizon: i
         row["attribution_ndcg"] = kept.get("attribution_ndcg")
         row["attribution_violation"] = kept.get("attribution_violation")
         row["bias_violation"] = kept.get("bias_violation")
+        served = h.get_model(s.name, row["champion"]) if row.get("champion") else None
+        row["champion_holdout_auc"] = ((served or {}).get("holdout_metrics") or {}).get("roc_auc")
     promotions = promotion_effects(s, h, rows, horizon=horizon)
     return {
         "dataset": s.name,

@@ -68,6 +68,16 @@ def _iframe(page):
     return frame
 
 
+def _open_run_tab(page, stack, tab: str, route: str):
+    """Open the drift day's run page, click a plugin tab, return the tab's iframe."""
+    from ml import stack as st
+
+    page.goto(f"{stack.cfg.airflow_url}/dags/{DAG_ID}/runs/{st._q(_run_id(stack, DRIFT_DAY))}")
+    page.get_by_text(tab, exact=True).first.click()
+    page.wait_for_url(lambda url: f"/plugin/{route}" in url)
+    return _iframe(page)
+
+
 def test_dag_page_lists_the_pipeline(page, pipeline):
     stack, _ = pipeline
     page.goto(f"{stack.cfg.airflow_url}/dags/{DAG_ID}")
@@ -77,20 +87,21 @@ def test_dag_page_lists_the_pipeline(page, pipeline):
 
 
 def test_drift_report_tab_renders_the_evidently_report(page, pipeline):
-    stack, _ = pipeline
-    from ml import stack as st
-
-    run_id = _run_id(stack, DRIFT_DAY)
-    page.goto(f"{stack.cfg.airflow_url}/dags/{DAG_ID}/runs/{st._q(run_id)}")
-    page.get_by_text("Drift report", exact=True).first.click()
-    page.wait_for_url(lambda url: "/plugin/driftwatch_drift" in url)
-    frame = _iframe(page)
+    frame = _open_run_tab(page, pipeline[0], "Drift report", "driftwatch_drift")
     # Evidently renders its widgets client-side: wait for a drawn plotly chart inside the report
     frame.wait_for_selector("svg.main-svg", timeout=90_000)
     assert frame.locator("svg.main-svg").count() > 0
     assert "temp" in frame.content()
     page.wait_for_timeout(1500)
     page.screenshot(path=SHOTS / "03-drift-report-tab.png", full_page=True)
+
+
+def test_model_monitor_tab_shows_bias_attribution_and_estimates(page, pipeline):
+    frame = _open_run_tab(page, pipeline[0], "Model monitor", "driftwatch_monitor")
+    frame.get_by_text("Bias drift", exact=False).first.wait_for()
+    text = frame.locator("body").inner_text()
+    assert "estimated (CBPE)" in text and "nDCG" in text and "JFK" in text
+    page.screenshot(path=SHOTS / "05-model-monitor-tab.png", full_page=True)
 
 
 def test_model_history_nav_view_renders_the_plot(page, pipeline):

@@ -213,3 +213,26 @@ def test_recent_lock_is_not_taken_over(history):
         with history.lock("promote:flights", "alive", timeout_s=0.3, stale_s=900):
             pass
     assert _holders(history, "promote:flights") == ["busy-worker"]
+
+
+def test_a_database_from_before_the_monitors_gets_their_columns(tmp_path):
+    """A history DB created by an earlier release (no monitor columns) is upgraded in place, rows kept."""
+    import datetime as dt
+
+    import sqlalchemy as sa
+
+    from ml.history import History
+
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    old = sa.create_engine(url)
+    with old.begin() as conn:
+        conn.execute(sa.text("CREATE TABLE dw_days (dataset VARCHAR(100) NOT NULL, day VARCHAR(10) NOT NULL, "
+                             "status VARCHAR(20), rows INTEGER, PRIMARY KEY (dataset, day))"))
+        conn.execute(sa.text("INSERT INTO dw_days (dataset, day, status, rows) VALUES ('f', '2013-02-01', 'accepted', 900)"))
+    old.dispose()
+    h = History(url)
+    h.update_day("f", dt.date(2013, 2, 1), attribution_ndcg=0.93, bias={"violation": False}, bias_violation=False)
+    row = h.get_day("f", dt.date(2013, 2, 1))
+    assert (row["status"], row["rows"], row["attribution_ndcg"], row["bias"]) == ("accepted", 900, 0.93,
+                                                                                 {"violation": False})
+    assert row["estimated_quality"] is None and row["labels_known_on"] is None
