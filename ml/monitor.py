@@ -1,7 +1,7 @@
 """Model Monitor's other checks: bias drift, feature-attribution drift, and performance without labels.
 
 Pure functions on arrays and frames (the step `ml.steps.monitor` reads and writes); nothing heavy is
-imported at module import.
+imported at module import, so the DAG file can import the module cheaply.
 
 - Bias drift (SageMaker's ModelBiasMonitor, simplified to what a daily batch supports): per segment column,
   the gap between segment values' positive-prediction rates (and accuracy / recall once labels are known),
@@ -12,6 +12,8 @@ imported at module import.
   available on the day the batch arrives, like SHAP attributions are.
 - Performance without labels (NannyML's CBPE): with calibrated probabilities, the expected accuracy and the
   expected ROC curve follow from the probabilities alone.
+
+Every returned number is a python float/int (JSON-able).
 """
 
 from __future__ import annotations
@@ -27,10 +29,18 @@ if TYPE_CHECKING:
     import pandas as pd
 
 ATTRIBUTION_NDCG_LIMIT = 0.9  # Model Monitor's documented default
+# Shuffled copies are scored in as few predict calls as possible (per-call overhead dominates on small
+# frames), but never more than this many rows in one call, to bound memory.
+MAX_PREDICT_ROWS = 250_000
+_TOLERANCE = 1e-9  # probabilities this far outside [0, 1] (float rounding) are clipped, not refused
 
 
 def _f(x: Any) -> float | None:
-    return None if x is None or (isinstance(x, float) and math.isnan(x)) else float(x)
+    """A python float, or None for None/NaN (a missing gap stays missing in JSON)."""
+    if x is None:
+        return None
+    x = float(x)
+    return None if math.isnan(x) else x
 
 
 def _gap(values: list[float | None]) -> float | None:
@@ -38,74 +48,121 @@ def _gap(values: list[float | None]) -> float | None:
     return float(max(kept) - min(kept)) if len(kept) >= 2 else None
 
 
+def _shown(value: float, limit: float) -> str:
+    """`value` with 2 decimals, or 4 when rounding would put it on the other side of `limit` (0.8951 -> 0.90)."""
+    text = f"{value:.2f}"
+    rounded = float(text)
+    if (rounded < limit) != (value < limit) or (rounded > limit) != (value > limit):
+        text = f"{value:.4f}"
+    return text
+
+
+def _scores(values: Any, name: str, n: int | None = None, *, unit: bool = False) -> np.ndarray:
+    """A 1-D float array of finite values (in [0, 1] when `unit`), `n` long when given."""
+    import numpy as np
+
+    a = np.asarray(values, dtype="float64")
+    if a.ndim != 1:
+        raise ValueError(f"{name}: expected a 1-D array. Got shape {a.shape}.")
+    if n is not None and len(a) != n:
+        raise ValueError(f"{name}: expected {n} values (one per score). Got {len(a)}.")
+    if not np.isfinite(a).all():
+        raise ValueError(f"{name}: expected finite values. Got {int((~np.isfinite(a)).sum())} NaN/inf.")
+    if unit and len(a):
+        if a.min() < -_TOLERANCE or a.max() > 1 + _TOLERANCE:
+            raise ValueError(f"{name}: expected probabilities in [0, 1]. Got [{a.min():.4g}, {a.max():.4g}].")
+        a = np.clip(a, 0.0, 1.0)
+    return a
+
+
+def _labels(labels: Any, n: int, name: str = "labels") -> np.ndarray:
+    """0/1 labels as int64, one per score."""
+    import numpy as np
+
+    y = np.asarray(labels)
+    if y.ndim != 1 or len(y) != n:
+        raise ValueError(f"{name}: expected {n} values (one per score). Got shape {y.shape}.")
+    values = np.unique(y) if y.dtype.kind in "biuf" else np.unique(y.astype(str))
+    if y.dtype.kind not in "biuf" or not np.isin(values, [0, 1]).all():
+        raise ValueError(f"{name}: expected 0/1 values. Got {values[:5].tolist()}.")
+    return y.astype("int64")
+
+
 # ---- bias drift -----------------------------------------------------------------------------------------
 def segment_stats(
-    segments: Mapping[str, Any],
+    segments: Mapping[str, np.ndarray | pd.Series],
     scores: np.ndarray,
     labels: np.ndarray | None,
     *,
     threshold: float = 0.5,
     min_rows: int = 50,
 ) -> dict[str, dict[str, Any]]:
-    """Per segment column and value (>= `min_rows` rows): rows, positive-prediction rate, accuracy and
-    recall (None without labels; recall None without positives), and the gaps (max - min) across values."""
+    """Per segment column and value with >= `min_rows` rows: rows, positive-prediction rate (score >=
+    `threshold`), accuracy and recall (None without labels; recall None without positives), and the gaps
+    (max - min across kept values) that bias drift compares. Values are keyed by str(value); NaN/None rows
+    are ignored; smaller values are counted in "skipped" (their rates are too noisy to compare)."""
     import numpy as np
     import pandas as pd
 
-    scores = np.asarray(scores, dtype="float64")
+    scores = _scores(scores, "scores")
     n = len(scores)
-    if labels is not None:
-        labels = np.asarray(labels).astype("int64")
-        if len(labels) != n:
-            raise ValueError(f"labels: expected {n} values (one per score). Got {len(labels)}.")
+    y = None if labels is None else _labels(labels, n)
+    if int(min_rows) < 1:
+        raise ValueError(f"min_rows: expected at least 1. Got {min_rows}.")
     predicted = scores >= threshold
+    correct = None if y is None else predicted == (y == 1)
     out: dict[str, dict[str, Any]] = {}
     for column, values in segments.items():
-        values = pd.Series(np.asarray(values, dtype=object))
-        if len(values) != n:
-            raise ValueError(f"segments[{column!r}]: expected {n} values (one per score). Got {len(values)}.")
-        keys = values.where(values.notna(), None)
+        raw = pd.Series(np.asarray(values, dtype=object))
+        if len(raw) != n:
+            raise ValueError(f"segments[{column!r}]: expected {n} values (one per score). Got {len(raw)}.")
+        present = raw.notna().to_numpy()
+        keys, inverse = np.unique(raw[present].astype(str).to_numpy(dtype=object), return_inverse=True)
+        size = len(keys)
+        rows = np.bincount(inverse, minlength=size)
+        positive = np.bincount(inverse, weights=predicted[present], minlength=size)
+        if y is not None:
+            right = np.bincount(inverse, weights=correct[present], minlength=size)
+            actual = np.bincount(inverse, weights=y[present], minlength=size)
+            hits = np.bincount(inverse, weights=(predicted & (y == 1))[present], minlength=size)
         stats: dict[str, dict[str, Any]] = {}
-        skipped = 0
-        for key in sorted({str(v) for v in keys if v is not None}):
-            mask = (keys.astype(str) == key).to_numpy() & keys.notna().to_numpy()
-            rows = int(mask.sum())
-            if rows < min_rows:
-                skipped += 1
+        for i, key in enumerate(keys.tolist()):
+            if rows[i] < min_rows:
                 continue
-            entry: dict[str, Any] = {"rows": rows, "positive_prediction_rate": float(predicted[mask].mean()),
+            entry: dict[str, Any] = {"rows": int(rows[i]), "positive_prediction_rate": float(positive[i] / rows[i]),
                                      "accuracy": None, "recall": None}
-            if labels is not None:
-                y = labels[mask]
-                entry["accuracy"] = float((predicted[mask] == (y == 1)).mean())
-                positives = y == 1
-                entry["recall"] = float(predicted[mask][positives].mean()) if positives.any() else None
-            stats[key] = entry
+            if y is not None:
+                entry["accuracy"] = float(right[i] / rows[i])
+                entry["recall"] = float(hits[i] / actual[i]) if actual[i] > 0 else None
+            stats[str(key)] = entry
         out[str(column)] = {
             "segments": stats,
             "positive_rate_gap": _gap([v["positive_prediction_rate"] for v in stats.values()]),
-            "accuracy_gap": _gap([v["accuracy"] for v in stats.values()]) if labels is not None else None,
-            "recall_gap": _gap([v["recall"] for v in stats.values()]) if labels is not None else None,
-            "skipped": skipped,
-            "min_rows": min_rows,
+            "accuracy_gap": _gap([v["accuracy"] for v in stats.values()]) if y is not None else None,
+            "recall_gap": _gap([v["recall"] for v in stats.values()]) if y is not None else None,
+            "skipped": int(size - len(stats)),
+            "min_rows": int(min_rows),
         }
     return out
 
 
 def bias_drift(
-    reference: Mapping[str, Any],
-    current: Mapping[str, Any],
+    reference: Mapping[str, dict],
+    current: Mapping[str, dict],
     *,
     max_positive_rate_gap_change: float,
     max_accuracy_gap_change: float,
 ) -> dict[str, Any]:
-    """Compare the current gaps with the reference's; a violation when a gap grew by more than its limit."""
+    """Compare the current gaps (segment_stats output) with the reference's, column by column (columns in
+    both). A violation only when a disparity grew: current gap - reference gap > its limit; a gap missing on
+    either side (no labels, < 2 segment values kept) is not compared."""
     columns: dict[str, Any] = {}
     reasons: list[str] = []
+    reference = reference or {}
     for col in current:
-        if col not in (reference or {}):
+        if col not in reference:
             continue
-        ref, cur = reference[col], current[col]
+        ref, cur = reference[col] or {}, current[col] or {}
         info: dict[str, Any] = {"reasons": []}
         for key, limit, label in (("positive_rate_gap", max_positive_rate_gap_change, "positive-prediction rate"),
                                   ("accuracy_gap", max_accuracy_gap_change, "accuracy")):
@@ -114,10 +171,10 @@ def bias_drift(
             info[key], info[f"reference_{key}"], info[f"{key}_change"] = now, before, change
             if change is not None and change > limit:
                 info["reasons"].append(f"{col}: {label} gap {now:.2f} vs {before:.2f} in the reference "
-                                       f"(+{change:.2f} > {limit:.2f})")
+                                       f"(+{_shown(change, limit)} > {limit:.2f})")
         info["violation"] = bool(info["reasons"])
         reasons += info["reasons"]
-        columns[col] = info
+        columns[str(col)] = info
     return {"columns": columns, "violation": bool(reasons), "reasons": reasons}
 
 
@@ -131,52 +188,83 @@ def prediction_importance(
     seed: int = 0,
     max_rows: int = 2000,
 ) -> dict[str, float]:
-    """Label-free permutation importance: mean |p(x) - p(x with feature f shuffled)| over `repeats`
-    shuffles, on at most `max_rows` rows (seeded sample). Deterministic for the same seed."""
+    """Label-free permutation importance: mean over `repeats` shuffles of mean |p(x) - p(x with feature f
+    shuffled)|, on at most `max_rows` rows (seeded sample). Needs no labels, so it is available the day the
+    batch arrives. Deterministic for the same seed; column dtypes (category, object) are kept when shuffling.
+    `predict` gets frames with all of `frame`'s columns and returns positive-class probabilities."""
     import numpy as np
+    import pandas as pd
 
+    features = list(features)
     missing = [f for f in features if f not in frame.columns]
     if missing:
         raise ValueError(f"frame: missing feature columns {missing[:5]}.")
     if repeats < 1:
         raise ValueError(f"repeats: expected at least 1. Got {repeats}.")
+    if max_rows < 1:
+        raise ValueError(f"max_rows: expected at least 1. Got {max_rows}.")
     if len(frame) == 0:
         raise ValueError("frame: expected at least one row. Got 0.")
     rng = np.random.default_rng(seed)
     if len(frame) > max_rows:
         frame = frame.iloc[np.sort(rng.choice(len(frame), size=max_rows, replace=False))]
-    import pandas as pd
-
     frame = frame.reset_index(drop=True)
     n = len(frame)
-    # every shuffled copy in one frame and one predict call: per-call overhead dominates on small frames
-    copies = []
+
+    def scored(frames: list[pd.DataFrame]) -> np.ndarray:
+        rows = sum(len(f) for f in frames)
+        p = np.asarray(predict(pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]),
+                       dtype="float64").reshape(-1)
+        if len(p) != rows:
+            raise ValueError(f"predict: expected {rows} probabilities (one per row). Got {len(p)}.")
+        return p
+
+    # one shuffled copy per (feature, repeat), drawn in that order; scored in batches of <= MAX_PREDICT_ROWS
+    pending: list[pd.DataFrame] = [frame]
+    out: list[np.ndarray] = []
     for f in features:
-        original = frame[f].to_numpy()
+        column = frame[f]
         for _ in range(repeats):
-            copies.append(frame.assign(**{f: original[rng.permutation(n)]}))
-    scores = np.asarray(predict(pd.concat([frame, *copies], ignore_index=True)), dtype="float64")
+            pending.append(frame.assign(**{f: column.iloc[rng.permutation(n)].set_axis(frame.index)}))
+            if (len(pending) + 1) * n > MAX_PREDICT_ROWS:
+                out.append(scored(pending))
+                pending = []
+    if pending:
+        out.append(scored(pending))
+    scores = np.concatenate(out)
     base = scores[:n]
-    changes = np.abs(scores[n:].reshape(len(features), repeats, n) - base).mean(axis=2)
-    return {f: float(changes[i].mean()) for i, f in enumerate(features)}
+    changes = np.abs(scores[n:].reshape(len(features), repeats, n) - base).mean(axis=2).mean(axis=1)
+    return {f: float(changes[i]) for i, f in enumerate(features)}
 
 
-def _ranked(values: Mapping[str, float], names: Sequence[str]) -> list[str]:
-    return sorted(names, key=lambda f: (-float(values.get(f, 0.0) or 0.0), f))
+def _value(values: Mapping[str, Any], name: str) -> float | None:
+    v = values.get(name)
+    return None if v is None else _f(v)
+
+
+def _ranked(values: Mapping[str, Any], names: Sequence[str]) -> list[str]:
+    """`names` by decreasing value; names without a value last; ties by name (deterministic)."""
+
+    def key(name: str) -> tuple[bool, float, str]:
+        v = _value(values, name)
+        return (v is None, 0.0 if v is None else -v, name)
+
+    return sorted(names, key=key)
 
 
 def ndcg(baseline: Mapping[str, float], current: Mapping[str, float], *, k: int | None = None) -> float:
     """Model Monitor's attribution-drift score: DCG of the current ranking with the baseline attributions as
-    relevance, over the ideal (baseline) ranking's; top `k` features (default all of the baseline's)."""
+    relevance, over the ideal (baseline) ranking's, on the top `k` (default: all baseline features).
+    Features missing from `current` rank last there; features only in `current` are ignored. In [0, 1]."""
     names = list(baseline)
     if not names:
         raise ValueError("baseline: expected at least one feature. Got none.")
-    k = len(names) if k is None else int(k)
-    if k < 1:
-        raise ValueError(f"k: expected at least 1. Got {k}.")
+    if k is not None and int(k) < 1:
+        raise ValueError(f"k: expected at least 1 (or None for all features). Got {k}.")
+    k = len(names) if k is None else min(int(k), len(names))
+    relevance = {f: max(0.0, _value(baseline, f) or 0.0) for f in names}
     ideal = _ranked(baseline, names)[:k]
-    live = _ranked({f: current.get(f, 0.0) for f in names}, names)[:k]
-    relevance = {f: max(0.0, float(baseline[f] or 0.0)) for f in names}
+    live = _ranked(current, names)[:k]
     idcg = sum(relevance[f] / math.log2(i + 2) for i, f in enumerate(ideal))
     if idcg == 0:
         return 1.0
@@ -191,116 +279,129 @@ def attribution_drift(
     min_ndcg: float = ATTRIBUTION_NDCG_LIMIT,
     k: int | None = None,
 ) -> dict[str, Any]:
+    """nDCG of the current importance ranking vs the baseline's, a violation below `min_ndcg`, and both
+    rankings (baseline features only) for the report."""
     score = ndcg(baseline, current, k=k)
     names = list(baseline)
     base_rank, cur_rank = _ranked(baseline, names), _ranked(current, names)
     violation = score < min_ndcg
+    shown = _shown(score, min_ndcg)
     if violation:
-        reason = (f"attribution nDCG {score:.2f} < {min_ndcg}: top features now {', '.join(cur_rank[:4])} "
-                  f"(were {', '.join(base_rank[:4])})")
+        more = ", ..." if len(names) > 4 else ""
+        reason = (f"attribution nDCG {shown} < {min_ndcg}: top features now {', '.join(cur_rank[:4])}{more} "
+                  f"(were {', '.join(base_rank[:4])}{more})")
     else:
-        reason = f"attribution nDCG {score:.2f} >= {min_ndcg}"
-    return {"ndcg": score, "min_ndcg": min_ndcg, "violation": violation, "baseline_rank": base_rank,
-            "current_rank": cur_rank, "importance": {f: float(current.get(f, 0.0)) for f in names},
-            "baseline_importance": {f: float(baseline[f]) for f in names}, "reason": reason}
+        reason = f"attribution nDCG {shown} >= {min_ndcg}"
+    return {"ndcg": score, "min_ndcg": min_ndcg, "violation": bool(violation), "baseline_rank": base_rank,
+            "current_rank": cur_rank, "importance": {f: _value(current, f) or 0.0 for f in names},
+            "baseline_importance": {f: _value(baseline, f) or 0.0 for f in names}, "reason": reason}
 
 
 # ---- performance without labels (CBPE) ------------------------------------------------------------------
 @dataclass(frozen=True)
 class Calibrator:
-    """An isotonic map of scores to probabilities, as plain breakpoints (JSON-able)."""
+    """An isotonic map of scores to probabilities, kept as its breakpoints (plain tuples: JSON-able, and
+    applied with np.interp, clipped outside the fitted range, so no sklearn object is pickled)."""
 
     x: tuple[float, ...]
     y: tuple[float, ...]
 
-    def __call__(self, scores: Any) -> np.ndarray:
+    def __post_init__(self) -> None:
+        if not self.x or len(self.x) != len(self.y):
+            raise ValueError(f"y: expected {len(self.x)} values (one per breakpoint in x, at least one). "
+                             f"Got {len(self.y)}.")
+
+    def __call__(self, scores: np.ndarray) -> np.ndarray:
         import numpy as np
 
-        return np.clip(np.interp(np.asarray(scores, dtype="float64"), self.x, self.y), 0.0, 1.0)
+        return np.clip(np.interp(_scores(scores, "scores"), self.x, self.y), 0.0, 1.0)
 
     def to_dict(self) -> dict[str, list[float]]:
         return {"x": list(self.x), "y": list(self.y)}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Sequence[float]]) -> Calibrator:
+        """From `to_dict()` output."""
+        if "x" not in d or "y" not in d:
+            raise ValueError(f"calibrator: expected keys 'x' and 'y'. Got {sorted(d)[:5]}.")
         return cls(x=tuple(float(v) for v in d["x"]), y=tuple(float(v) for v in d["y"]))
 
 
-def _labels(labels: Any, n: int, name: str = "labels") -> np.ndarray:
-    import numpy as np
-
-    y = np.asarray(labels)
-    if len(y) != n:
-        raise ValueError(f"{name}: expected {n} values (one per score). Got {len(y)}.")
-    if not set(np.unique(y).tolist()) <= {0, 1}:
-        raise ValueError(f"{name}: expected 0/1 values. Got {sorted(set(np.unique(y).tolist()))[:5]}.")
-    return y.astype("int64")
-
-
-def fit_calibrator(scores: Any, labels: Any) -> Calibrator:
-    """Isotonic regression of the labels on the scores (fitted on the reference's out-of-fold scores)."""
-    import numpy as np
+def fit_calibrator(scores: np.ndarray, labels: np.ndarray) -> Calibrator:
+    """Isotonic regression of the labels on the scores (on the champion's out-of-time holdout), so that
+    the CBPE estimate reads calibrated probabilities."""
     from sklearn.isotonic import IsotonicRegression
 
-    p = np.asarray(scores, dtype="float64")
+    p = _scores(scores, "scores")
     y = _labels(labels, len(p))
     if len(set(y.tolist())) < 2:
-        raise ValueError("labels: expected both classes to fit a calibrator. Got one.")
+        raise ValueError(f"labels: expected both classes 0 and 1 to fit a calibrator. Got {sorted(set(y.tolist()))}.")
     iso = IsotonicRegression(out_of_bounds="clip", y_min=0.0, y_max=1.0).fit(p, y)
     return Calibrator(x=tuple(float(v) for v in iso.X_thresholds_), y=tuple(float(v) for v in iso.y_thresholds_))
 
 
-def calibration_error(labels: Any, probabilities: Any, *, bins: int = 10) -> float:
-    """Expected calibration error: rows-weighted mean |mean p - mean y| over equal-width bins of [0, 1]."""
+def calibration_error(labels: np.ndarray, probabilities: np.ndarray, *, bins: int = 10) -> float:
+    """Expected calibration error: rows-weighted mean |mean p - mean y| over the non-empty equal-width bins
+    of [0, 1] (p = 1 falls in the last bin)."""
     import numpy as np
 
-    p = np.asarray(probabilities, dtype="float64")
-    y = _labels(labels, len(p))
+    if int(bins) < 1:
+        raise ValueError(f"bins: expected at least 1. Got {bins}.")
+    p = _scores(probabilities, "probabilities", unit=True)
     if len(p) == 0:
         raise ValueError("probabilities: expected at least one value. Got 0.")
+    y = _labels(labels, len(p))
     which = np.minimum((p * bins).astype(int), bins - 1)
-    total = 0.0
-    for b in range(bins):
-        mask = which == b
-        if mask.any():
-            total += mask.sum() * abs(p[mask].mean() - y[mask].mean())
-    return float(total / len(p))
+    # rows_b * |mean p_b - mean y_b| == |sum p_b - sum y_b|; empty bins add 0
+    gaps = np.abs(np.bincount(which, weights=p, minlength=bins) - np.bincount(which, weights=y, minlength=bins))
+    return float(gaps.sum() / len(p))
 
 
-def estimate_performance(probabilities: Any, *, threshold: float = 0.5) -> dict[str, Any]:
-    """CBPE: expected accuracy at `threshold` and expected ROC AUC, assuming calibrated probabilities."""
+def estimate_performance(probabilities: np.ndarray, *, threshold: float = 0.5) -> dict[str, Any]:
+    """CBPE: expected accuracy at `threshold` and expected ROC AUC, assuming the probabilities are calibrated
+    (each row is positive with probability p). roc_auc is None when no positive or no negative is expected."""
     import numpy as np
 
-    p = np.clip(np.asarray(probabilities, dtype="float64"), 0.0, 1.0)
+    p = _scores(probabilities, "probabilities", unit=True)
     if len(p) == 0:
         raise ValueError("probabilities: expected at least one value. Got 0.")
     positive = p >= threshold
     accuracy = float(np.where(positive, p, 1 - p).mean())
-    pos_total, neg_total = p.sum(), (1 - p).sum()
+    pos_total, neg_total = float(p.sum()), float((1 - p).sum())
     auc = None
     if pos_total > 0 and neg_total > 0:
-        order = np.argsort(-p, kind="mergesort")
-        ps = p[order]
+        ps = np.sort(p)[::-1]
         tp, fp = np.cumsum(ps), np.cumsum(1 - ps)
         last = np.r_[np.nonzero(np.diff(ps))[0], len(ps) - 1]  # one ROC point per distinct threshold
         tpr = np.r_[0.0, tp[last] / pos_total]
         fpr = np.r_[0.0, fp[last] / neg_total]
+        tpr[-1] = fpr[-1] = 1.0  # ends at (1, 1) exactly, whatever the rounding of the sums
         auc = float(np.sum(np.diff(fpr) * (tpr[1:] + tpr[:-1]) / 2))
     return {"roc_auc": auc, "accuracy": accuracy, "positive_rate": float(p.mean()),
-            "positive_prediction_rate": float(positive.mean()), "rows": len(p)}
+            "positive_prediction_rate": float(positive.mean()), "rows": int(len(p)), "threshold": float(threshold)}
 
 
 # ---- the day's report -----------------------------------------------------------------------------------
 _CSS = """
 body{font:14px/1.45 system-ui,sans-serif;margin:16px;color:#222}h1{font-size:19px}h2{font-size:16px;margin-top:22px}
-table{border-collapse:collapse;margin:6px 0 10px}td,th{border:1px solid #ddd;padding:3px 8px;text-align:right}
-th{background:#f4f4f4}td:first-child,th:first-child{text-align:left}.bad{background:#fde2e1;color:#9b1c1c}
+h3{font-size:14px;margin:14px 0 2px}table{border-collapse:collapse;margin:6px 0 10px}
+td,th{border:1px solid #ddd;padding:3px 8px;text-align:right}th{background:#f4f4f4}
+td:first-child,th:first-child{text-align:left}.bad{background:#fde2e1;color:#9b1c1c}
 .ok{color:#1d6b35}.note{color:#555}.flag{font-weight:600}
 """
 
 
 def _n(value: Any, digits: int = 3) -> str:
-    return "" if value is None else html.escape(f"{value:.{digits}f}" if isinstance(value, float) else str(value))
+    """A number for the page: floats with `digits` decimals, None as ''."""
+    if value is None:
+        return ""
+    if isinstance(value, float) or type(value).__name__.startswith("float"):
+        return html.escape(f"{float(value):.{digits}f}")
+    return html.escape(str(value))
+
+
+def _flag(violation: Any) -> str:
+    return "<span class='flag bad'>violation</span>" if violation else "<span class='ok'>ok</span>"
 
 
 def render_html(
@@ -308,77 +409,97 @@ def render_html(
     dataset: str,
     *,
     champion_version: int | None,
-    bias: Mapping[str, Any] | None,
-    attribution: Mapping[str, Any] | None,
-    estimated: Mapping[str, Any] | None,
-    realized: Mapping[str, Any] | None,
-    calibration: Mapping[str, Any] | None,
+    bias: dict | None,
+    attribution: dict | None,
+    estimated: dict | None,
+    realized: dict | None,
+    calibration: dict | None,
     labels_note: str,
 ) -> str:
+    """The day's self-contained monitor page (inline CSS, every value escaped), shown in an Airflow UI tab.
+
+    `bias` is bias_drift's output, plus optionally "segments" (the day's segment_stats output, for the
+    per-value tables) and "labels_day", "labels_day_violation", "labels_day_reasons" (accuracy gaps of an
+    earlier day whose labels arrived today). `attribution` is attribution_drift's output; `estimated` is
+    estimate_performance's; `realized` has "roc_auc", "accuracy", "positive_rate"; `calibration` has
+    "ece_raw", "ece_calibrated", "rows". A None section is shown as "not computed".
+    """
     e = html.escape
-    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>Model monitor — {e(dataset)} {e(day)}"
-             f"</title><style>{_CSS}</style></head><body>",
-             f"<h1>Model monitor — {e(dataset)} {e(day)}</h1>",
-             f"<p class='note'>Serving champion: version {e(str(champion_version))}.</p>",
-             "<h2>Performance: estimated without labels (CBPE) and realized</h2>"]
+    title = f"Model monitor — {e(str(dataset))} {e(str(day))}"
+    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{title}</title><style>{_CSS}</style>"
+             f"</head><body><h1>{title}</h1>",
+             f"<p class='note'>Serving champion: version {e(str(champion_version))}.</p>"]
+
+    parts.append("<h2>Performance: estimated without labels (CBPE) and realized</h2>")
     if estimated is None and realized is None:
         parts.append("<p>not computed: estimation is off and the labels are not known yet.</p>")
     else:
+        threshold = (estimated or {}).get("threshold", 0.5)
         parts.append("<table><tr><th>metric</th><th>estimated (CBPE)</th><th>realized</th></tr>")
-        for key, label in (("roc_auc", "ROC AUC"), ("accuracy", "accuracy at 0.5"),
-                           ("positive_rate", "share of positive labels")):
-            parts.append(f"<tr><td>{label}</td><td>{_n((estimated or {}).get(key))}</td>"
+        for key, label in (("roc_auc", "ROC AUC"), ("accuracy", f"accuracy at {_n(threshold, 2)}"),
+                           ("positive_rate", "share of positive labels"), ("rows", "rows")):
+            parts.append(f"<tr><td>{label}</td><td>{_n((estimated or {}).get(key)) or '—'}</td>"
                          f"<td>{_n((realized or {}).get(key)) or '—'}</td></tr>")
         parts.append("</table>")
-    parts.append(f"<p class='note'>{e(labels_note)}</p>")
+    if labels_note:
+        parts.append(f"<p class='note'>{e(labels_note)}</p>")
     if calibration:
         parts.append(
             "<p class='note'>Calibration of the champion on its holdout "
-            f"({_n(calibration.get('rows'))} rows): expected calibration error {_n(calibration.get('ece_raw'))} "
-            f"for its raw scores, {_n(calibration.get('ece_calibrated'))} after the isotonic calibrator the "
-            "estimate uses (fitted on its holdout; this error cross-fitted: fitted on half of the holdout days, "
-            "measured on the others).</p>")
+            f"({_n(calibration.get('rows'))} rows): expected calibration error {_n(calibration.get('ece_raw')) or '—'}"
+            f" for its raw scores, {_n(calibration.get('ece_calibrated')) or '—'} after the isotonic calibrator the "
+            "estimate uses.</p>")
+    else:
+        parts.append("<p class='note'>Calibration: not computed.</p>")
 
     parts.append("<h2>Bias drift: disparity between segments vs the champion's reference</h2>")
-    if not bias:
+    if bias is None:
         parts.append("<p>not computed: no segment columns configured (monitoring.bias.segments).</p>")
     else:
-        flag = "<span class='flag bad'>violation</span>" if bias.get("violation") else "<span class='ok'>ok</span>"
-        parts.append(f"<p>Today: {flag}. " + e("; ".join(bias.get("reasons") or [])) + "</p>")
+        reasons = "; ".join(bias.get("reasons") or [])
+        parts.append(f"<p>Today: {_flag(bias.get('violation'))}{'. ' + e(reasons) if reasons else ''}</p>")
         if bias.get("labels_day"):
-            late = "violation" if bias.get("labels_day_violation") else "ok"
-            parts.append(f"<p>Labels of {e(str(bias['labels_day']))} arrived today: accuracy gaps {late}. "
-                         + e("; ".join(bias.get("labels_day_reasons") or [])) + "</p>")
+            late = "; ".join(bias.get("labels_day_reasons") or [])
+            parts.append(f"<p>Labels of {e(str(bias['labels_day']))} arrived today: accuracy gaps "
+                         f"{_flag(bias.get('labels_day_violation'))}{'. ' + e(late) if late else ''}</p>")
+        if not bias.get("columns"):
+            parts.append("<p class='note'>No segment column in both the day and the reference.</p>")
         for col, info in (bias.get("columns") or {}).items():
             cls = " class='bad'" if info.get("violation") else ""
             parts.append(
-                f"<h3{cls}>{e(col)}</h3><p class='note'>positive-prediction rate gap {_n(info.get('positive_rate_gap'))}"
-                f" (reference {_n(info.get('reference_positive_rate_gap'))}); accuracy gap "
-                f"{_n(info.get('accuracy_gap')) or '—'} (reference {_n(info.get('reference_accuracy_gap'))})</p>")
-            seg = ((bias.get("segments") or {}).get(col) or {})
-            parts.append("<table><tr><th>value</th><th>rows</th><th>positive-prediction rate</th><th>accuracy</th>"
-                         "<th>recall</th></tr>")
-            for value, s in (seg.get("segments") or {}).items():
-                parts.append(f"<tr><td>{e(str(value))}</td><td>{_n(s.get('rows'))}</td>"
-                             f"<td>{_n(s.get('positive_prediction_rate'))}</td><td>{_n(s.get('accuracy')) or '—'}</td>"
-                             f"<td>{_n(s.get('recall')) or '—'}</td></tr>")
-            parts.append("</table>")
+                f"<h3{cls}>{e(str(col))}: {_flag(info.get('violation'))}</h3><p class='note'>"
+                f"positive-prediction rate gap {_n(info.get('positive_rate_gap')) or '—'} (reference "
+                f"{_n(info.get('reference_positive_rate_gap')) or '—'}); accuracy gap "
+                f"{_n(info.get('accuracy_gap')) or '—'} "
+                f"(reference {_n(info.get('reference_accuracy_gap')) or '—'})</p>")
+            seg = (bias.get("segments") or {}).get(col) or {}
+            if seg.get("segments"):
+                parts.append("<table><tr><th>value</th><th>rows</th><th>positive-prediction rate</th>"
+                             "<th>accuracy</th><th>recall</th></tr>")
+                for value, s in seg["segments"].items():
+                    parts.append(f"<tr><td>{e(str(value))}</td><td>{_n(s.get('rows'))}</td>"
+                                 f"<td>{_n(s.get('positive_prediction_rate'))}</td>"
+                                 f"<td>{_n(s.get('accuracy')) or '—'}</td><td>{_n(s.get('recall')) or '—'}</td></tr>")
+                parts.append("</table>")
             if seg.get("skipped"):
-                parts.append(f"<p class='note'>{seg['skipped']} value(s) under {seg.get('min_rows')} rows left out.</p>")
+                parts.append(f"<p class='note'>{_n(seg['skipped'])} value(s) under {_n(seg.get('min_rows'))} rows "
+                             "left out.</p>")
 
     parts.append("<h2>Feature attribution: ranking today vs the reference</h2>")
-    if not attribution:
-        parts.append("<p>not computed: attribution monitoring is off.</p>")
+    if attribution is None:
+        parts.append("<p>not computed: attribution monitoring is off or the champion has no baseline importance.</p>")
     else:
         cls = "bad" if attribution.get("violation") else "ok"
-        parts.append(f"<p class='{cls}'>nDCG {attribution['ndcg']:.2f} (violation below "
-                     f"{attribution.get('min_ndcg')}): {e(attribution.get('reason', ''))}</p>")
+        parts.append(f"<p class='{cls}'>nDCG {_n(attribution.get('ndcg'))} (violation below "
+                     f"{_n(attribution.get('min_ndcg'))}): {e(str(attribution.get('reason', '')))}</p>")
         base_pos = {f: i + 1 for i, f in enumerate(attribution.get("baseline_rank") or [])}
-        parts.append("<table><tr><th>rank today</th><th>feature</th><th>importance today</th>"
-                     "<th>reference importance</th><th>reference rank</th></tr>")
+        today = attribution.get("importance") or {}
+        before = attribution.get("baseline_importance") or {}
+        parts.append("<table><tr><th>rank today</th><th>feature</th><th>baseline importance</th>"
+                     "<th>importance today</th><th>baseline rank</th></tr>")
         for i, f in enumerate(attribution.get("current_rank") or []):
-            parts.append(f"<tr><td>{i + 1}</td><td>{e(f)}</td><td>{_n(attribution['importance'].get(f), 4)}</td>"
-                         f"<td>{_n(attribution['baseline_importance'].get(f), 4)}</td><td>{base_pos.get(f, '')}</td></tr>")
+            parts.append(f"<tr><td>{i + 1}</td><td>{e(str(f))}</td><td>{_n(before.get(f), 4)}</td>"
+                         f"<td>{_n(today.get(f), 4)}</td><td>{base_pos.get(f, '')}</td></tr>")
         parts.append("</table><p class='note'>Importance: mean absolute change of the champion's predicted "
                      "probability when the feature is shuffled (no labels needed).</p>")
     parts.append("</body></html>")
