@@ -29,9 +29,9 @@ One run per **logical date** (the date picks the batch, never "now"):
 | `validate_batch` | Great Expectations suite from the champion's training data + the YAML rules; branch |
 | `quarantine_batch` | a failing batch is **moved** (never deleted) to the quarantine area with a reason file; alert; champion untouched |
 | `score_batch` | champion scores stored beside the batch (`_predictions.parquet`, data capture) |
-| `monitor_model` | bias drift (segment disparities vs the reference), feature-attribution drift (nDCG < {min_ndcg}), AUC and accuracy estimated without labels (CBPE); labels arrive {delay} |
-| `detect_drift` | Evidently drift vs the champion's training data; quality on the batch's labels; HTML report |
-| `decide` | retrain when drift share >= {drift_share} or AUC drop >= {quality_drop} (or a monitor set to `retrain` is violated), outside a {cooldown}-day cooldown and with >= {min_rows} new rows; `force_retrain` bypasses |
+| `monitor_model` (beside `detect_drift`) | bias drift (segment disparities vs the reference), feature-attribution drift (nDCG < {min_ndcg}), AUC and accuracy estimated without labels (CBPE); labels arrive {delay} |
+| `detect_drift` | Evidently drift vs the champion's training data; quality on the batch's labels; HTML report; both monitors log to the day's MLflow monitoring run |
+| `decide` | after both monitors: retrain when drift share >= {drift_share} or AUC drop >= {quality_drop} (or a monitor set to `retrain` is violated), outside a {cooldown}-day cooldown and with >= {min_rows} new rows; `force_retrain` bypasses |
 | `train_challenger` | original window + accepted days, the last holdout days excluded; logged and registered in MLflow |
 | `evaluate_challenger` | champion and challenger on the **same** holdout rows; paired bootstrap CI of the AUC gain; log-loss guardrail |
 | `promote_challenger` / `reject_challenger` | alias `champion` (and `previous`) moved under a lock and audited / version tagged with the reason |
@@ -223,7 +223,8 @@ def build(spec: DagSpec):
         quarantined, scored = quarantine_batch(), score_batch()
         validated >> [quarantined, scored]
         decided = decide()
-        scored >> monitor_model() >> detect_drift() >> decided
+        # the two monitors read the same scores and write different things: they run side by side
+        scored >> [monitor_model(), detect_drift()] >> decided
         trained = train_challenger()
         # an EmptyOperator is marked done by the scheduler itself: no task process for the most common branch
         skip_retrain = EmptyOperator(task_id="skip_retrain",

@@ -11,9 +11,7 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Any
 
-import yaml
-
-from ml.config import datasets_dir
+from ml.config import datasets_dir, read_yaml
 
 
 @dataclass(frozen=True)
@@ -32,7 +30,7 @@ class DagSpec:
 def dag_specs() -> list[DagSpec]:
     specs = []
     for path in sorted(datasets_dir().glob("*.yaml")):
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = read_yaml(path.read_text()) or {}
         name = str(raw.get("name") or path.stem)
         window = raw.get("original_window") or {}
         start = raw.get("start_date") or window.get("start")

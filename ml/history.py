@@ -188,6 +188,23 @@ class History:
             else:
                 conn.execute(days.insert().values(dataset=dataset, day=day.isoformat(), **values))
 
+    def add_reports(self, dataset: str, day: dt.date, **paths: str) -> None:
+        """Add report paths to the day's `reports` (a JSON object) without losing another step's.
+
+        Steps of one day that run at the same time (monitor_model and detect_drift) each add theirs: the
+        row is written first, which takes SQLite's write lock or PostgreSQL's row lock, so the read and the
+        merge below happen with no other writer in between.
+        """
+        where = (days.c.dataset == dataset, days.c.day == day.isoformat())
+        with self.engine.begin() as conn:
+            if not conn.execute(days.update().where(*where).values(updated_at=_now())).rowcount:
+                conn.execute(days.insert().values(dataset=dataset, day=day.isoformat(), updated_at=_now(),
+                                                  **_encode({"reports": paths})))
+                return
+            current = _decode(conn.execute(sa.select(days.c.reports).where(*where)).one()).get("reports")
+            merged = {**(current if isinstance(current, dict) else {}), **paths}
+            conn.execute(days.update().where(*where).values(**_encode({"reports": merged})))
+
     def get_day(self, dataset: str, day: dt.date) -> dict[str, Any] | None:
         with self.engine.connect() as conn:
             row = conn.execute(

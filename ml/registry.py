@@ -192,31 +192,38 @@ def _pip_requirements() -> list[str]:
 _MODEL_CACHE: dict[tuple[str, str, int], Any] = {}
 
 
-def load_model(settings: Settings, version: int) -> Any:
-    """The scikit-learn pipeline of a registered version (cached per process)."""
+def load_model(settings: Settings, version: int, *, run_id: str | None = None) -> Any:
+    """The scikit-learn pipeline of a registered version (cached per process). `run_id`, the MLflow run
+    that logged it (the history knows it), lets a process find its local copy without asking the registry."""
     import mlflow
 
     key = (settings.tracking_uri, settings.registered_model, int(version))
     if key not in _MODEL_CACHE:
         _configure(settings)
-        _MODEL_CACHE[key] = mlflow.sklearn.load_model(str(_local_model_dir(settings, int(version))))
+        _MODEL_CACHE[key] = mlflow.sklearn.load_model(str(_local_model_dir(settings, int(version), run_id)))
     return _MODEL_CACHE[key]
 
 
-def _local_model_dir(settings: Settings, version: int) -> Path:
+def _local_model_dir(settings: Settings, version: int, run_id: str | None = None) -> Path:
     """The version's MLflow model folder, downloaded once into <models>/<dataset>/v<N>/model-<run id>/.
 
     Every task is a new process: without this each one fetched the model from the registry again (~1 s a
     task in server mode). A version's files never change; the run id in the folder name keeps a cache
-    from an older registry (same version number, another run) from being used.
+    from an older registry (same version number, another run) from being used. With `run_id` given, a
+    copy already there is used without a registry call (~0.1 s a task); a download always asks the
+    registry which run the version came from.
     """
     import shutil
     import tempfile
 
     import mlflow
 
-    run_id = client(settings).get_model_version(settings.registered_model, str(version)).run_id
-    target = settings.paths.models / settings.name / f"v{version}" / f"model-{run_id}"
+    def folder(run: str) -> Path:
+        return settings.paths.models / settings.name / f"v{version}" / f"model-{run}"
+
+    if run_id and (folder(run_id) / "MLmodel").is_file():
+        return folder(run_id)
+    target = folder(client(settings).get_model_version(settings.registered_model, str(version)).run_id)
     if (target / "MLmodel").is_file():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)

@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ml.exceptions import ConfigError
+from ml.exceptions import BatchMissingError, ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -461,7 +461,8 @@ def _start(job: Job, workdir: Path) -> tuple[subprocess.Popen, Path]:
         shutil.rmtree(workdir)
     linked = link_lake(source, workdir / "lake" / s.name, daterange(job.start, job.end))
     if not linked:
-        raise FileNotFoundError(f"replay {job.key}: no partitions of {s.name} in {source} for {job.start}..{job.end}")
+        raise BatchMissingError(f"replay {job.key}: no partitions of {s.name} in {source} for {job.start}..{job.end}. "
+                                f"Write them first (`driftwatch prepare {job.dataset}`) or set DRIFTWATCH_LAKE.")
     spec = {"dataset": job.dataset, "policy": job.policy, "from": job.start.isoformat(), "to": job.end.isoformat(),
             "out": str(workdir / RESULT_FILE)}
     logf = (workdir / LOG_FILE).open("w")

@@ -431,7 +431,7 @@ def airflow_env(cfg: StackConfig, base: Mapping[str, str] | None = None) -> dict
         "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "15",
         "AIRFLOW__DAG_PROCESSOR__PARSING_PROCESSES": "1",
         # latency between one task's end and the next one's start (default 1 s idle sleep)
-        "AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME": "0.25",
+        "AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME": "0.1",
         # a task's supervisor notices its process exited only at its next heartbeat tick (default 5 s):
         # until then it holds an executor slot and the scheduler does not hear the task finished
         "AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL": "1",

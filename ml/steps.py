@@ -12,7 +12,9 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import os
 from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 from ml import data as lake
@@ -61,8 +63,6 @@ def _artifact(settings: Settings, history: History, version: int, name: str):
         got = mlflow.artifacts.download_artifacts(
             run_id=record["run_id"], artifact_path=f"data/{name}", dst_path=str(cached.parent / "_download")
         )
-        from pathlib import Path
-
         Path(got).replace(cached)
     return pd.read_parquet(cached)
 
@@ -139,12 +139,19 @@ def quarantine(dataset: str, day: str | dt.date, dag_run_id: str | None = None) 
     return {"path": str(target), "summary": summary[:1000]}
 
 
+def _model(s: Settings, h: History, version: int) -> Any:
+    """A registered version's pipeline; the history knows the run that logged it, so a task finds the local
+    copy without a registry call."""
+    from ml.registry import load_model
+
+    return load_model(s, int(version), run_id=(h.get_model(s.name, int(version)) or {}).get("run_id"))
+
+
 # ---- score_batch ----------------------------------------------------------------------------------------
 def score(dataset: str, day: str | dt.date) -> dict[str, Any]:
     """Score the batch with the serving champion; store the scores beside the batch (data capture)."""
     import pandas as pd
 
-    from ml.registry import load_model
     from ml.train import predict_proba
 
     s, h, d = _ctx(dataset, day)
@@ -152,7 +159,7 @@ def score(dataset: str, day: str | dt.date) -> dict[str, Any]:
     if champion is None:
         return {"champion_version": None, "rows": 0, "path": None}
     frame = lake.read_batch(s, d)
-    scores = predict_proba(load_model(s, champion), s, frame)
+    scores = predict_proba(_model(s, h, champion), s, frame)
     out = pd.DataFrame({"row": range(len(frame)), "score": scores, "champion_version": champion})
     path = lake.write_predictions(s, d, out)
     return {"champion_version": champion, "rows": len(frame), "path": str(path)}
@@ -175,12 +182,9 @@ def monitor_reference(s: Settings, h: History, version: int) -> dict[str, Any]:
     days of the same size. Feature importances come from the reference sample of the training data, as
     Model Monitor's baseline does.
     """
-    from pathlib import Path
-
     import numpy as np
 
     from ml import monitor
-    from ml.registry import load_model
 
     cache = Path(s.paths.models) / s.name / f"v{version}" / MONITOR_REFERENCE
     if cache.is_file():
@@ -221,7 +225,7 @@ def monitor_reference(s: Settings, h: History, version: int) -> dict[str, Any]:
             info["gaps_from"] = "median of the holdout's daily gaps"
     importance = None
     if mon.attribution.enabled:
-        model = load_model(s, version)
+        model = _model(s, h, version)
         X, _ = lake.model_frame(s, _artifact(s, h, version, "reference.parquet"))
         importance = monitor.prediction_importance(
             lambda frame: model.predict_proba(frame[s.features])[:, 1], X, s.features,
@@ -252,7 +256,6 @@ def monitor(dataset: str, day: str | dt.date) -> dict[str, Any]:
     """
     from ml import monitor as mon_lib
     from ml.evaluate import classification_metrics
-    from ml.registry import load_model
 
     s, h, d = _ctx(dataset, day)
     champion = serving_champion(s, h, d)
@@ -305,7 +308,7 @@ def monitor(dataset: str, day: str | dt.date) -> dict[str, Any]:
 
     attribution = None
     if mon.attribution.enabled and ref.get("importance"):
-        model = load_model(s, champion)
+        model = _model(s, h, champion)
         X, _ = lake.model_frame(s, batch.assign(**{s.label: batch.get(s.label, 0)}))
         current = mon_lib.prediction_importance(
             lambda frame: model.predict_proba(frame[s.features])[:, 1], X, s.features,
@@ -337,9 +340,9 @@ def monitor(dataset: str, day: str | dt.date) -> dict[str, Any]:
                "realized_quality": realized, "calibration": ref.get("calibration"), "bias": bias,
                "attribution": attribution, "labels_arrived": arrived, "alerts": alerts}
     (folder / MONITOR_JSON).write_text(json.dumps(summary, indent=1, default=float))
-    row = h.get_day(s.name, d) or {}
-    fields["reports"] = {**(row.get("reports") or {}), "monitor": str(folder / MONITOR_HTML)}
     h.update_day(s.name, d, **fields)
+    h.add_reports(s.name, d, monitor=str(folder / MONITOR_HTML))
+    _log_monitor_metrics(s, h, d, champion, fields, folder / MONITOR_HTML)
     return {
         "estimated_auc": (estimated or {}).get("roc_auc"),
         "bias_violation": fields.get("bias_violation"),
@@ -418,8 +421,6 @@ def detect(dataset: str, day: str | dt.date) -> dict[str, Any]:
         reference_scores=reference_scores,
         champion_holdout=model.get("holdout_metrics"),
     )
-    row = h.get_day(s.name, d) or {}
-    reports = {**(row.get("reports") or {}), "drift": result["html_path"]}
     pred = result.get("prediction_drift") or {}
     h.update_day(
         s.name, d,
@@ -429,9 +430,9 @@ def detect(dataset: str, day: str | dt.date) -> dict[str, Any]:
         prediction_drift=pred.get("score"),
         quality=result.get("quality"),
         quality_drop=result.get("quality_drop"),
-        reports=reports,
     )
-    _log_monitoring_run(s, d, result, champion, h.get_day(s.name, d) or {})
+    h.add_reports(s.name, d, drift=result["html_path"])
+    _log_drift_metrics(s, h, d, champion, result)
     return {
         "drift_share": result["drift_share"],
         "dataset_drift": bool(result["dataset_drift"]),
@@ -440,51 +441,63 @@ def detect(dataset: str, day: str | dt.date) -> dict[str, Any]:
     }
 
 
-def _log_monitoring_run(s: Settings, d: dt.date, result: dict[str, Any], champion: int,
-                        row: dict[str, Any]) -> None:
-    """One MLflow run per day in the dataset's monitoring experiment (reused when the day is re-run)."""
-    import mlflow
+def _monitoring_run(s: Settings, h: History, d: dt.date, champion: int) -> str:
+    """The day's run in the dataset's monitoring experiment: found by its logical-date tag (a re-run of the
+    day reuses it), else created. monitor_model and detect_drift run at the same time and both log into
+    it: the look-up and the creation happen under a lock, so a day never gets two runs."""
+    from ml.registry import client, experiment_id
 
-    from ml.registry import _configure, experiment_id
-
-    _configure(s)
+    c = client(s)
     exp = experiment_id(s, "monitoring")
-    found = mlflow.search_runs(
-        [exp], filter_string=f"tags.`driftwatch.logical_date` = '{d.isoformat()}'", output_format="list"
-    )
+    with h.lock(f"monitoring-run:{s.name}:{d.isoformat()}", holder=f"{os.getpid()}:{d.isoformat()}", timeout_s=60):
+        found = c.search_runs([exp], filter_string=f"tags.`driftwatch.logical_date` = '{d.isoformat()}'",
+                              max_results=1)
+        if found:
+            return found[0].info.run_id
+        return c.create_run(exp, run_name=f"{s.name}-{d}-monitoring",
+                            tags={"driftwatch.logical_date": d.isoformat(), "driftwatch.dataset": s.name,
+                                  "driftwatch.champion_version": str(champion)}).info.run_id
+
+
+def _log_to_monitoring_run(s: Settings, h: History, d: dt.date, champion: int, metrics: dict[str, Any],
+                           artifacts: list[tuple[str, str | Path | None]]) -> None:
+    """One step's metrics (stamped with the logical date, one request) and artifacts [(folder, file)]."""
+    from mlflow.entities import Metric
+
+    from ml.registry import client
+
+    c = client(s)
+    run_id = _monitoring_run(s, h, d, champion)
+    timestamp = int(dt.datetime.combine(d, dt.time(), dt.UTC).timestamp() * 1000)
+    c.log_batch(run_id, metrics=[Metric(k, float(v), timestamp, 0) for k, v in metrics.items() if v is not None])
+    for folder, path in artifacts:
+        if path and Path(path).is_file():
+            c.log_artifact(run_id, str(path), artifact_path=folder)
+
+
+def _log_drift_metrics(s: Settings, h: History, d: dt.date, champion: int, result: dict[str, Any]) -> None:
     metrics = {"drift_share": result["drift_share"], "n_drifted": result["n_drifted"]}
     for k, v in (result.get("quality") or {}).items():
-        if isinstance(v, int | float) and v is not None:
+        if isinstance(v, int | float):
             metrics[f"batch_{k}"] = v
-    if result.get("quality_drop") is not None:
-        metrics["quality_drop"] = result["quality_drop"]
+    metrics["quality_drop"] = result.get("quality_drop")
     if result.get("prediction_drift"):
         metrics["prediction_drift"] = result["prediction_drift"]["score"]
-    # the model monitors of the day (monitor_model ran before this step)
-    for key, value in (row.get("estimated_quality") or {}).items():
-        if key in ("roc_auc", "accuracy") and value is not None:
+    _log_to_monitoring_run(s, h, d, champion, metrics,
+                           [("drift", result["html_path"]), ("drift", result.get("json_path"))])
+
+
+def _log_monitor_metrics(s: Settings, h: History, d: dt.date, champion: int, fields: dict[str, Any],
+                         page: Path) -> None:
+    metrics: dict[str, Any] = {}
+    for key, value in (fields.get("estimated_quality") or {}).items():
+        if key in ("roc_auc", "accuracy"):
             metrics[f"estimated_{key}"] = value
-    if row.get("attribution_ndcg") is not None:
-        metrics["attribution_ndcg"] = row["attribution_ndcg"]
-    for col, info in ((row.get("bias") or {}).get("columns") or {}).items():
+    metrics["attribution_ndcg"] = fields.get("attribution_ndcg")
+    for col, info in ((fields.get("bias") or {}).get("columns") or {}).items():
         for key in ("positive_rate_gap", "accuracy_gap"):
-            if info.get(key) is not None:
-                metrics[f"bias_{col}_{key}"] = info[key]
-    timestamp = int(dt.datetime.combine(d, dt.time(), dt.UTC).timestamp() * 1000)
-    with mlflow.start_run(
-        run_id=found[0].info.run_id if found else None,
-        experiment_id=None if found else exp,
-        run_name=f"{s.name}-{d}-monitoring",
-        tags={"driftwatch.logical_date": d.isoformat(), "driftwatch.dataset": s.name,
-              "driftwatch.champion_version": str(champion)},
-    ):
-        mlflow.log_metrics({k: float(v) for k, v in metrics.items()}, timestamp=timestamp)  # one request
-        mlflow.log_artifact(result["html_path"], artifact_path="drift")
-        monitor_html = s.report_dir(d) / MONITOR_HTML
-        if monitor_html.is_file():
-            mlflow.log_artifact(str(monitor_html), artifact_path="monitor")
-        if result.get("json_path"):
-            mlflow.log_artifact(result["json_path"], artifact_path="drift")
+            metrics[f"bias_{col}_{key}"] = info.get(key)
+    _log_to_monitoring_run(s, h, d, champion, metrics, [("monitor", page)])
 
 
 # ---- decide ---------------------------------------------------------------------------------------------
@@ -684,9 +697,9 @@ def evaluate(
         raise ModelError(f"challenger version {version} of {s.name} is not in the history database")
     holdout = lake.read_days(s, [dt.date.fromisoformat(x) for x in record["holdout_days"]])
     _, y = lake.model_frame(s, holdout)
-    p_new = predict_proba(registry.load_model(s, int(version)), s, holdout)
+    p_new = predict_proba(_model(s, h, version), s, holdout)
     champion = serving_champion(s, h, d)
-    p_old = predict_proba(registry.load_model(s, champion), s, holdout) if champion else None
+    p_old = predict_proba(_model(s, h, champion), s, holdout) if champion else None
     missing = [c for c in s.evaluation.segments if c not in holdout.columns]
     if missing:
         raise ModelError(f"{s.name}: evaluation.segments {missing} are not columns of the holdout partitions")
@@ -711,9 +724,8 @@ def evaluate(
         if value is not None:
             c.log_metric(record["run_id"], key, float(value))
     c.log_artifact(record["run_id"], str(report), artifact_path="evaluation")
-    row = h.get_day(s.name, d) or {}
-    h.update_day(s.name, d, evaluation=result,
-                 reports={**(row.get("reports") or {}), "evaluation": str(report)})
+    h.update_day(s.name, d, evaluation=result)
+    h.add_reports(s.name, d, evaluation=str(report))
     return {"promote": bool(result["promote"]), "reason": result["reason"], "version": int(version),
             "champion_version": champion, "run_id": record["run_id"], "experiment_id": record["experiment_id"],
             "model": s.registered_model}

@@ -65,16 +65,19 @@ def collect(cfg: st.StackConfig, settings: Any) -> dict[str, Any]:
     for run in st.dag_runs(cfg, DAG_ID):
         start, end = _ts(run.get("start_date")), _ts(run.get("end_date"))
         tis = st.task_instances(cfg, DAG_ID, run["dag_run_id"])
-        tasks = {}
+        tasks, spans = {}, []
         for ti in tis:
             t0, t1 = _ts(ti.get("start_date")), _ts(ti.get("end_date"))
             if ti["state"] == "success" and t0 and t1:
                 tasks[ti["task_id"]] = (t1 - t0).total_seconds()
+                if start:  # seconds from the run's start: where the time between tasks goes
+                    spans.append((ti["task_id"], (t0 - start).total_seconds(), (t1 - start).total_seconds()))
         day = run["logical_date"][:10]
         runs.append({
             "day": day, "state": run["state"], "kind": _kind(rows.get(day)),
             "wall": (end - start).total_seconds() if start and end else None,
             "tasks": tasks, "task_sum": sum(tasks.values()), "n_tasks": len(tasks),
+            "spans": sorted(spans, key=lambda x: x[1]),
         })
     return {"runs": sorted(runs, key=lambda r: r["day"])}
 

@@ -87,8 +87,8 @@ def test_pipeline_has_exactly_the_documented_tasks(dag):
 @pytest.mark.parametrize("task_id, downstream", [
     ("wait_for_batch", {"validate_batch"}),
     ("validate_batch", {"quarantine_batch", "score_batch"}),
-    ("score_batch", {"monitor_model"}),
-    ("monitor_model", {"detect_drift"}),
+    ("score_batch", {"monitor_model", "detect_drift"}),  # side by side
+    ("monitor_model", {"decide"}),
     ("detect_drift", {"decide"}),
     ("decide", {"train_challenger", "skip_retrain"}),
     ("evaluate_challenger", {"promote_challenger", "reject_challenger"}),

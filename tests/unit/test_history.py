@@ -236,3 +236,32 @@ def test_a_database_from_before_the_monitors_gets_their_columns(tmp_path):
     assert (row["status"], row["rows"], row["attribution_ndcg"], row["bias"]) == ("accepted", 900, 0.93,
                                                                                  {"violation": False})
     assert row["estimated_quality"] is None and row["labels_known_on"] is None
+
+
+def test_add_reports_keeps_every_step_s_report_when_they_write_at_once(history):
+    history.start_day(DATASET, DAY, status="accepted", reports={"validation": "v.html"})
+    errors: list[BaseException] = []
+
+    def step(name: str) -> None:
+        try:
+            for i in range(25):
+                history.add_reports(DATASET, DAY, **{f"{name}{i}": f"{name}{i}.html"})
+        except BaseException as exc:  # surfaced in the main thread below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=step, args=(name,)) for name in ("monitor", "drift")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert errors == []
+    reports = history.get_day(DATASET, DAY)["reports"]
+    assert len(reports) == 51 and reports["validation"] == "v.html"  # none lost to the other writer
+    assert reports["monitor24"] == "monitor24.html" and reports["drift0"] == "drift0.html"
+    assert history.get_day(DATASET, DAY)["status"] == "accepted"  # other fields untouched
+
+
+def test_add_reports_replaces_a_key_and_creates_a_missing_row(history):
+    history.add_reports(DATASET, DAY, drift="a.html")
+    history.add_reports(DATASET, DAY, drift="b.html", monitor="m.html")
+    assert history.get_day(DATASET, DAY)["reports"] == {"drift": "b.html", "monitor": "m.html"}

@@ -157,3 +157,57 @@ def test_a_bias_violation_can_trigger_a_retrain(dw_env, monkeypatch, add_partiti
     calm = [r for d, r in sorted(rows.items()) if d >= FIRST_MONITORED.isoformat() and r["bias_violation"] is False]
     for r in calm:  # nothing else can trigger (drift share 1.0, AUC drop 1.0)
         assert r["decision"] == "skip", (r["day"], r["reason"])
+
+
+def test_one_monitoring_run_a_day_carries_both_monitors(same_day_labels):
+    s, _, _ = same_day_labels
+    from ml.registry import client, experiment_id
+
+    c = client(s)
+    runs = c.search_runs([experiment_id(s, "monitoring")], max_results=1000)
+    days = sorted(r.data.tags["driftwatch.logical_date"] for r in runs)
+    assert days == [d.isoformat() for d in DAYS if d >= FIRST_MONITORED]  # one run a monitored day
+    run = next(r for r in runs if r.data.tags["driftwatch.logical_date"] == FIRST_MONITORED.isoformat())
+    # detect_drift's and monitor_model's metrics, logged by each step into the same run
+    assert {"drift_share", "batch_roc_auc", "estimated_roc_auc", "estimated_accuracy", "attribution_ndcg",
+            "bias_origin_positive_rate_gap", "bias_carrier_accuracy_gap"} <= set(run.data.metrics)
+    assert {a.path for a in c.list_artifacts(run.info.run_id)} == {"drift", "monitor"}
+    assert [a.path for a in c.list_artifacts(run.info.run_id, "monitor")] == ["monitor/model_monitor.html"]
+
+
+_CREATE_RUNS = """
+import datetime as dt, pathlib, sys, time
+from ml import steps
+s = steps.settings_for("flights"); h = steps.history_for(s)
+from ml.registry import client, experiment_id
+client(s).search_experiments(); experiment_id(s, "monitoring")  # warm: both start from the same line
+ready, go = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2])
+for i in range(4):
+    day = dt.date(2013, 2, 1) + dt.timedelta(days=i)
+    (ready / f"{sys.argv[3]}-{i}").touch()
+    while not (go / str(i)).exists():
+        time.sleep(0.002)
+    print(day, steps._monitoring_run(s, h, day, 1), flush=True)
+"""
+
+
+def test_two_steps_creating_the_day_s_run_at_once_get_the_same_run(dw_env, settings, tmp_path):
+    import time
+
+    from ml.registry import experiment_id
+
+    experiment_id(settings, "monitoring")  # the store exists before the day's first task, as in the DAG
+    ready, go = tmp_path / "ready", tmp_path / "go"
+    ready.mkdir()
+    go.mkdir()
+    procs = [subprocess.Popen([sys.executable, "-c", _CREATE_RUNS, str(ready), str(go), name], cwd=REPO_ROOT,
+                              stdout=subprocess.PIPE, text=True) for name in ("monitor", "detect")]
+    for i in range(4):
+        deadline = time.monotonic() + 120
+        while not all((ready / f"{n}-{i}").exists() for n in ("monitor", "detect")):
+            assert time.monotonic() < deadline, "the processes did not start"
+            time.sleep(0.01)
+        (go / str(i)).touch()
+    outs = [p.communicate(timeout=120)[0].split("\n") for p in procs]
+    assert all(p.returncode == 0 for p in procs)
+    assert outs[0] == outs[1] and len(set(outs[0]) - {""}) == 4  # the same run for each day, one per day

@@ -260,7 +260,7 @@ def test_evaluate_step_checks_the_holdouts_origin_and_carrier(fast, add_partitio
     history.add_alias_event(dataset=fast.name, model=fast.registered_model, alias="champion",
                             logical_date="2013-01-31", before_version=None, after_version=1)
     fake = FakeClient()
-    monkeypatch.setattr(registry, "load_model", lambda s, version: version)
+    monkeypatch.setattr(registry, "load_model", lambda s, version, **_: version)
     monkeypatch.setattr(registry, "client", lambda s: fake)
 
     def predict_proba(version, s, frame):
