@@ -140,7 +140,8 @@ def replay(
 
     Returns: {"dataset", "policy", "label", "thresholds", "from", "to", "days": [one dict per day],
     "promotions": [...], "wall_s", "cpu_s"}. A day's dict has day, status, champion, auc, accuracy,
-    drift_share, quality_drop, decision, trained, version, promoted, rejected, train_cpu_s, reason.
+    drift_share, quality_drop, decision, trained, version, promoted, rejected, train_cpu_s, reason, wall_s
+    (the day's seconds, all steps).
     """
     from threadpoolctl import threadpool_limits
 
@@ -161,17 +162,22 @@ def _replay(dataset: str, policy: Policy, days: Sequence[dt.date], *, horizon: i
     h = steps.history_for(s)
     rows: list[dict[str, Any]] = []
     last_trained: dt.date | None = None
+    day_started = started_wall  # a day's wall_s is set when the next one starts (the loop has several exits)
     iterator: Iterable[dt.date] = days
     if progress:
         from tqdm import tqdm
 
         iterator = tqdm(days, desc=f"replay {s.name} {policy.name}", mininterval=5)
     for d in iterator:
+        if rows:
+            rows[-1]["wall_s"] = round(time.perf_counter() - day_started, 3)
+        day_started = time.perf_counter()
         run_id = f"replay__{policy.name}__{d.isoformat()}"
         row: dict[str, Any] = {"day": d.isoformat(), "status": None, "champion": None, "auc": None,
                                "accuracy": None, "drift_share": None, "quality_drop": None, "decision": None,
                                "trained": False, "bootstrap": False, "version": None, "promoted": False,
-                               "rejected": False, "failed": False, "train_cpu_s": 0.0, "reason": None}
+                               "rejected": False, "failed": False, "train_cpu_s": 0.0, "reason": None,
+                               "wall_s": None}
         rows.append(row)
         if not steps.batch_ready(dataset, d):
             row["status"] = "missing"
@@ -226,6 +232,8 @@ def _replay(dataset: str, policy: Policy, days: Sequence[dt.date], *, horizon: i
             steps.record(dataset, d, run_id)
         except ModelError as exc:
             log.error("%s", exc)
+    if rows:
+        rows[-1]["wall_s"] = round(time.perf_counter() - day_started, 3)
     # what the monitors recorded (drift policy): the estimate made on the day, and its flags
     for row in rows:
         kept = h.get_day(s.name, dt.date.fromisoformat(row["day"])) or {}
@@ -459,7 +467,9 @@ def _start(job: Job, workdir: Path) -> tuple[subprocess.Popen, Path]:
     source = (job.source_lake or Paths.from_env().lake) / s.name
     if workdir.exists():
         shutil.rmtree(workdir)
-    linked = link_lake(source, workdir / "lake" / s.name, daterange(job.start, job.end))
+    # from the original window's start even when the replay starts later: the first champion trains on it,
+    # as a backfill of a later range finds those days in the lake
+    linked = link_lake(source, workdir / "lake" / s.name, daterange(min(job.start, s.original_start), job.end))
     if not linked:
         raise BatchMissingError(f"replay {job.key}: no partitions of {s.name} in {source} for {job.start}..{job.end}. "
                                 f"Write them first (`driftwatch prepare {job.dataset}`) or set DRIFTWATCH_LAKE.")

@@ -577,9 +577,11 @@ def _component_env(cfg: StackConfig, name: str) -> dict[str, str]:
     if name in cfg.celery_worker_names:
         env["AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT"] = str(cfg.ports[f"{name}-log-server"])
         env["DRIFTWATCH_PRELOAD_MODULES"] = ",".join(cfg.preload_modules)
+    if name in cfg.celery_worker_names or (name == "scheduler" and cfg.executor == "LocalExecutor"):
         # one OpenMP thread per task slot (override by setting it): the OpenMP threads of scikit-learn's
         # gradient boosting spin while they wait, so tasks of several slots or workers sharing the cores
-        # starve each other. Measured here, a 0.9 s fit took 9-12 s with two at once, 0.2-0.5 s with 1.
+        # (monitor_model beside detect_drift, or two datasets) starve each other. Measured here, a 0.9 s
+        # fit took 9-12 s with two at once, 0.2-0.5 s with 1.
         env.setdefault("OMP_NUM_THREADS", "1")
     return env
 

@@ -261,7 +261,20 @@ def test_run_jobs_isolates_each_replay_in_its_own_process(tmp_path, dw_env, monk
     assert (tmp_path / "runs" / "tiny-daily" / "home" / "driftwatch.db").is_file()
     assert sorted(p.name for p in s.lake_dir.rglob("*")) == before  # no scores, nothing moved in the source
     assert out["process_wall_s"] >= out["wall_s"] > 0
+    assert all(r["wall_s"] > 0 for r in out["days"])
     json.dumps(out)
+
+    # a replay that starts inside the original window still finds the window's earlier days, like a
+    # backfill of that range does: the first champion is trained on the whole window
+    late = replay.run_jobs([replay.Job("tiny-late", "tiny", "never", dt.date(2024, 1, 4), dt.date(2024, 1, 8),
+                                       datasets=datasets)], tmp_path / "runs", echo=lambda m: None)["tiny-late"]
+    boot = [r for r in late["days"] if r["bootstrap"]]
+    assert [(r["day"], r["failed"], r["promoted"]) for r in boot] == [("2024-01-06", False, True)]
+    assert [r["day"] for r in late["days"]] == [f"2024-01-0{i}" for i in range(4, 9)]
+    from ml.history import History
+
+    (first,) = History(f"sqlite:///{tmp_path / 'runs' / 'tiny-late' / 'home' / 'driftwatch.db'}").models("tiny")
+    assert first["train_days"] + first["holdout_days"] == [f"2024-01-0{i}" for i in range(1, 7)]
 
 
 def test_run_jobs_refuses_a_range_without_partitions(tmp_path, dw_env):
