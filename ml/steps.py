@@ -473,6 +473,7 @@ def _log_to_monitoring_run(s: Settings, h: History, d: dt.date, champion: int, m
     for folder, path in artifacts:
         if path and Path(path).is_file():
             c.log_artifact(run_id, str(path), artifact_path=folder)
+    c.set_terminated(run_id, "FINISHED")  # each step: the run reads as finished whichever step ends last
 
 
 def _log_drift_metrics(s: Settings, h: History, d: dt.date, champion: int, result: dict[str, Any]) -> None:

@@ -172,6 +172,7 @@ def test_one_monitoring_run_a_day_carries_both_monitors(same_day_labels):
     assert {"drift_share", "batch_roc_auc", "estimated_roc_auc", "estimated_accuracy", "attribution_ndcg",
             "bias_origin_positive_rate_gap", "bias_carrier_accuracy_gap"} <= set(run.data.metrics)
     assert {a.path for a in c.list_artifacts(run.info.run_id)} == {"drift", "monitor"}
+    assert {r.info.status for r in runs} == {"FINISHED"}
     assert [a.path for a in c.list_artifacts(run.info.run_id, "monitor")] == ["monitor/model_monitor.html"]
 
 
