@@ -149,6 +149,7 @@ def main() -> None:
     parser.add_argument("--steps", action="store_true", help="also time the steps in-process (adds a replay)")
     parser.add_argument("--lake", help="an existing prepared lake (default: prepare one in the tmp home)")
     parser.add_argument("--json", help="write the raw figures here")
+    parser.add_argument("--history-png", help="also copy the model-history plot of the backfilled range here")
     args = parser.parse_args()
     frm, to = dt.date.fromisoformat(args.frm), dt.date.fromisoformat(args.to)
 
@@ -183,7 +184,12 @@ def main() -> None:
     print(report(data, total, in_process))
     from ml.plots import write_history
 
-    print(f"\nHistory plot: {write_history(settings)['png']}")
+    png = write_history(settings)["png"]
+    print(f"\nHistory plot: {png}")
+    if args.history_png:
+        import shutil
+
+        shutil.copyfile(png, args.history_png)
     if args.json:
         Path(args.json).write_text(json.dumps({**data, "total_s": total, "in_process": in_process}, indent=1))
 

@@ -191,10 +191,14 @@ def _airflow_backfill(args: argparse.Namespace) -> None:
     alone on the machine; its figures go to --airflow-json."""
     import subprocess
 
-    _echo(f"airflow backfill {args.start}..{args.end} (scripts/bench_pipeline.py) ...")
+    log = Path(args.workdir) / "airflow-backfill.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    _echo(f"airflow backfill {args.start}..{args.end} (scripts/bench_pipeline.py; tables in {log}) ...")
     t0 = time.perf_counter()
-    subprocess.run([sys.executable, str(REPO_ROOT / "scripts" / "bench_pipeline.py"), "--from", args.start,
-                    "--to", args.end, "--json", args.airflow_json], check=True, stdout=subprocess.DEVNULL)
+    with log.open("w") as out:
+        subprocess.run([sys.executable, str(REPO_ROOT / "scripts" / "bench_pipeline.py"), "--from", args.start,
+                        "--to", args.end, "--json", args.airflow_json, "--history-png", args.history_png],
+                       check=True, stdout=out, stderr=subprocess.STDOUT)
     _echo(f"airflow backfill: done in {time.perf_counter() - t0:.0f} s")
 
 
@@ -454,6 +458,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--doc", default=str(DOC))
     p.add_argument("--plot", default=str(PLOT))
     p.add_argument("--airflow-json", default=str(AIRFLOW_JSON))
+    p.add_argument("--history-png", default=str(REPO_ROOT / "docs" / "history_2013.png"),
+                   help="the Airflow backfill's model-history plot")
     p.add_argument("--tuning-json", default=str(TUNING_JSON))
     p.add_argument("--results-json", default=str(RESULTS_JSON))
     p.add_argument("--budget", type=float, default=0.10, help="tuning: retrain budget, share of every day's")
