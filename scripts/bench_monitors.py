@@ -19,6 +19,7 @@ import json
 import statistics
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -98,6 +99,26 @@ def calibration(home: Path, dataset: str) -> list[dict[str, Any]]:
     return out
 
 
+def _reuse(args: argparse.Namespace, s: Any, job: replay.Job) -> dict[str, Any]:
+    """The finished replay in --same-day, checked to be the run `job` would have made."""
+    path = Path(args.same_day) / replay.RESULT_FILE
+    if not path.is_file():
+        raise SystemExit(f"bench_monitors: --same-day {args.same_day}: no {replay.RESULT_FILE} there")
+    r = json.loads(path.read_text())
+    want = {"dataset": job.dataset, "policy": job.policy, "from": job.start.isoformat(),
+            "to": job.end.isoformat(), "label_delay_days": 0}
+    got = {"dataset": r.get("dataset"), "policy": r.get("policy"), "from": r.get("from"), "to": r.get("to"),
+           "label_delay_days": s.label_delay_days}
+    if r.get("thresholds") != asdict(s.thresholds):
+        raise SystemExit(f"bench_monitors: --same-day {path} ran with other thresholds: {r.get('thresholds')}, "
+                         f"{s.name}.yaml has {asdict(s.thresholds)}")
+    if got != want:
+        raise SystemExit(f"bench_monitors: --same-day {path} is not the labels-with-the-batch run: {got}, "
+                         f"expected {want}")
+    _echo(f"replay {job.key}: taken from {path}")
+    return r
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--dataset", default="flights")
@@ -109,6 +130,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workdir", default=str(Paths.from_env().home / "bench" / "monitors"))
     p.add_argument("--doc", default=str(DOC))
     p.add_argument("--results-json", default=str(RESULTS_JSON))
+    p.add_argument("--same-day", metavar="DIR",
+                   help="take the labels-with-the-batch run from this finished replay instead of running it: a "
+                        "drift-policy replay of the same dataset and days with the YAML's own settings (make "
+                        "bench passes bench_replay.py's, var/bench/replays/drift: DIR/result.json, DIR/home)")
     args = p.parse_args(argv)
     started = time.perf_counter()
     start, end = dt.date.fromisoformat(args.start), dt.date.fromisoformat(args.end)
@@ -120,7 +145,12 @@ def main(argv: list[str] | None = None) -> int:
         replay.Job("labels-same-day", args.dataset, "drift", start, end, overrides={"label_delay_days": 0}),
     ]
     root = Path(args.workdir)
-    results = replay.run_jobs(jobs, root, parallel=args.parallel, echo=_echo)
+    homes = {job.key: root / job.key / "home" for job in jobs}
+    reused = _reuse(args, s, jobs[1]) if args.same_day else None
+    results = replay.run_jobs([j for j in jobs if not (reused and j is jobs[1])], root,
+                              parallel=args.parallel, echo=_echo)
+    if reused:
+        results[jobs[1].key], homes[jobs[1].key] = reused, Path(args.same_day) / "home"
     figures = {}
     for job in jobs:
         r = results[job.key]
@@ -128,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
         figures[job.key] = {"errors": errors(r, None, args.demo_to), "flags": flags(r, None, args.demo_to),
                             "errors_rest": errors(r, rest, None), "flags_rest": flags(r, rest, None),
                             "wall_s": r["wall_s"],
-                            "calibration": calibration(root / job.key / "home", s.name),
+                            "calibration": calibration(homes[job.key], s.name),
                             "reasons": [d["reason"] for d in r["days"] if d["trained"] and not d["bootstrap"]]}
     section = report(args, s, figures, time.perf_counter() - started)
     doc = Path(args.doc)
@@ -166,7 +196,9 @@ def report(args, s, figures: dict[str, Any], seconds: float) -> str:
         f"{m.bias.max_accuracy_gap_change} (accuracy) over the reference's. Attribution: label-free permutation "
         f"importance ({m.attribution.repeats} permutations, {m.attribution.rows} rows a side), violation when "
         f"nDCG < {m.attribution.min_ndcg}. Wall time {seconds / 60:.0f} min "
-        f"(replays: {walls}, 2 at a time on 2 cores).",
+        f"(replays: {walls}"
+        + (f"; labels-same-day is `make bench`'s drift-triggered replay, {args.same_day}" if args.same_day
+           else f", {args.parallel} at a time on 2 cores") + ").",
         "",
         "### Estimated vs realized quality of the serving champion",
         "",

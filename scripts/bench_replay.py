@@ -277,12 +277,24 @@ def bench(args: argparse.Namespace) -> None:
 
 
 def _clean(root: Path) -> None:
-    """Drop the replays' homes and lakes (GBs of drift reports and models); keep their logs and results."""
+    """Drop the replays' homes and lakes (GBs of drift reports and models); keep their logs and results, and
+    the model references of the flights.yaml drift replay (`scripts/bench_monitors.py --same-day` reads its
+    champions' calibration there)."""
     import shutil
 
     for work in root.iterdir() if root.is_dir() else []:
-        for sub in ("home", "lake"):
-            shutil.rmtree(work / sub, ignore_errors=True)
+        shutil.rmtree(work / "lake", ignore_errors=True)
+        home = work / "home"
+        if work.name != "drift":
+            shutil.rmtree(home, ignore_errors=True)
+            continue
+        for sub in home.iterdir() if home.is_dir() else []:
+            if sub.name != "models":
+                shutil.rmtree(sub, ignore_errors=True) if sub.is_dir() else sub.unlink()
+        for model_dir in (home / "models").glob("*/v*"):
+            for item in model_dir.iterdir():
+                if item.name != "monitor_reference.json":
+                    shutil.rmtree(item, ignore_errors=True) if item.is_dir() else item.unlink()
 
 
 def _pct(a: float | None, b: float | None) -> str:
