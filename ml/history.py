@@ -108,9 +108,22 @@ def engine(url: str) -> Engine:
         eng = sa.create_engine(url, connect_args={"timeout": 60})
     else:
         eng = sa.create_engine(url, pool_pre_ping=True)
-    metadata.create_all(eng)
+    _create_tables(eng)
     _add_missing_columns(eng)
     return eng
+
+
+def _create_tables(eng: Engine, attempts: int = 5) -> None:
+    """create_all, safe when several processes open a new database at once (two tasks of a day side by side):
+    create_all checks which tables exist, then creates the others, so another process may create one in
+    between ("table ... already exists"); the next attempt skips what is there."""
+    for attempt in range(attempts):
+        try:
+            metadata.create_all(eng)
+            return
+        except sa.exc.DBAPIError:
+            if attempt == attempts - 1:
+                raise
 
 
 def _add_missing_columns(eng: Engine) -> None:

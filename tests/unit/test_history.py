@@ -265,3 +265,26 @@ def test_add_reports_replaces_a_key_and_creates_a_missing_row(history):
     history.add_reports(DATASET, DAY, drift="a.html")
     history.add_reports(DATASET, DAY, drift="b.html", monitor="m.html")
     assert history.get_day(DATASET, DAY)["reports"] == {"drift": "b.html", "monitor": "m.html"}
+
+
+def test_a_new_database_opened_by_two_processes_at_once(tmp_path):
+    """Another process creates a table between create_all's check and its CREATE (two tasks of a day opening a
+    new history side by side): the history still opens, with every table."""
+    import sqlite3
+
+    from ml.history import engine
+
+    path = tmp_path / "race.db"
+
+    def the_other_process_creates_it_first(target, connection, **_):
+        with sqlite3.connect(path) as other:
+            other.execute("CREATE TABLE IF NOT EXISTS dw_locks (name VARCHAR(200) PRIMARY KEY, "
+                          "holder VARCHAR(200) NOT NULL, acquired_at DATETIME NOT NULL)")
+
+    sa.event.listen(locks, "before_create", the_other_process_creates_it_first)
+    try:
+        History(f"sqlite:///{path}")
+    finally:
+        sa.event.remove(locks, "before_create", the_other_process_creates_it_first)
+        engine.cache_clear()
+    assert {"dw_locks", "dw_days", "dw_models"} <= set(sa.inspect(sa.create_engine(f"sqlite:///{path}")).get_table_names())
