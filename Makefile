@@ -81,7 +81,7 @@ e2e: venv ## only the browser tests (Debian's chromium, headless); screenshots i
 bench-pipeline: venv ## scheduler-driven backfill on a throwaway stack, where each day's time goes (BENCH_FROM/BENCH_TO: the year)
 	$(PY) scripts/bench_pipeline.py --from $(BENCH_FROM) --to $(BENCH_TO) $(BENCH_ARGS)
 
-bench: venv ## replay flights 2013 under each policy + synthetic drift streams, then the same year under Airflow, then the monitors (~2.5 h, 2 cores); rewrites docs/benchmarks.md and docs/replay_auc.png
+bench: venv ## replay flights 2013 under each policy + synthetic drift streams, then the same year under Airflow, then the monitors (~2 h, 2 cores); rewrites docs/benchmarks.md and docs/replay_auc.png
 	$(BIN)/driftwatch prepare flights
 	$(PY) scripts/bench_replay.py $(REPLAY_ARGS)
 	$(PY) scripts/bench_monitors.py --same-day var/bench/replays/drift $(MONITOR_ARGS)

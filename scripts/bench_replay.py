@@ -8,7 +8,7 @@ the detection delay and false alarms; then an Airflow backfill of the
 same days alone under the real scheduler (`scripts/bench_pipeline.py`), for the orchestration overhead. Regenerates the section between `<!-- bench:replay:start -->` and `<!-- bench:replay:end -->`
 of docs/benchmarks.md and docs/replay_auc.png, and prints the tables.
 
-    .venv/bin/python scripts/bench_replay.py            # make bench (~1.5 h on 2 cores)
+    .venv/bin/python scripts/bench_replay.py            # make bench (~1 h 45 min on 2 cores)
     .venv/bin/python scripts/bench_replay.py --no-airflow   # reuse the saved Airflow figures
     .venv/bin/python scripts/bench_replay.py --tune     # make bench-tune: drift thresholds from Jan-Apr only
 
