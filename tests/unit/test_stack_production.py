@@ -77,3 +77,14 @@ def test_celery_needs_a_server_database(tmp_path):
         st.StackConfig.for_tests(tmp_path, executor="CeleryExecutor")
     with pytest.raises(st.StackError, match="executor: expected 'LocalExecutor' or 'CeleryExecutor'"):
         st.StackConfig.for_tests(tmp_path, executor="KubernetesExecutor")
+
+
+def test_scheduler_idle_sleep_comes_from_the_environment(tmp_path):
+    home = {"DRIFTWATCH_HOME": str(tmp_path / "home")}
+    default = st.airflow_env(st.StackConfig.from_env(home), base={})
+    assert default["AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME"] == "0.1"
+    live = st.StackConfig.from_env({**home, "DRIFTWATCH_SCHEDULER_IDLE_SLEEP": "1"})
+    assert st.airflow_env(live, base={})["AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME"] == "1.0"
+    for bad, said in (("soon", "a number"), ("0", r"\(0, 60\]"), ("600", r"\(0, 60\]")):
+        with pytest.raises(st.StackError, match=f"DRIFTWATCH_SCHEDULER_IDLE_SLEEP: expected seconds.*{said}"):
+            st.StackConfig.from_env({**home, "DRIFTWATCH_SCHEDULER_IDLE_SLEEP": bad})
