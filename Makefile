@@ -84,7 +84,7 @@ bench-pipeline: venv ## scheduler-driven backfill on a throwaway stack, where ea
 bench: venv ## replay flights 2013 under each policy + synthetic drift streams, then the same year under Airflow, then the monitors (~2 h, 2 cores); rewrites docs/benchmarks.md and docs/replay_auc.png
 	$(BIN)/driftwatch prepare flights
 	$(PY) scripts/bench_replay.py $(REPLAY_ARGS)
-	$(PY) scripts/bench_monitors.py --same-day var/bench/replays/drift $(MONITOR_ARGS)
+	$(PY) scripts/bench_monitors.py --same-day $(MONITOR_ARGS)
 
 bench-monitors: venv ## bias/attribution drift and CBPE estimates on the demo range, labels on time and a week late (~10 min); docs/benchmarks.md
 	$(BIN)/driftwatch prepare flights

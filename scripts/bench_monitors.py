@@ -130,10 +130,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workdir", default=str(Paths.from_env().home / "bench" / "monitors"))
     p.add_argument("--doc", default=str(DOC))
     p.add_argument("--results-json", default=str(RESULTS_JSON))
-    p.add_argument("--same-day", metavar="DIR",
+    p.add_argument("--same-day", metavar="DIR", nargs="?",
+                   const=str(Paths.from_env().home / "bench" / "replays" / "drift"),
                    help="take the labels-with-the-batch run from this finished replay instead of running it: a "
-                        "drift-policy replay of the same dataset and days with the YAML's own settings (make "
-                        "bench passes bench_replay.py's, var/bench/replays/drift: DIR/result.json, DIR/home)")
+                        "drift-policy replay of the same dataset and days with the YAML's own settings "
+                        "(DIR/result.json, DIR/home; without DIR, bench_replay.py's under DRIFTWATCH_HOME, "
+                        "which make bench passes)")
     args = p.parse_args(argv)
     started = time.perf_counter()
     start, end = dt.date.fromisoformat(args.start), dt.date.fromisoformat(args.end)
