@@ -25,6 +25,7 @@ One run per **logical date** (the date picks the batch, never "now"):
 
 | step | what it does |
 |---|---|
+| `wait_for_earlier_days` | waits while a run of an earlier date is unfinished (a backfill ahead of a manual run): days are processed in date order, each scored by the champion the day before left |
 | `wait_for_batch` | waits for `<lake>/{dataset}/date=YYYY-MM-DD/*.parquet` (or a quarantined copy when re-run) |
 | `validate_batch` | Great Expectations suite from the champion's training data + the YAML rules; branch |
 | `quarantine_batch` | a failing batch is **moved** (never deleted) to the quarantine area with a reason file; alert; champion untouched |
@@ -35,7 +36,7 @@ One run per **logical date** (the date picks the batch, never "now"):
 | `train_challenger` | original window + accepted days, the last holdout days excluded; logged and registered in MLflow |
 | `evaluate_challenger` | champion and challenger on the **same** holdout rows; paired bootstrap CI of the AUC gain; log-loss guardrail |
 | `promote_challenger` / `reject_challenger` | alias `champion` (and `previous`) moved under a lock and audited / version tagged with the reason |
-| `record` | closes the day's history row; fails the run if a step failed |
+| `record` | closes the day's history row; repairs (and alerts) if the MLflow aliases do not mirror the audit log; fails the run if a step failed |
 
 Before the first champion exists the runs collect the original window; the first champion is trained on
 its last day. Params below apply to a manual run only.
@@ -85,14 +86,14 @@ def build(spec: DagSpec):
         on_failure_callback=DriftwatchNotifier("failure", spec.dataset),
         doc_md=DAG_DOC.format(
             dataset=spec.dataset, description=spec.description,
-            drift_share=t.get("drift_share", 0.5), quality_drop=t.get("quality_drop", 0.05),
-            cooldown=t.get("cooldown_days", 7), min_rows=t.get("min_new_rows", 0),
+            drift_share=t["drift_share"], quality_drop=t["quality_drop"],
+            cooldown=t["cooldown_days"], min_rows=t["min_new_rows"],
             min_ndcg=spec.monitoring.get("attribution", {}).get("min_ndcg", 0.9),
             delay=f"{spec.label_delay_days} days after the batch" if spec.label_delay_days else "with the batch",
         ),
         default_args={
-            "retries": 1,
-            "retry_delay": dt.timedelta(seconds=20),
+            "retries": spec.retries,
+            "retry_delay": dt.timedelta(seconds=spec.retry_delay_s),
             "on_failure_callback": _on_failure,
         },
         params={
@@ -113,6 +114,16 @@ def build(spec: DagSpec):
     )
     def pipeline():
         dataset = spec.dataset
+
+        @task.sensor(task_id="wait_for_earlier_days", poke_interval=spec.poke_s,
+                     timeout=spec.earlier_days_timeout_s, mode="reschedule")
+        def wait_for_earlier_days() -> bool:
+            """Wait while a run of an earlier date of this DAG is unfinished: a day is scored by the champion
+            the day before left, so day D does no model work before the runs of earlier dates finish,
+            whatever created them (backfill, manual trigger, schedule)."""
+            from ml.airflow_ext import earlier_runs_unfinished
+
+            return earlier_runs_unfinished(get_current_context())
 
         @task.sensor(task_id="wait_for_batch", poke_interval=spec.poke_s, timeout=spec.wait_timeout_s,
                      mode="reschedule")
@@ -215,11 +226,12 @@ def build(spec: DagSpec):
         def record() -> dict:
             """Close the day's history row (runs whatever happened); fail the run if a step failed."""
             from ml import steps
+            from ml.airflow_ext import unfinished_tasks
 
-            return steps.record(dataset, _day(), _run_id())
+            return steps.record(dataset, _day(), _run_id(), failed_tasks=unfinished_tasks(get_current_context()))
 
         validated = validate_batch()
-        wait_for_batch() >> validated
+        [wait_for_earlier_days(), wait_for_batch()] >> validated
         quarantined, scored = quarantine_batch(), score_batch()
         validated >> [quarantined, scored]
         decided = decide()

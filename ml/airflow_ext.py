@@ -9,6 +9,8 @@ Imported by the DAG file and the plugin only (everything else in `ml` runs witho
   pushes XCom `mlflow` = {"run_id", "experiment_id", "model", "version"}; at the end of the task the worker
   turns it into the two URLs (Airflow 3 stores operator links in XCom), the API server shows them.
 - `mlflow_task` / `mlflow_branch_task`: `@task` / `@task.branch` whose operator carries those links.
+- `earlier_runs_unfinished` (the `wait_for_earlier_days` sensor) and `unfinished_tasks` (what `record` reports):
+  questions about this DAG's other runs and tasks, asked through the Task SDK (tasks have no metadata DB).
 """
 
 from __future__ import annotations
@@ -127,6 +129,58 @@ def mlflow_branch_task(python_callable: Any = None, **kwargs: Any) -> Any:
                                   **kwargs)
 
 
+# ---------------------------------------------------------------------------------------------- runs in order
+
+
+def _value(x: Any) -> str:
+    """An Airflow state or run type (a str enum, or already its value) as its plain value."""
+    return str(getattr(x, "value", x))
+
+
+def earlier_runs_unfinished(context: Any) -> bool:
+    """The `wait_for_earlier_days` sensor: True when no run of this DAG with an earlier logical date is queued
+    or running, so the day may go on; False (poke again) while one is.
+
+    `max_active_runs=1` does not order a manual run against a backfill (a backfill has its own limit), nor a
+    manual run of an earlier date triggered after a later one. Day D is scored by the champion the run of
+    D-1 left and a challenger of D is evaluated on the days before it, so D waits for every earlier run.
+    One case cannot be waited out: an earlier non-backfill run queued behind this non-backfill run (it waits
+    for this run's slot under max_active_runs=1); this run then fails at once, saying so, instead of both
+    waiting until the timeout.
+    """
+    from airflow.exceptions import AirflowFailException
+
+    ti, run = context["ti"], context["dag_run"]
+    blocking = [r for r in (ti.get_previous_dagrun(state="running"), ti.get_previous_dagrun(state="queued")) if r]
+    day = run.logical_date.date().isoformat() if run.logical_date else "?"
+    if not blocking:
+        log.info("%s %s: no run of an earlier date is unfinished; the day goes on", run.dag_id, day)
+        return True
+    names = ", ".join(f"{r.run_id} ({_value(r.state)}, logical date {r.logical_date.date()}, {_value(r.run_type)})"
+                      for r in blocking)
+    mine = _value(run.run_type)
+    for r in blocking:
+        if _value(r.state) == "queued" and _value(r.run_type) != "backfill" and mine != "backfill":
+            raise AirflowFailException(
+                f"{run.dag_id} {day}: the run {r.run_id} of an earlier date ({r.logical_date.date()}) is queued "
+                f"behind this run (max_active_runs=1) and days are processed in date order. This run stops so "
+                f"that it can go first; clear this run ({run.run_id}) once it has finished."
+            )
+    log.info("%s %s: waiting for the runs of earlier dates to finish first: %s. Days are processed in date "
+             "order (each is scored by the champion the day before left); this sensor pokes again in a while.",
+             run.dag_id, day, names)
+    return False
+
+
+def unfinished_tasks(context: Any) -> dict[str, str]:
+    """{task id: state} of this run's other tasks that did not succeed or skip (as the metadata DB has them
+    now: a task whose retry, or a clear and re-run, succeeded is not among them)."""
+    ti = context["ti"]
+    states = ti.get_task_states(dag_id=ti.dag_id, run_ids=[ti.run_id]).get(ti.run_id, {})
+    return {task: _value(state) for task, state in states.items()
+            if task != ti.task_id and _value(state) not in ("success", "skipped")}
+
+
 # ---------------------------------------------------------------------------------------------- alerts
 
 
@@ -199,14 +253,18 @@ class DriftwatchNotifier(BaseNotifier):
             if scheme == "mailto":
                 from airflow.providers.smtp.notifications.smtp import SmtpNotifier
 
-                SmtpNotifier(
-                    to=[a.strip() for a in where.split(",") if a.strip()],
-                    subject=f"[driftwatch] {alert['kind']}: {alert['message'][:120]}",
-                    html_content=f"<pre>{_escape(alert)}</pre>",
-                ).notify(context)
-                log.warning("ALERT e-mailed to %s: %s", where, alert["message"])
+                def by_mail(a: dict[str, Any]) -> str:
+                    SmtpNotifier(
+                        to=[x.strip() for x in where.split(",") if x.strip()],
+                        subject=f"[driftwatch] {a['kind']}: {a['message'][:120]}",
+                        html_content=f"<pre>{_escape(a)}</pre>",
+                    ).notify(context)
+                    log.warning("ALERT e-mailed to %s: %s", where, a["message"])
+                    return f"mailto:{where}"
+
+                alerts.send_once(s, alert, by_mail)
             else:
-                alerts.deliver(s, alert)
+                alerts.send_once(s, alert)
         except Exception:  # noqa: BLE001 - an alert must never fail the task that raised it
             log.exception("driftwatch %s alert for %s not delivered", self.kind, self.dataset)
 

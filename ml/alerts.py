@@ -8,8 +8,11 @@
                              falls back to the log file)
 
 In the DAG, alerts are raised by Airflow callbacks (`ml.airflow_ext.DriftwatchNotifier`): on a quarantined
-batch, on each promotion and on a failed run. An alert that cannot be delivered is logged, never raised:
-alerting must not fail the step that raised it.
+batch, on each promotion, on a model-monitor violation and on a failed run; the `record` step alerts when it
+had to repair the MLflow aliases. Each alert is sent once per dataset, day and event (`send_once`, recorded
+in the history's dw_alerts table): re-running a day, or a retry, does not send it again. An alert that
+cannot be delivered is logged, never raised (alerting must not fail the step that raised it), and is not
+marked sent, so the next run of the day tries again.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from ml.exceptions import ConfigError
 
 log = logging.getLogger(__name__)
 
-KINDS = ("quarantine", "promotion", "failure", "monitor")
+KINDS = ("quarantine", "promotion", "failure", "monitor", "registry")
 TARGET_ENV = "DRIFTWATCH_ALERT_TARGET"
 
 
@@ -97,10 +100,48 @@ def deliver(settings: Settings, alert: dict[str, Any]) -> str:
         return "undelivered"
 
 
+def event_key(alert: dict[str, Any]) -> str:
+    """What makes an alert the same event on a re-run of its day: the promoted version, the violations, the
+    failed steps and their errors, the repaired aliases; never the run id or the time."""
+    import hashlib
+
+    kind = alert["kind"]
+    if kind == "quarantine":
+        return "quarantine"
+    if kind == "promotion":
+        return f"v{alert.get('version')}"
+    what = {"monitor": alert.get("violations"), "failure": alert.get("failed_tasks"),
+            "registry": alert.get("repaired")}.get(kind, alert.get("message"))
+    return hashlib.sha256(json.dumps(what, default=str, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def send_once(settings: Settings, alert: dict[str, Any], deliver_with=None) -> str:
+    """Deliver `alert` unless the same event of the same day was alerted before. Returns where it went, or
+    "already sent". `deliver_with(alert)` delivers (default: `deliver`); it returns "undelivered" or raises
+    when it could not, and then the event is not marked sent."""
+    from ml.history import History
+
+    day, key = str(alert.get("day") or "?"), event_key(alert)
+    history = History(settings.history_url)
+    if not history.claim_alert(settings.name, day, alert["kind"], key, dag_run_id=alert.get("dag_run_id"),
+                               message=alert.get("message", "")):
+        log.info("alert not sent again: %s %s %s was alerted before (%s)", settings.name, day, alert["kind"],
+                 alert.get("message", "")[:200])
+        return "already sent"
+    try:
+        where = (deliver_with or (lambda a: deliver(settings, a)))(alert)
+    except BaseException:
+        history.unclaim_alert(settings.name, day, alert["kind"], key)
+        raise
+    if where == "undelivered":
+        history.unclaim_alert(settings.name, day, alert["kind"], key)
+    return where
+
+
 def notify(settings: Settings, kind: str, message: str, **details: Any) -> dict[str, Any]:
     """Build and deliver one alert (used outside Airflow, e.g. by `ml.pipeline.run_day`)."""
     alert = event(settings, kind, message, **details)
-    deliver(settings, alert)
+    send_once(settings, alert)
     return alert
 
 
@@ -139,4 +180,16 @@ def failure_alert(settings: Settings, day: dt.date | None, failed: list[str], da
         f"{settings.name} {when}: run {dag_run_id} failed ({', '.join(failed) or 'see the run'}); "
         "the champion is unchanged unless promote_challenger succeeded",
         day=when, failed_tasks=failed, dag_run_id=dag_run_id, url=url,
+    )
+
+
+def registry_alert(settings: Settings, day: dt.date, repaired: list[dict[str, Any]], dag_run_id: str | None) -> dict:
+    parts = [f"alias {r['alias']} named {'v' + str(r['mlflow']) if r['mlflow'] is not None else 'nothing'}, "
+             f"the audit log v{r['audit']} (since {r['since']})" for r in repaired]
+    return event(
+        settings, "registry",
+        f"{settings.name} {day}: the MLflow registry did not mirror the audit log and was repaired: "
+        + "; ".join(parts) + ". An interrupted promotion, or an alias moved outside driftwatch "
+        "(change the champion with `driftwatch rollback`, not in the MLflow UI).",
+        day=day.isoformat(), repaired=repaired, dag_run_id=dag_run_id,
     )

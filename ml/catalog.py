@@ -1,17 +1,20 @@
 """What the DAG file needs at parse time, and nothing more: the datasets and their schedule keys.
 
-Imported by dags/ at parse time, so it reads the small YAML files with PyYAML only (no pandas, no
-settings validation); a broken file is reported by `load_settings` when a task runs, and listed here so the
-DAG file can raise a clear import error for it.
+Imported by dags/ at parse time, so it reads the small YAML files with PyYAML only (no pandas, no full
+settings validation). The environment overrides (`DRIFTWATCH__SECTION__KEY=value`) apply here as in
+`load_settings`, and the sections the DAG reads (wait, retries, thresholds) take their defaults from the
+same dataclasses as the settings, so the DAG, its docs and the tasks agree. A broken file is reported by
+`load_settings` when a task runs, and raised here as a clear import error.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+import os
+from dataclasses import asdict, dataclass
 from typing import Any
 
-from ml.config import datasets_dir, read_yaml
+from ml.config import Retries, Thresholds, Wait, _apply_env_overrides, _section, datasets_dir, read_yaml
 
 
 @dataclass(frozen=True)
@@ -22,6 +25,9 @@ class DagSpec:
     description: str
     wait_timeout_s: float
     poke_s: float
+    earlier_days_timeout_s: float
+    retries: int
+    retry_delay_s: float
     thresholds: dict[str, Any]
     monitoring: dict[str, Any]
     label_delay_days: int
@@ -30,7 +36,7 @@ class DagSpec:
 def dag_specs() -> list[DagSpec]:
     specs = []
     for path in sorted(datasets_dir().glob("*.yaml")):
-        raw = read_yaml(path.read_text()) or {}
+        raw = _apply_env_overrides(read_yaml(path.read_text()) or {}, os.environ)
         name = str(raw.get("name") or path.stem)
         window = raw.get("original_window") or {}
         start = raw.get("start_date") or window.get("start")
@@ -38,16 +44,21 @@ def dag_specs() -> list[DagSpec]:
             start = dt.date.fromisoformat(start)
         if not isinstance(start, dt.date):
             raise ValueError(f"{path}: start_date (or original_window.start) must be a date YYYY-MM-DD")
-        wait = raw.get("wait") or {}
+        wait: Wait = _section(raw, "wait", Wait, str(path))
+        retries: Retries = _section(raw, "retries", Retries, str(path))
+        thresholds: Thresholds = _section(raw, "thresholds", Thresholds, str(path))
         specs.append(
             DagSpec(
                 dataset=name,
                 dag_id=str(raw.get("dag_id") or f"retraining_pipeline__{name}"),
                 start_date=start,
                 description=" ".join(str(raw.get("description", "")).split()),
-                wait_timeout_s=float(wait.get("timeout_minutes", 60)) * 60,
-                poke_s=float(wait.get("poke_seconds", 30)),
-                thresholds=dict(raw.get("thresholds") or {}),
+                wait_timeout_s=wait.timeout_minutes * 60,
+                poke_s=wait.poke_seconds,
+                earlier_days_timeout_s=wait.earlier_days_timeout_minutes * 60,
+                retries=retries.count,
+                retry_delay_s=retries.delay_seconds,
+                thresholds=asdict(thresholds),
                 monitoring={k: dict(v) for k, v in (raw.get("monitoring") or {}).items() if isinstance(v, dict)},
                 label_delay_days=int(raw.get("label_delay_days") or 0),
             )

@@ -151,6 +151,34 @@ def _rollback(args: argparse.Namespace) -> int:
     return 0
 
 
+def _repair(args: argparse.Namespace) -> int:
+    """Make the MLflow aliases follow the audit log (the one source of truth) and say what was wrong."""
+    from ml import alerts, registry
+    from ml.history import History
+
+    s = load_settings(args.dataset)
+    h = History(s.history_url)
+    if h.latest_alias(s.name, registry.CHAMPION) is None:
+        print(f"{s.name}: the audit log has no champion yet; nothing to repair")
+        return 0
+    drift = registry.repair(s, h, holder="cli-repair")
+    if args.json:
+        print(json.dumps({"dataset": s.name, "repaired": drift}, indent=2, default=str))
+    elif not drift:
+        latest = {a: (h.latest_alias(s.name, a) or {}).get("after_version") for a in (registry.CHAMPION, registry.PREVIOUS)}
+        print(f"{s.name}: the MLflow aliases of {s.registered_model} mirror the audit log "
+              f"(champion v{latest['champion']}" + (f", previous v{latest['previous']}" if latest["previous"] else "")
+              + "); nothing to repair")
+    else:
+        for d in drift:
+            was = f"v{d['mlflow']}" if d["mlflow"] is not None else "nothing"
+            print(f"{s.name}: REPAIRED alias '{d['alias']}' of {s.registered_model}: it named {was}, the audit log "
+                  f"names v{d['audit']} (since {d['since']}: {d['reason']}); moved to v{d['audit']}")
+        last = h.latest_alias(s.name, registry.CHAMPION) or {}
+        alerts.send_once(s, alerts.registry_alert(s, dt.date.fromisoformat(last["logical_date"]), drift, None))
+    return 0
+
+
 def _run_day(args: argparse.Namespace) -> int:
     """Run one logical date through the steps in this process, without Airflow (debugging, replay)."""
     from ml.pipeline import run_day
@@ -276,6 +304,12 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--date", help="logical date to record it on, YYYY-MM-DD (default: the latest audit event's)")
     sp.add_argument("--json", action="store_true")
     sp.set_defaults(func=_rollback)
+
+    sp = sub.add_parser("repair", help="make the MLflow aliases name what the audit log names (after an "
+                        "interrupted promotion, or an alias moved by hand); says what it changed")
+    dataset_arg(sp)
+    sp.add_argument("--json", action="store_true")
+    sp.set_defaults(func=_repair)
 
     sp = sub.add_parser("plot", help="write the model-history plot (PNG, SVG, HTML) to open without the UI")
     dataset_arg(sp)

@@ -28,7 +28,7 @@ ENV_PREFIX = "DRIFTWATCH__"
 TOP_LEVEL_KEYS = frozenset({
     "name", "description", "dag_id", "start_date", "registered_model", "source", "date_column", "label",
     "features", "drop", "keys", "original_window", "holdout_days", "training", "thresholds", "validation",
-    "wait", "drift", "evaluation", "synthetic", "label_delay_days", "monitoring",
+    "wait", "retries", "drift", "evaluation", "synthetic", "label_delay_days", "monitoring",
 })
 MONITOR_ACTIONS = ("record", "alert", "retrain")
 
@@ -153,8 +153,19 @@ class Monitoring:
 
 @dataclass(frozen=True)
 class Wait:
-    timeout_minutes: float = 60.0
+    timeout_minutes: float = 60.0  # for the day's batch to arrive in the lake
     poke_seconds: float = 30.0
+    # for earlier runs of the dataset to finish (a backfill ahead of a manual run): days are processed in order
+    earlier_days_timeout_minutes: float = 720.0
+
+
+@dataclass(frozen=True)
+class Retries:
+    """Airflow retries of each task (a killed or failed try is retried once by default; every step is safe to
+    retry: see ml/faults.py)."""
+
+    count: int = 1
+    delay_seconds: float = 20.0
 
 
 @dataclass(frozen=True)
@@ -190,6 +201,7 @@ class Settings:
     # labels of day D are read from D + label_delay_days on (0: with the batch)
     label_delay_days: int = 0
     monitoring: Monitoring = field(default_factory=Monitoring)
+    retries: Retries = field(default_factory=Retries)
 
     def labels_known(self, day: dt.date, on: dt.date) -> bool:
         """True when the labels of `day` may be read by the run of `on`."""
@@ -466,6 +478,7 @@ def load_settings(dataset: str | Path, environ: Mapping[str, str] | None = None)
         thresholds=thresholds,
         validation=validation,
         wait=_section(raw, "wait", Wait, p),
+        retries=_section(raw, "retries", Retries, p),
         drift_columns=dict(raw.get("drift", {}).get("columns", {}) if isinstance(raw.get("drift"), Mapping) else {}),
         paths=Paths.from_env(),
         tracking_uri=environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{home / 'mlflow' / 'mlflow.db'}",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 import os
 import socket
 from collections.abc import Iterator
@@ -18,6 +19,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+log = logging.getLogger(__name__)
+
 metadata = sa.MetaData()
 
 days = sa.Table(
@@ -25,7 +28,7 @@ days = sa.Table(
     metadata,
     sa.Column("dataset", sa.String(100), primary_key=True),
     sa.Column("day", sa.String(10), primary_key=True),
-    sa.Column("status", sa.String(20)),  # collecting | accepted | quarantined | failed
+    sa.Column("status", sa.String(20)),  # accepted | invalid (validation failed) | quarantined; None: no batch read
     sa.Column("rows", sa.Integer),
     sa.Column("validation", sa.Text),  # short summary of the validation result
     sa.Column("champion_version", sa.Integer),  # serving champion on that day
@@ -95,6 +98,25 @@ locks = sa.Table(
     sa.Column("name", sa.String(200), primary_key=True),
     sa.Column("holder", sa.String(200), nullable=False),
     sa.Column("acquired_at", sa.DateTime(timezone=True), nullable=False),
+    # who holds it, so that a waiter can tell a dead holder at once (same host: the process is gone) and a
+    # lost one on another host (no heartbeat within the lease)
+    sa.Column("host", sa.String(255)),
+    sa.Column("pid", sa.Integer),
+    sa.Column("pid_started", sa.String(32)),  # the process's start time (/proc): a reused pid is not alive
+    sa.Column("heartbeat_at", sa.DateTime(timezone=True)),
+)
+
+# Alerts already delivered, one row per dataset, day and event: a re-run of a day does not send them again.
+alerts_sent = sa.Table(
+    "dw_alerts",
+    metadata,
+    sa.Column("dataset", sa.String(100), primary_key=True),
+    sa.Column("day", sa.String(10), primary_key=True),
+    sa.Column("kind", sa.String(20), primary_key=True),
+    sa.Column("event", sa.String(64), primary_key=True),  # what happened, e.g. "v5", or a digest of it
+    sa.Column("dag_run_id", sa.String(250)),
+    sa.Column("message", sa.Text),
+    sa.Column("sent_at", sa.DateTime(timezone=True)),
 )
 
 JSON_FIELDS = {"drifted_columns", "quality", "evaluation", "reports", "train_days", "holdout_days", "holdout_metrics",
@@ -104,13 +126,27 @@ JSON_FIELDS = {"drifted_columns", "quality", "evaluation", "reports", "train_day
 @lru_cache(maxsize=8)
 def engine(url: str) -> Engine:
     if url.startswith("sqlite:///"):
-        os.makedirs(os.path.dirname(url[len("sqlite:///") :]) or ".", exist_ok=True)
+        _private_file(url[len("sqlite:///") :])
         eng = sa.create_engine(url, connect_args={"timeout": 60})
     else:
         eng = sa.create_engine(url, pool_pre_ping=True)
     _create_tables(eng)
     _add_missing_columns(eng)
     return eng
+
+
+def _private_file(path: str) -> None:
+    """The SQLite file readable by its owner only (0600; SQLite gives its journal files the same mode): the
+    history holds the audit log every decision relies on."""
+    if path in ("", ":memory:"):
+        return
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    try:
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+    except FileExistsError:
+        st = os.stat(path)
+        if st.st_uid == os.getuid() and st.st_mode & 0o077:
+            os.chmod(path, 0o600)
 
 
 def _create_tables(eng: Engine, attempts: int = 5) -> None:
@@ -268,11 +304,22 @@ class History:
 
     def champion_at(self, dataset: str, day: dt.date) -> int | None:
         """The champion version in force after the run of `day` (events in logical-date order)."""
+        return self.alias_at(dataset, "champion", day)
+
+    def latest_event_date(self, dataset: str, alias: str = "champion") -> str | None:
+        query = sa.select(sa.func.max(alias_events.c.logical_date)).where(
+            alias_events.c.dataset == dataset, alias_events.c.alias == alias
+        )
+        with self.engine.connect() as conn:
+            return conn.execute(query).scalar()
+
+    def alias_at(self, dataset: str, alias: str, day: dt.date) -> int | None:
+        """The version `alias` named after the run of `day` (its events in logical-date order)."""
         query = (
             sa.select(alias_events.c.after_version)
             .where(
                 alias_events.c.dataset == dataset,
-                alias_events.c.alias == "champion",
+                alias_events.c.alias == alias,
                 alias_events.c.logical_date <= day.isoformat(),
             )
             .order_by(alias_events.c.logical_date.desc(), alias_events.c.id.desc())
@@ -282,41 +329,198 @@ class History:
             row = conn.execute(query).first()
         return row[0] if row else None
 
-    def latest_event_date(self, dataset: str, alias: str = "champion") -> str | None:
-        query = sa.select(sa.func.max(alias_events.c.logical_date)).where(
-            alias_events.c.dataset == dataset, alias_events.c.alias == alias
-        )
+    def latest_alias(self, dataset: str, alias: str) -> dict[str, Any] | None:
+        """The latest event of `alias` in the timeline (what the MLflow alias must name now), or None."""
+        events = self.alias_events(dataset, alias)
+        return max(events, key=lambda e: (e["logical_date"], e["id"])) if events else None
+
+    def record_promotion(
+        self,
+        *,
+        dataset: str,
+        model: str,
+        day: dt.date,
+        version: int,
+        before: int | None,
+        reason: str,
+        dag_run_id: str | None,
+    ) -> None:
+        """The promotion of `version` on `day`, in one transaction: the `champion` event, the `previous` event
+        (when there was a champion) and the day's row. Once this commits the promotion has happened; the
+        MLflow aliases and tags are a mirror that `ml.registry` brings up to date (and repairs)."""
+        previous_before = self.alias_at(dataset, "previous", day)
+        iso = day.isoformat()
+        with self.engine.begin() as conn:
+            self.add_alias_event(conn, dataset=dataset, model=model, alias="champion", logical_date=iso,
+                                 before_version=before, after_version=version, reason=reason,
+                                 dag_run_id=dag_run_id)
+            if before is not None:
+                self.add_alias_event(conn, dataset=dataset, model=model, alias="previous", logical_date=iso,
+                                     before_version=previous_before, after_version=before,
+                                     reason=f"replaced by version {version}", dag_run_id=dag_run_id)
+            values = _encode({"promotion": "promoted", "promotion_reason": reason, "candidate_version": version})
+            where = (days.c.dataset == dataset, days.c.day == iso)
+            if not conn.execute(days.update().where(*where).values(**values, updated_at=_now())).rowcount:
+                conn.execute(days.insert().values(dataset=dataset, day=iso, updated_at=_now(), **values))
+
+    # ---- alerts ---------------------------------------------------------------------------------------
+    def claim_alert(self, dataset: str, day: str, kind: str, event: str, *, dag_run_id: str | None,
+                    message: str) -> bool:
+        """Mark an alert as sent; False when this day's event was already alerted (a re-run)."""
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(alerts_sent.insert().values(dataset=dataset, day=day, kind=kind, event=event,
+                                                         dag_run_id=dag_run_id, message=message[:4000],
+                                                         sent_at=_now()))
+        except sa.exc.IntegrityError:
+            return False
+        return True
+
+    def unclaim_alert(self, dataset: str, day: str, kind: str, event: str) -> None:
+        """An alert that could not be delivered is not marked sent: the next run of the day tries again."""
+        with self.engine.begin() as conn:
+            conn.execute(alerts_sent.delete().where(
+                alerts_sent.c.dataset == dataset, alerts_sent.c.day == day, alerts_sent.c.kind == kind,
+                alerts_sent.c.event == event))
+
+    def alerts(self, dataset: str) -> list[dict[str, Any]]:
         with self.engine.connect() as conn:
-            return conn.execute(query).scalar()
+            query = sa.select(alerts_sent).where(alerts_sent.c.dataset == dataset).order_by(alerts_sent.c.sent_at)
+            return [_decode(r) for r in conn.execute(query)]
 
     # ---- lock -----------------------------------------------------------------------------------------
+    def locks(self) -> list[dict[str, Any]]:
+        """Every lock row (held, or left by a holder that died and nobody has asked for since)."""
+        with self.engine.connect() as conn:
+            return [_decode(r) for r in conn.execute(sa.select(locks).order_by(locks.c.name))]
+
     @contextmanager
-    def lock(self, name: str, holder: str, timeout_s: float = 120.0, stale_s: float = 900.0) -> Iterator[None]:
+    def lock(self, name: str, holder: str, timeout_s: float = 120.0, stale_s: float = 60.0) -> Iterator[None]:
         """A database lock: a row whose primary key only one holder can insert.
 
-        A holder that died leaves its row; rows older than `stale_s` are taken over.
+        The row says who holds it (host, pid, the process's start time) and the holder renews a heartbeat
+        every `stale_s` / 6 seconds from a thread. A waiter takes the lock over at once when its holder is a
+        process of this host that no longer exists (killed: kill -9, out of memory), and after `stale_s`
+        seconds without a heartbeat when the holder is on another host (a lost worker). A live holder is
+        waited for up to `timeout_s`, then PromotionLockedError names it.
         """
         import time
 
         from ml.exceptions import PromotionLockedError
 
+        me = _this_process()
         deadline = time.monotonic() + timeout_s
         while True:
+            now = _now()
             try:
                 with self.engine.begin() as conn:
-                    conn.execute(
-                        locks.delete().where(
-                            locks.c.name == name, locks.c.acquired_at < _now() - dt.timedelta(seconds=stale_s)
-                        )
-                    )
-                    conn.execute(locks.insert().values(name=name, holder=holder, acquired_at=_now()))
+                    conn.execute(locks.insert().values(name=name, holder=holder, acquired_at=now, heartbeat_at=now,
+                                                       **me))
                 break
             except sa.exc.IntegrityError:
-                if time.monotonic() > deadline:
-                    raise PromotionLockedError(f"lock {name!r} is held by another process") from None
-                time.sleep(0.2)
+                pass
+            with self.engine.connect() as conn:
+                row = conn.execute(sa.select(locks).where(locks.c.name == name)).first()
+            if row is None:  # released in between
+                continue
+            dead = _why_dead(row._mapping, stale_s)
+            if dead:
+                with self.engine.begin() as conn:
+                    taken = conn.execute(locks.delete().where(
+                        locks.c.name == name, locks.c.holder == row.holder, locks.c.acquired_at == row.acquired_at,
+                    )).rowcount
+                if taken:
+                    log.warning("lock %r: taken over from %s (%s)", name, _describe(row._mapping), dead)
+                continue
+            if time.monotonic() > deadline:
+                raise PromotionLockedError(
+                    f"lock {name!r} is held by another process: {_describe(row._mapping)}; waited {timeout_s:.0f} s"
+                )
+            time.sleep(0.2)
+        beat = _Heartbeat(self.engine, name, holder, max(stale_s / 6, 0.05))
+        beat.start()
         try:
             yield
         finally:
+            beat.stop()
             with self.engine.begin() as conn:
                 conn.execute(locks.delete().where(locks.c.name == name, locks.c.holder == holder))
+
+
+def _process_started(pid: int) -> str | None:
+    """When process `pid` started, in clock ticks since boot (Linux /proc), or None where unknown."""
+    try:
+        stat = open(f"/proc/{pid}/stat").read()  # noqa: SIM115 - one short read
+    except OSError:
+        return None
+    # the command name (field 2) may hold spaces and parentheses: fields after the last ')'
+    return stat.rsplit(")", 1)[1].split()[19]
+
+
+def _this_process() -> dict[str, Any]:
+    pid = os.getpid()
+    return {"host": socket.gethostname(), "pid": pid, "pid_started": _process_started(pid)}
+
+
+def _pid_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, another user's
+        return True
+    return True
+
+
+def _why_dead(row: Any, stale_s: float) -> str | None:
+    """Why the holder of a lock row is known to be gone, or None while it may be alive."""
+    pid, host = row.get("pid"), row.get("host")
+    if pid is not None and host == socket.gethostname():
+        if not _pid_exists(int(pid)):
+            return f"process {pid} no longer exists"
+        started = _process_started(int(pid))
+        if row.get("pid_started") and started is not None and started != row["pid_started"]:
+            return f"process {pid} no longer exists (the pid now belongs to another process)"
+        return None
+    beat = row.get("heartbeat_at") or row.get("acquired_at")
+    if beat is not None:
+        if beat.tzinfo is None:  # SQLite returns naive datetimes
+            beat = beat.replace(tzinfo=dt.UTC)
+        silent = (_now() - beat).total_seconds()
+        if silent > stale_s:
+            return f"no heartbeat for {silent:.0f} s (lease {stale_s:.0f} s)"
+    return None
+
+
+def _describe(row: Any) -> str:
+    where = f"pid {row.get('pid')} on {row.get('host')}" if row.get("pid") is not None else "an older release"
+    since = row.get("acquired_at")
+    since = since.isoformat(timespec="seconds") if isinstance(since, dt.datetime) else since
+    return f"{row.get('holder')!r} ({where}, since {since})"
+
+
+class _Heartbeat:
+    """Renews a held lock's heartbeat from a daemon thread until stopped (or the process dies)."""
+
+    def __init__(self, eng: Engine, name: str, holder: str, every_s: float) -> None:
+        import threading
+
+        self._engine, self._name, self._holder, self._every = eng, name, holder, every_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"lock-heartbeat:{name}", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._every):
+            try:
+                with self._engine.begin() as conn:
+                    conn.execute(locks.update().where(locks.c.name == self._name, locks.c.holder == self._holder)
+                                 .values(heartbeat_at=_now()))
+            except sa.exc.DBAPIError as exc:  # a busy database: the next beat tries again
+                log.debug("lock %r: heartbeat not written: %s", self._name, exc)

@@ -30,13 +30,13 @@ def run_day(
     if not validated["ok"]:
         out["quarantine"] = steps.quarantine(dataset, day, run_id)
         s = steps.settings_for(dataset)
-        alerts.deliver(s, alerts.quarantine_alert(s, day, out["quarantine"], run_id))
+        alerts.send_once(s, alerts.quarantine_alert(s, day, out["quarantine"], run_id))
     else:
         out["score"] = steps.score(dataset, day)
         out["monitor"] = steps.monitor(dataset, day)
         if out["monitor"].get("alerts"):
             s = steps.settings_for(dataset)
-            alerts.deliver(s, alerts.monitor_alert(s, day, out["monitor"], run_id))
+            alerts.send_once(s, alerts.monitor_alert(s, day, out["monitor"], run_id))
         out["drift"] = steps.detect(dataset, day)
         decision = steps.decide(dataset, day, force=force_retrain, overrides=overrides)
         out["decide"] = decision
@@ -48,13 +48,13 @@ def run_day(
                 if evaluated["promote"]:
                     out["promote"] = steps.promote(dataset, day, trained["version"], run_id)
                     s = steps.settings_for(dataset)
-                    alerts.deliver(s, alerts.promotion_alert(s, day, out["promote"], run_id))
+                    alerts.send_once(s, alerts.promotion_alert(s, day, out["promote"], run_id))
                 else:
                     out["reject"] = steps.reject(dataset, day, trained["version"])
             except Exception as exc:
                 steps.record_failure(dataset, day, "train_challenger", f"{type(exc).__name__}: {exc}", run_id)
                 s = steps.settings_for(dataset)
-                alerts.deliver(s, alerts.failure_alert(s, day, ["train_challenger"], run_id))
+                alerts.send_once(s, alerts.failure_alert(s, day, ["train_challenger"], run_id))
                 raise
     out["record"] = steps.record(dataset, day, run_id)
     return out

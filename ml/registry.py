@@ -10,6 +10,7 @@ import datetime as dt
 import json
 import logging
 import os
+from collections.abc import Mapping, Sequence
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -94,8 +95,14 @@ def log_challenger(
     dag_run_id: str | None,
     dag_run_url: str | None,
     metrics: dict[str, float],
+    files: Mapping[str, Sequence[Path]] | None = None,
 ) -> dict[str, Any]:
-    """Log a trained challenger (params, lineage, model with signature) and register it as a new version.
+    """Log a trained challenger (params, lineage, model with signature, `files` {artifact folder: paths}) and
+    then register it as a new version.
+
+    The order makes a crash harmless: the run is complete and FINISHED before the version exists, and the
+    version is created with its tags (logical date, data digest) in one call, so a retry finds what an
+    earlier try registered (`registered_for`) instead of registering the same challenger again.
 
     Returns: {"version", "run_id", "experiment_id", "model_uri"}.
     """
@@ -104,6 +111,7 @@ def log_challenger(
     import mlflow
     from mlflow.models import infer_signature
 
+    from ml import faults
     from ml.data import model_frame
 
     _configure(settings)
@@ -111,17 +119,10 @@ def log_challenger(
     X, _ = model_frame(settings, train)
     example = X.head(5)
     signature = infer_signature(example, model.predict_proba(example)[:, 1])
-    tags = {
-        f"{TAG}dataset": settings.name,
-        f"{TAG}logical_date": day.isoformat(),
-        f"{TAG}trigger": trigger,
-        f"{TAG}train_range": split["train_range"],
-        f"{TAG}holdout_range": split["holdout_range"],
-        f"{TAG}data_digest": digest,
-        f"{TAG}dag_run_id": dag_run_id or "",
-        f"{TAG}dag_run_url": dag_run_url or "",
-    }
+    tags = challenger_tags(settings, day, digest, trigger=trigger, split=split, dag_run_id=dag_run_id,
+                           dag_run_url=dag_run_url)
     with mlflow.start_run(experiment_id=exp, run_name=f"{settings.name}-{day}-challenger", tags=tags) as run:
+        faults.point("train.after_run_start", settings.name)
         mlflow.log_params(
             {
                 "model": settings.training.model,
@@ -147,23 +148,25 @@ def log_challenger(
             (Path(tmp) / "split.json").write_text(json.dumps(split, indent=2))
             reference.to_parquet(Path(tmp) / "reference.parquet", index=False)
             mlflow.log_artifacts(tmp, artifact_path="data")
+        for folder, paths in (files or {}).items():
+            for path in paths:
+                mlflow.log_artifact(str(path), artifact_path=folder)
         info = mlflow.sklearn.log_model(
             model,
             name="model",
             signature=signature,
             input_example=example,
-            registered_model_name=settings.registered_model,
             # skops (MLflow's default format) refuses types it does not know; these are the ones a
             # HistGradientBoosting pipeline we built ourselves contains, reviewed and trusted
             skops_trusted_types=SKOPS_TRUSTED_TYPES,
             # stated, not inferred: MLflow's inference re-imports the model in a subprocess (~10 s)
             pip_requirements=_pip_requirements(),
         )
-        version = int(info.registered_model_version)
-    c = client(settings)
-    for key, value in tags.items():
-        c.set_model_version_tag(settings.registered_model, str(version), key, value)
-    c.update_model_version(
+    faults.point("train.before_register", settings.name)
+    registered = mlflow.register_model(info.model_uri, settings.registered_model, tags=tags)
+    version = int(registered.version)
+    faults.point("train.after_register", settings.name)
+    client(settings).update_model_version(
         settings.registered_model,
         str(version),
         description=f"Challenger trained on {day} ({trigger}). Training days {split['train_range']}, "
@@ -175,6 +178,93 @@ def log_challenger(
         "experiment_id": exp,
         "model_uri": f"models:/{settings.registered_model}/{version}",
     }
+
+
+def challenger_tags(settings: Settings, day: dt.date, digest: str, *, trigger: str, split: Mapping[str, Any],
+                    dag_run_id: str | None, dag_run_url: str | None) -> dict[str, str]:
+    """The tags a challenger's run and version carry; the logical date and the data digest identify it."""
+    return {
+        f"{TAG}dataset": settings.name,
+        f"{TAG}logical_date": day.isoformat(),
+        f"{TAG}trigger": trigger,
+        f"{TAG}train_range": split["train_range"],
+        f"{TAG}holdout_range": split["holdout_range"],
+        f"{TAG}data_digest": digest,
+        f"{TAG}dag_run_id": dag_run_id or "",
+        f"{TAG}dag_run_url": dag_run_url or "",
+    }
+
+
+def registered_for(settings: Settings, day: dt.date, digest: str) -> list[dict[str, Any]]:
+    """Versions registered for `day` on the data with `digest` (an earlier try of the same training), oldest
+    first: [{"version", "run_id", "run_status", "metrics", "params", "experiment_id"}]."""
+    c = client(settings)
+    found = c.search_model_versions(
+        f"name = '{settings.registered_model}' and tags.`{TAG}logical_date` = '{day.isoformat()}' "
+        f"and tags.`{TAG}data_digest` = '{digest}'"
+    )
+    out = []
+    for mv in sorted(found, key=lambda m: int(m.version)):
+        run = c.get_run(mv.run_id) if mv.run_id else None
+        out.append({
+            "version": int(mv.version), "run_id": mv.run_id, "tags": dict(mv.tags), "description": mv.description,
+            "run_status": run.info.status if run else None,
+            "experiment_id": run.info.experiment_id if run else None,
+            "metrics": dict(run.data.metrics) if run else {}, "params": dict(run.data.params) if run else {},
+        })
+    return out
+
+
+def register_finished_run(settings: Settings, day: dt.date, digest: str) -> int | None:
+    """A complete training run of `day` on the data with `digest` whose try was killed before it created the
+    model version (between the run's end and the registration): register it now, with its tags. Returns the
+    new version, or None when there is no such run."""
+    import mlflow
+
+    c = client(settings)
+    exp = experiment_id(settings, "training")
+    runs = c.search_runs(
+        [exp],
+        filter_string=f"tags.`{TAG}logical_date` = '{day.isoformat()}' and tags.`{TAG}data_digest` = '{digest}' "
+        "and attributes.status = 'FINISHED'",
+        order_by=["attributes.start_time DESC"],
+    )
+    for run in runs:
+        models = mlflow.search_logged_models(experiment_ids=[exp], output_format="list",
+                                             filter_string=f"source_run_id = '{run.info.run_id}'")
+        if not models:
+            continue
+        tags = {k: v for k, v in run.data.tags.items() if k.startswith(TAG)}
+        version = int(mlflow.register_model(f"models:/{models[0].model_id}", settings.registered_model,
+                                            tags=tags).version)
+        log.warning("%s %s: registered version %s from training run %s, which an earlier try completed but was "
+                    "killed before registering", settings.name, day, version, run.info.run_id)
+        return version
+    return None
+
+
+def end_abandoned_runs(settings: Settings, day: dt.date, note: str) -> list[str]:
+    """Training runs of `day` left RUNNING by a try that died (killed before it could end them): ended
+    FAILED with `note` in tag driftwatch.failed_reason. Returns their run ids."""
+    c = client(settings)
+    runs = c.search_runs(
+        [experiment_id(settings, "training")],
+        filter_string=f"tags.`{TAG}logical_date` = '{day.isoformat()}' and attributes.status = 'RUNNING'",
+    )
+    for run in runs:
+        c.set_tag(run.info.run_id, f"{TAG}failed_reason", note[:5000])
+        c.set_terminated(run.info.run_id, "FAILED")
+        log.warning("%s %s: training run %s of an earlier try was left RUNNING; ended as FAILED (%s)",
+                    settings.name, day, run.info.run_id, note)
+    return [r.info.run_id for r in runs]
+
+
+def mark_failed(settings: Settings, version: int, day: dt.date, message: str) -> None:
+    """A version that will never be evaluated says so: decision `failed`, the reason, a description."""
+    c = client(settings)
+    _set_tags(c, settings, version, {f"{TAG}decision": "failed", f"{TAG}reason": f"{day}: {message}"[:5000]})
+    c.update_model_version(settings.registered_model, str(version),
+                           description=f"Not evaluated: {message} ({day}). Never served.")
 
 
 def _pip_requirements() -> list[str]:
@@ -304,68 +394,94 @@ def promote(
     evaluation: dict[str, Any],
     dag_run_id: str | None,
 ) -> dict[str, Any]:
-    """Make `version` the champion as of `day`, under the dataset's promotion lock. Retry-safe.
+    """Make `version` the champion as of `day`, under the dataset's promotion lock. Crash-safe and retry-safe.
 
-    The audit row and the alias move happen under one lock; a re-run finds the audit row and only makes
-    sure the MLflow aliases mirror the latest entry. An old day re-run after later promotions records its
-    event but leaves the aliases on the later champion.
+    One source of truth: the history database. The promotion happens when one transaction commits the
+    `champion` and `previous` audit events and the day's row (`History.record_promotion`); the MLflow tags,
+    description and aliases are then brought to mirror it. A process killed at any point leaves either
+    nothing (before the commit: the retry promotes) or a committed promotion whose mirror is incomplete:
+    the retry, a re-run, the day's `record` step or `driftwatch repair` finds the audit rows and completes
+    the mirror. A killed holder's lock row is taken over at once (see `History.lock`).
 
+    An old day re-run after later promotions records its event but leaves the aliases on the later champion.
     `before` is the champion in force just before this event in the audit timeline, including events of
     the same logical date (a manual and a scheduled run of one day, or a rollback stamped that day): the
     second promotion of a day replaces the first, so each event's `before` is the previous event's `after`.
+
+    Returns: {"promoted", "champion", "previous", "recorded_before"}: `recorded_before` is True when an
+    earlier try had already committed this promotion (nothing new happened, no new alert is due).
     """
+    from ml import faults
+
     c = client(settings)
-    holder = f"{dag_run_id or 'manual'}:{os.getpid()}"
+    holder = f"promote:{dag_run_id or 'manual'}:v{version}"
     with history.lock(f"promote:{settings.name}", holder):
-        events = [
-            e
-            for e in history.alias_events(settings.name, CHAMPION)
-            if e["logical_date"] == day.isoformat() and e["after_version"] == version
-        ]
-        if events:  # a retry: report what that promotion replaced
-            before = events[0]["before_version"]
+        faults.point("promote.after_lock", settings.name)
+        done = [e for e in history.alias_events(settings.name, CHAMPION)
+                if e["logical_date"] == day.isoformat() and e["after_version"] == version]
+        if done:  # an earlier try committed it: complete the mirror, report what that promotion replaced
+            before = done[0]["before_version"]
+            log.info("%s %s: the promotion of version %s was recorded by an earlier try (%s); completing the "
+                     "MLflow side", settings.name, day, version, done[0]["dag_run_id"])
         else:
             before = history.champion_at(settings.name, day)
-        if not events:
             if before == version:
-                return {"promoted": False, "champion": version, "note": "already champion"}
-            with history.engine.begin() as conn:  # both audit rows or neither
-                history.add_alias_event(
-                    conn, dataset=settings.name, model=settings.registered_model, alias=CHAMPION,
-                    logical_date=day.isoformat(), before_version=before, after_version=version,
-                    reason=evaluation["reason"], dag_run_id=dag_run_id,
-                )
-                if before is not None:
-                    history.add_alias_event(
-                        conn, dataset=settings.name, model=settings.registered_model, alias=PREVIOUS,
-                        logical_date=day.isoformat(), before_version=None, after_version=before,
-                        reason=f"replaced by version {version}", dag_run_id=dag_run_id,
-                    )
+                return {"promoted": False, "champion": version, "previous": None, "note": "already champion",
+                        "recorded_before": True}
+            history.record_promotion(dataset=settings.name, model=settings.registered_model, day=day,
+                                     version=version, before=before, reason=evaluation["reason"],
+                                     dag_run_id=dag_run_id)
+            faults.point("promote.after_audit", settings.name)
         _set_tags(c, settings, version, {**evidence_tags(evaluation), f"{TAG}promoted_on": day.isoformat(),
                                          f"{TAG}replaced_version": before})
         c.update_model_version(settings.registered_model, str(version),
                                description=_description(settings, day, evaluation, before))
+        faults.point("promote.after_tags", settings.name)
         sync_aliases(settings, history, c)
-    return {"promoted": True, "champion": version, "previous": before}
+    return {"promoted": True, "champion": version, "previous": before, "recorded_before": bool(done)}
+
+
+def _alias_version(c: MlflowClient, settings: Settings, alias: str) -> int | None:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return int(c.get_model_version_by_alias(settings.registered_model, alias).version)
+    except MlflowException as exc:
+        if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND"):
+            return None  # no model yet, or no such alias
+        raise
+
+
+def alias_drift(settings: Settings, history: History, c: MlflowClient | None = None) -> list[dict[str, Any]]:
+    """Where the MLflow aliases differ from the audit log's latest events (nothing is changed):
+    [{"alias", "audit", "mlflow", "since", "reason"}]. Empty when the registry mirrors the audit log."""
+    c = c or client(settings)
+    out = []
+    for alias in (CHAMPION, PREVIOUS):
+        last = history.latest_alias(settings.name, alias)
+        if last is None or last["after_version"] is None:
+            continue
+        current = _alias_version(c, settings, alias)
+        if current != int(last["after_version"]):
+            out.append({"alias": alias, "audit": int(last["after_version"]), "mlflow": current,
+                        "since": last["logical_date"], "reason": last["reason"]})
+    return out
 
 
 def sync_aliases(settings: Settings, history: History, c: MlflowClient | None = None) -> dict[str, int | None]:
-    """Point the MLflow aliases at the latest entries of the audit log (idempotent)."""
+    """Point the MLflow aliases at the latest entries of the audit log (idempotent); `champion` first."""
+    from ml import faults
+
     c = c or client(settings)
     latest: dict[str, int | None] = {}
     for alias in (CHAMPION, PREVIOUS):
-        events = history.alias_events(settings.name, alias)
-        if not events:
+        last = history.latest_alias(settings.name, alias)
+        if last is None:
             continue
-        last = max(events, key=lambda e: (e["logical_date"], e["id"]))
         latest[alias] = last["after_version"]
         if last["after_version"] is None:
             continue
-        try:
-            current = c.get_model_version_by_alias(settings.registered_model, alias).version
-        except Exception:  # alias not set yet
-            current = None
-        if str(current) != str(last["after_version"]):
+        if _alias_version(c, settings, alias) != int(last["after_version"]):
             c.set_registered_model_alias(settings.registered_model, alias, str(last["after_version"]))
             c.set_registered_model_tag(
                 settings.registered_model, f"{TAG}audit.{alias}",
@@ -373,7 +489,48 @@ def sync_aliases(settings: Settings, history: History, c: MlflowClient | None = 
                             "logical_date": last["logical_date"], "reason": (last["reason"] or "")[:200],
                             "dag_run_id": last["dag_run_id"], "actor": last["actor"], "at": last["at"]}),
             )
+            if alias == CHAMPION:
+                faults.point("promote.after_champion_alias", settings.name)
     return latest
+
+
+def _complete_promotion_tags(settings: Settings, history: History, c: MlflowClient) -> None:
+    """The evidence tags and description of the audit log's champion, when a promotion was interrupted before
+    it set them (read back from the evaluation kept in the day's row)."""
+    last = history.latest_alias(settings.name, CHAMPION)
+    if last is None or last["after_version"] is None or (last["reason"] or "").startswith("rollback:"):
+        return
+    version = int(last["after_version"])
+    if c.get_model_version(settings.registered_model, str(version)).tags.get(f"{TAG}promoted_on"):
+        return
+    day = dt.date.fromisoformat(last["logical_date"])
+    evaluation = (history.get_day(settings.name, day) or {}).get("evaluation")
+    if not isinstance(evaluation, dict) or evaluation.get("challenger_version") != version:
+        return
+    before = last["before_version"]
+    _set_tags(c, settings, version, {**evidence_tags(evaluation), f"{TAG}promoted_on": day.isoformat(),
+                                     f"{TAG}replaced_version": before})
+    c.update_model_version(settings.registered_model, str(version),
+                           description=_description(settings, day, evaluation, before))
+
+
+def repair(settings: Settings, history: History, *, holder: str = "repair") -> list[dict[str, Any]]:
+    """Make the MLflow aliases name what the audit log names, under the promotion lock (so an in-flight
+    promotion is not mistaken for drift). Returns the drift it repaired (empty: nothing was wrong); each
+    repair is logged as an error: either a promotion was interrupted and never retried, or someone moved
+    an alias outside driftwatch (use `driftwatch rollback` to change the champion, not the MLflow UI)."""
+    c = client(settings)
+    with history.lock(f"promote:{settings.name}", f"{holder}:{os.getpid()}"):
+        drift = alias_drift(settings, history, c)
+        if drift:
+            _complete_promotion_tags(settings, history, c)
+            sync_aliases(settings, history, c)
+    for d in drift:
+        log.error("%s: MLflow alias %r of %s named %s, the audit log names version %s (since %s: %s); moved "
+                  "it back to %s", settings.name, d["alias"], settings.registered_model,
+                  f"version {d['mlflow']}" if d["mlflow"] is not None else "nothing", d["audit"], d["since"],
+                  d["reason"], d["audit"])
+    return drift
 
 
 ROLLED_BACK_TAGS = (f"{TAG}rolled_back", f"{TAG}rolled_back_reason", f"{TAG}rolled_back_on")
@@ -421,7 +578,7 @@ def rollback(
     if not reason:
         raise ModelError(f"{settings.name}: rollback needs a reason for the audit log (--reason \"...\").")
     c = client(settings)
-    holder = f"rollback:{actor or 'manual'}:{os.getpid()}"
+    holder = f"rollback:{actor or 'manual'}"
     with history.lock(f"promote:{settings.name}", holder):
         events = history.alias_events(settings.name)
 
@@ -484,8 +641,8 @@ def rollback(
         except Exception as exc:
             raise ModelError(
                 f"{settings.name}: rollback {current} -> {target} is recorded in the audit log, but the MLflow "
-                f"registry was not fully updated ({exc}). Do not roll back again (that would undo it); the "
-                f"aliases are re-synced from the audit log by the next promotion."
+                f"registry was not fully updated ({exc}). Do not roll back again (that would undo it); "
+                f"`driftwatch repair` (or the next run) makes the MLflow aliases follow the audit log."
             ) from exc
     log.warning("%s: champion rolled back from version %s to %s (%s)", settings.name, current, target, reason)
     return {"rolled_back": current, "champion": target, "previous": current, "logical_date": stamp,
@@ -504,11 +661,4 @@ def reject(
 
 def champion_alias(settings: Settings) -> int | None:
     """The version the MLflow `champion` alias points at now (None when there is none)."""
-    from mlflow.exceptions import MlflowException
-
-    try:
-        return int(client(settings).get_model_version_by_alias(settings.registered_model, CHAMPION).version)
-    except MlflowException as exc:
-        if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):  # no model / no alias
-            return None
-        raise
+    return _alias_version(client(settings), settings, CHAMPION)

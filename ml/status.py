@@ -27,8 +27,11 @@ def _fail_fast_http() -> Iterator[None]:
 def status(settings: Settings, *, registry: bool = True) -> dict[str, Any]:
     """Champion and counts.
 
-    Returns: {"dataset", "registered_model", "champion": {"version", "alias_version", "holdout_metrics",
-    "trained_on", "promoted_on"} | None, "last_processed", "days_run", "accepted", "quarantined",
+    The audit log names the champion; the MLflow aliases should mirror it. `alias_drift` lists where they do
+    not ([{"alias", "audit", "mlflow", "since", "reason"}]; `driftwatch repair` fixes it).
+
+    Returns: {"dataset", "registered_model", "champion": {"version", "alias_version", "alias_drift",
+    "holdout_metrics", "trained_on", "promoted_on"} | None, "last_processed", "days_run", "accepted", "quarantined",
     "drift_days", "retrains", "promotions", "rejections", "failures"}.
     """
     h = History(settings.history_url)
@@ -48,13 +51,17 @@ def status(settings: Settings, *, registry: bool = True) -> dict[str, Any]:
         }
         if registry:
             try:
-                from ml.registry import champion_alias
+                from ml.registry import alias_drift, champion_alias
 
                 with _fail_fast_http():
                     champion["alias_version"] = champion_alias(settings)
+                    champion["alias_drift"] = alias_drift(settings, h)
             except Exception as exc:  # noqa: BLE001 - status must answer even when MLflow is down
                 champion["alias_error"] = f"{type(exc).__name__}: {exc}"[:300]
+    held = [{"name": r["name"], "holder": r["holder"], "host": r.get("host"), "pid": r.get("pid"),
+             "since": r["acquired_at"]} for r in h.locks() if r["name"].endswith(f":{settings.name}")]
     return {
+        "locks": held,
         "dataset": settings.name,
         "registered_model": settings.registered_model,
         "champion": champion,
@@ -81,6 +88,15 @@ def format_status(st: dict[str, Any]) -> str:
             + (f", MLflow alias -> v{ch['alias_version']}" if ch.get("alias_version") else "")
             + ")"
         )
+        for d in ch.get("alias_drift") or []:
+            lines.append(
+                f"  WARNING          MLflow alias '{d['alias']}' -> "
+                f"{'v' + str(d['mlflow']) if d['mlflow'] is not None else 'nothing'}, but the audit log names "
+                f"v{d['audit']} (since {d['since']}): the registry does not mirror the audit log. "
+                f"`driftwatch repair` moves it back (the next run does too)"
+            )
+        if ch.get("alias_error"):
+            lines.append(f"  WARNING          MLflow registry not reachable: {ch['alias_error']}")
         if auc is not None:
             lines.append(
                 f"  holdout          AUC {auc:.4f}  log loss {m.get('log_loss', float('nan')):.4f}  "
@@ -88,6 +104,9 @@ def format_status(st: dict[str, Any]) -> str:
             )
     else:
         lines.append("champion           none yet")
+    for lock in st.get("locks") or []:
+        lines.append(f"lock               {lock['name']} held by {lock['holder']} (pid {lock['pid']} on "
+                     f"{lock['host']}, since {lock['since']}; taken over at once if that process is gone)")
     lines += [
         f"last processed     {st['last_processed']}",
         f"days run           {st['days_run']}  (accepted {st['accepted']}, quarantined {st['quarantined']})",

@@ -13,6 +13,7 @@ import datetime as dt
 import json
 import logging
 import os
+from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -71,7 +72,18 @@ def _artifact(settings: Settings, history: History, version: int, name: str):
 def batch_ready(dataset: str, day: str | dt.date) -> bool:
     """True when the day's partition is in the lake (or was quarantined by an earlier run of the day)."""
     s, _, d = _ctx(dataset, day)
-    return lake.partition_exists(s, d) or bool(lake.quarantined_files(s, d))
+    folder = s.partition_dir(d)
+    if lake.partition_exists(s, d):
+        log.info("%s %s: batch found in %s (%s)", s.name, d, folder,
+                 ", ".join(p.name for p in lake.batch_files(folder)[:5]))
+        return True
+    quarantined = lake.quarantined_files(s, d)
+    if quarantined:
+        log.info("%s %s: no batch in %s, but the day was quarantined by an earlier run: re-checking %s",
+                 s.name, d, folder, s.quarantine_dir(d))
+        return True
+    log.info("%s %s: waiting for the day's batch: no *.parquet file in %s yet", s.name, d, folder)
+    return False
 
 
 # ---- validate_batch -------------------------------------------------------------------------------------
@@ -602,7 +614,9 @@ def train(
 ) -> dict[str, Any]:
     """Train a challenger on the original window + accepted days before the holdout; log and register it.
 
-    A re-run of the same day on the same data and parameters reuses the version it registered before.
+    A re-run of the same day on the same data and parameters reuses the version it registered before, and a
+    retry after a crash adopts the version the killed try registered (`_adopt_registered`); training runs a
+    killed try left RUNNING are ended FAILED. No version is ever left without its record.
     Returns: {"version", "run_id", "experiment_id", "holdout_auc", "reused"}.
     """
     import hashlib
@@ -624,6 +638,10 @@ def train(
             return {"version": m["version"], "run_id": m["run_id"], "experiment_id": m["experiment_id"],
                     "model": s.registered_model, "holdout_auc": (m["holdout_metrics"] or {}).get("roc_auc"),
                     "reused": True}
+    adopted = _adopt_registered(s, h, d, split, digest)
+    if adopted is not None:
+        return adopted
+    registry.end_abandoned_runs(s, d, "the task that ran it was killed before it finished; a retry trains again")
     train_df, holdout_df = load_split(s, split)
     model = fit(s, train_df, d, params)
     _, y_hold = lake.model_frame(s, holdout_df)
@@ -632,21 +650,35 @@ def train(
     reference = train_df.sample(n=min(REFERENCE_ROWS, len(train_df)), random_state=s.training.seed)
     reference_scores = out_of_fold_scores(s, reference, params)
     row = h.get_day(s.name, d) or {}
-    info = registry.log_challenger(
-        s, day=d, model=model, train=train_df, split=split.to_dict(), trigger=row.get("reason") or "",
-        digest=digest, params=params, reference=reference, dag_run_id=dag_run_id, dag_run_url=dag_run_url,
-        metrics={f"holdout_{k}": v for k, v in metrics.items()},
-    )
-    version = info["version"]
-    _log_trigger_report(s, d, info["run_id"])
+    import tempfile
+
     import pandas as pd
 
-    cache = s.paths.models / s.name / f"v{version}"
-    cache.mkdir(parents=True, exist_ok=True)
-    reference.to_parquet(cache / "reference.parquet", index=False)
-    pd.DataFrame({"score": p_hold}).to_parquet(cache / "holdout_scores.parquet", index=False)
-    pd.DataFrame({"score": reference_scores}).to_parquet(cache / "reference_scores.parquet", index=False)
-    _log_artifacts(s, info["run_id"], [cache / "holdout_scores.parquet", cache / "reference_scores.parquet"])
+    from ml import drift
+
+    models_dir = s.paths.models / s.name
+    models_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".train-", dir=models_dir) as tmp:
+        staged = Path(tmp)
+        pd.DataFrame({"score": p_hold}).to_parquet(staged / "holdout_scores.parquet", index=False)
+        pd.DataFrame({"score": reference_scores}).to_parquet(staged / "reference_scores.parquet", index=False)
+        # the day's drift report, when there is one: the evidence that triggered this challenger travels
+        # with it (a bootstrap or forced run may have none)
+        evidence = [p for p in (s.report_dir(d) / drift.REPORT_FILE, s.report_dir(d) / drift.SUMMARY_FILE)
+                    if p.is_file()]
+        info = registry.log_challenger(
+            s, day=d, model=model, train=train_df, split=split.to_dict(), trigger=row.get("reason") or "",
+            digest=digest, params=params, reference=reference, dag_run_id=dag_run_id, dag_run_url=dag_run_url,
+            metrics={f"holdout_{k}": v for k, v in metrics.items()},
+            files={"data": [staged / "holdout_scores.parquet", staged / "reference_scores.parquet"],
+                   "trigger": evidence},
+        )
+        version = info["version"]
+        cache = models_dir / f"v{version}"
+        cache.mkdir(parents=True, exist_ok=True)
+        reference.to_parquet(cache / "reference.parquet", index=False)
+        for name in ("holdout_scores.parquet", "reference_scores.parquet"):
+            (staged / name).replace(cache / name)
     h.put_model(
         s.name, version,
         trained_on=d.isoformat(), run_id=info["run_id"], experiment_id=info["experiment_id"],
@@ -660,27 +692,50 @@ def train(
             "model": s.registered_model, "holdout_auc": metrics["roc_auc"], "reused": False}
 
 
-def _log_trigger_report(s: Settings, d: dt.date, run_id: str) -> None:
-    """The day's drift report (HTML + JSON summary), when there is one, under `trigger/` of the training run:
-    the evidence that triggered this challenger travels with it. A bootstrap or forced run may have none."""
-    from ml import drift
-    from ml.registry import client
+def _adopt_registered(s: Settings, h: History, d: dt.date, split: Any, digest: str) -> dict[str, Any] | None:
+    """A version an earlier try registered for this day and data, but was killed before the history knew it:
+    the retry adopts it (its run is complete: runs end before the version is created) instead of
+    registering the same challenger twice; a complete run killed before its registration is registered now. A version whose run did not finish (an older release registered
+    first) is marked failed in the registry and not used. Returns train()'s result, or None."""
+    from ml import registry
 
-    paths = [s.report_dir(d) / name for name in (drift.REPORT_FILE, drift.SUMMARY_FILE)]
-    present = [p for p in paths if p.is_file()]
-    if not present:
-        return
-    c = client(s)
-    for path in present:
-        c.log_artifact(run_id, str(path), "trigger")
-
-
-def _log_artifacts(s: Settings, run_id: str, paths) -> None:
-    from ml.registry import client
-
-    c = client(s)
-    for path in paths:
-        c.log_artifact(run_id, str(path), artifact_path="data")
+    adopted = None
+    found_versions = registry.registered_for(s, d, digest)
+    if not found_versions and registry.register_finished_run(s, d, digest) is not None:
+        found_versions = registry.registered_for(s, d, digest)
+    for found in found_versions:
+        if adopted is None and found["run_status"] == "FINISHED":
+            adopted = found
+            continue
+        registry.mark_failed(s, found["version"], d, "registered by a try that was killed before it finished; "
+                             f"{'version ' + str(adopted['version']) if adopted else 'a new version'} is used")
+    if adopted is None:
+        return None
+    version, row = adopted["version"], h.get_day(s.name, d) or {}
+    metrics = {k[len("holdout_"):]: v for k, v in adopted["metrics"].items() if k.startswith("holdout_")}
+    if "rows" in metrics:
+        metrics["rows"] = int(metrics["rows"])
+    h.put_model(
+        s.name, version,
+        trained_on=d.isoformat(), run_id=adopted["run_id"], experiment_id=adopted["experiment_id"],
+        train_days=[x.isoformat() for x in split.train_days],
+        holdout_days=[x.isoformat() for x in split.holdout_days],
+        train_rows=int(adopted["params"].get("train_rows", 0)) or None, data_digest=digest,
+        holdout_metrics=metrics,
+        reference_path=str(s.paths.models / s.name / f"v{version}" / "reference.parquet"),
+        trigger=adopted["tags"].get(f"{registry.TAG}trigger") or row.get("reason"),
+    )
+    h.update_day(s.name, d, candidate_version=version)
+    if not adopted.get("description"):
+        registry.client(s).update_model_version(
+            s.registered_model, str(version),
+            description=f"Challenger trained on {d} ({adopted['tags'].get(f'{registry.TAG}trigger', '')}). Training "
+            f"days {split.to_dict()['train_range']}, holdout {split.to_dict()['holdout_range']}. Awaiting evaluation.")
+    log.warning("%s %s: adopting version %s, registered by an earlier try of this task that was killed before "
+                "it recorded it (kill -9 or out of memory); not training it again", s.name, d, version)
+    return {"version": version, "run_id": adopted["run_id"], "experiment_id": adopted["experiment_id"],
+            "model": s.registered_model, "holdout_auc": metrics.get("roc_auc"), "reused": True,
+            "adopted": True}
 
 
 # ---- evaluate -------------------------------------------------------------------------------------------
@@ -733,8 +788,10 @@ def evaluate(
 
 
 def promote(dataset: str, day: str | dt.date, version: int, dag_run_id: str | None = None) -> dict[str, Any]:
-    """Move alias `champion` to `version` (audited, under a lock). Returns {"promoted", "version", "previous",
-    "reason", "run_id", "experiment_id"}; the alert is raised by the caller, as for quarantine."""
+    """Move alias `champion` to `version` (audited, under a lock, crash-safe: `ml.registry.promote`).
+
+    Returns {"promoted", "version", "previous", "reason", "run_id", "experiment_id", "recorded_before"}; the
+    alert is raised by the caller, as for quarantine (once per promotion: `ml.alerts.send_once`)."""
     from ml import registry
 
     s, h, d = _ctx(dataset, day)
@@ -742,11 +799,14 @@ def promote(dataset: str, day: str | dt.date, version: int, dag_run_id: str | No
     if not evaluation or evaluation.get("challenger_version") != int(version):
         raise ModelError(f"{s.name} {d}: no evaluation of version {version} recorded; run evaluate first")
     out = registry.promote(s, h, version=int(version), day=d, evaluation=evaluation, dag_run_id=dag_run_id)
-    h.update_day(s.name, d, promotion="promoted", promotion_reason=evaluation["reason"])
+    if not out["promoted"]:  # it was the champion already: nothing moved, the day says so
+        h.update_day(s.name, d, promotion="promoted",
+                     promotion_reason=f"version {version} was already the champion; nothing moved")
     model = h.get_model(s.name, int(version)) or {}
     return {"promoted": bool(out.get("promoted")), "version": int(version), "previous": out.get("previous"),
             "reason": evaluation["reason"], "run_id": model.get("run_id"),
-            "experiment_id": model.get("experiment_id"), "model": s.registered_model}
+            "experiment_id": model.get("experiment_id"), "model": s.registered_model,
+            "recorded_before": bool(out.get("recorded_before"))}
 
 
 def reject(dataset: str, day: str | dt.date, version: int) -> dict[str, Any]:
@@ -763,43 +823,93 @@ def reject(dataset: str, day: str | dt.date, version: int) -> dict[str, Any]:
 
 
 # ---- record ---------------------------------------------------------------------------------------------
-def record(dataset: str, day: str | dt.date, dag_run_id: str | None = None) -> dict[str, Any]:
-    """Close the day's row and check the run reached a decision; raise when a step failed, so the run is
-    marked failed (the history row keeps what happened and why)."""
+def record(
+    dataset: str,
+    day: str | dt.date,
+    dag_run_id: str | None = None,
+    failed_tasks: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """Close the day's row, check that the run reached a decision and that the MLflow aliases mirror the
+    audit log (repaired, with an error in the log and an alert, when they do not); raise when a step failed,
+    so that the run is marked failed (the history row keeps what happened and why).
+
+    Args:
+        failed_tasks: {task id: state} of this run's tasks that did not succeed, as the orchestrator knows
+            them now (Airflow: after retries and clears). A step whose retry succeeded is not in it, so an
+            error an earlier try left in the row is history, not a failure. None (in-process runners, which
+            raise as soon as a step fails): the row's `error` decides.
+    """
     s, h, d = _ctx(dataset, day)
     row = h.get_day(s.name, d)
-    if row is None:
-        raise ModelError(f"{s.name} {d}: no history row; the batch was never validated (see wait_for_batch)")
     problems = []
-    if row.get("error"):
+    if failed_tasks is not None:
+        failed = [t for t, state in failed_tasks.items() if state == "failed"]
+        for task in failed:
+            error = (row or {}).get("error") or ""
+            problems.append(error if error.startswith(f"{task} failed") else f"{task} failed (see its log)")
+        if row is not None and row.get("error") and not failed:
+            h.update_day(s.name, d, error=None)  # left by a try that a retry or a clear has since made good
+            row["error"] = None
+    elif row is not None and row.get("error"):
         problems.append(row["error"])
+    if row is None:
+        problems.append("no history row: the batch was never validated (see wait_for_batch)")
+        raise ModelError(f"{s.name} {d}: " + "; ".join(problems))
     if row["status"] == "invalid":
         problems.append("the batch failed validation but was not quarantined")
     if row["status"] == "accepted" and not row.get("decision"):
         problems.append("no retrain decision was recorded")
     if row.get("decision") in ("retrain", "bootstrap") and not row.get("promotion"):
         problems.append("a retrain was decided but no challenger was evaluated; the champion is unchanged")
+    repaired = _repair_registry(s, h, d, dag_run_id)
     champion = h.champion_at(s.name, d)
     h.update_day(s.name, d, dag_run_id=dag_run_id or row.get("dag_run_id"))
     summary = {k: row.get(k) for k in ("status", "rows", "drift_share", "decision", "reason",
                                          "candidate_version", "promotion")}
     summary["champion_after"] = champion
+    summary["registry_repaired"] = repaired
     if problems:
         raise ModelError(f"{s.name} {d}: " + "; ".join(problems))
     return summary
 
 
+def _repair_registry(s: Settings, h: History, d: dt.date, dag_run_id: str | None) -> list[dict[str, Any]]:
+    """Every run ends with the MLflow aliases naming what the audit log names: a promotion killed after its
+    commit and never retried, or an alias moved by hand in MLflow, is put right here, loudly (error log +
+    alert). The registry out of reach is a warning: the audit log stays the truth and status shows it."""
+    from ml import alerts, registry
+
+    if h.latest_alias(s.name, registry.CHAMPION) is None:
+        return []
+    try:
+        drift = registry.repair(s, h, holder=f"record:{dag_run_id or d.isoformat()}")
+    except Exception as exc:  # noqa: BLE001 - reported; the decisions of the day stand
+        log.warning("%s %s: could not compare the MLflow aliases with the audit log (%s: %s); "
+                    "`driftwatch status` shows the difference, `driftwatch repair` fixes it",
+                    s.name, d, type(exc).__name__, exc)
+        return []
+    if drift:
+        alerts.send_once(s, alerts.registry_alert(s, d, drift, dag_run_id))
+    return drift
+
+
 def record_failure(dataset: str, day: str | dt.date, task_id: str, error: str, dag_run_id: str | None = None) -> None:
     """Called from the DAG's task failure callback: keep the error in the day's row (the run-level alert
-    is the DAG's failure notifier)."""
+    is the DAG's failure notifier). A promotion that an earlier try committed to the audit log stays a
+    promotion: only its MLflow mirror is incomplete, and the day's `record` step completes it."""
     s, h, d = _ctx(dataset, day)
     message = f"{task_id} failed: {error}"[:4000]
     fields: dict[str, Any] = {"error": message}
-    if task_id.endswith(("train_challenger", "evaluate_challenger", "promote_challenger")):
+    row = h.get_day(s.name, d) or {}
+    version = row.get("candidate_version")
+    committed = version is not None and any(
+        e["logical_date"] == d.isoformat() and e["after_version"] == int(version)
+        for e in h.alias_events(s.name, "champion")
+    )
+    if task_id.endswith(("train_challenger", "evaluate_challenger", "promote_challenger")) and not committed:
         fields["promotion"] = "failed"
         fields["promotion_reason"] = f"{message}; champion unchanged"
     h.update_day(s.name, d, **fields)
-    version = (h.get_day(s.name, d) or {}).get("candidate_version")
     if fields.get("promotion") == "failed" and version is not None:
         _tag_failed(s, int(version), d, message)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import re
 from pathlib import Path
@@ -190,9 +191,28 @@ def test_dag_specs_list_flights_as_retraining_pipeline():
     spec = specs["flights"]
     assert spec.dag_id == "retraining_pipeline"
     assert spec.start_date == s.start_date
-    assert spec.thresholds == _raw()["thresholds"]
+    assert spec.thresholds == dataclasses.asdict(s.thresholds)
     assert spec.wait_timeout_s == s.wait.timeout_minutes * 60
     assert spec.poke_s == s.wait.poke_seconds
+    assert (spec.retries, spec.retry_delay_s) == (s.retries.count, s.retries.delay_seconds)
+
+
+def test_dag_specs_see_the_same_defaults_and_env_overrides_as_the_settings(tmp_path, monkeypatch):
+    raw = _raw()
+    raw["thresholds"].pop("min_new_rows")
+    raw.pop("wait", None)
+    (tmp_path / "flights.yaml").write_text(yaml.safe_dump(raw))
+    monkeypatch.setenv("DRIFTWATCH_DATASETS", str(tmp_path))
+    monkeypatch.setenv("DRIFTWATCH__WAIT__TIMEOUT_MINUTES", "5")
+    monkeypatch.setenv("DRIFTWATCH__RETRIES__DELAY_SECONDS", "2")
+
+    (spec,) = dag_specs()
+    s = load_settings("flights")
+
+    assert spec.thresholds["min_new_rows"] == s.thresholds.min_new_rows == 3000
+    assert spec.wait_timeout_s == s.wait.timeout_minutes * 60 == 300
+    assert spec.retry_delay_s == s.retries.delay_seconds == 2
+    assert spec.earlier_days_timeout_s == s.wait.earlier_days_timeout_minutes * 60
 
 
 def test_dag_specs_name_a_dag_per_yaml_with_a_default_dag_id(tmp_path, monkeypatch):

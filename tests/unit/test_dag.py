@@ -77,7 +77,7 @@ def test_dag_folder_imports_without_errors(bag):
 
 def test_pipeline_has_exactly_the_documented_tasks(dag):
     assert set(dag["tasks"]) == {
-        "wait_for_batch", "validate_batch", "quarantine_batch", "score_batch", "monitor_model", "detect_drift",
+        "wait_for_earlier_days", "wait_for_batch", "validate_batch", "quarantine_batch", "score_batch", "monitor_model", "detect_drift",
         "decide",
         "skip_retrain", "train_challenger", "evaluate_challenger", "promote_challenger", "reject_challenger",
         "record",
@@ -85,6 +85,7 @@ def test_pipeline_has_exactly_the_documented_tasks(dag):
 
 
 @pytest.mark.parametrize("task_id, downstream", [
+    ("wait_for_earlier_days", {"validate_batch"}),
     ("wait_for_batch", {"validate_batch"}),
     ("validate_batch", {"quarantine_batch", "score_batch"}),
     ("score_batch", {"monitor_model", "detect_drift"}),  # side by side
@@ -97,7 +98,7 @@ def test_pipeline_has_exactly_the_documented_tasks(dag):
     ("promote_challenger", {"record"}),
     ("reject_challenger", {"record"}),
     ("record", set()),
-], ids=["wait", "validate", "score", "monitor", "detect", "decide", "evaluate", "quarantine", "skip", "promote", "reject",
+], ids=["earlier", "wait", "validate", "score", "monitor", "detect", "decide", "evaluate", "quarantine", "skip", "promote", "reject",
         "record"])
 def test_branches_and_wiring(dag, task_id, downstream):
     assert set(dag["tasks"][task_id]["downstream"]) == downstream

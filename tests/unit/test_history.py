@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
+import socket
+import stat
+import subprocess
+import sys
 import threading
 import time
 
@@ -213,6 +218,101 @@ def test_recent_lock_is_not_taken_over(history):
         with history.lock("promote:flights", "alive", timeout_s=0.3, stale_s=900):
             pass
     assert _holders(history, "promote:flights") == ["busy-worker"]
+
+
+def _dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_lock_of_a_killed_holder_on_this_host_is_taken_over_at_once(history):
+    with history.engine.begin() as conn:
+        conn.execute(locks.insert().values(
+            name="promote:flights", holder="killed-task", acquired_at=dt.datetime.now(dt.UTC),
+            heartbeat_at=dt.datetime.now(dt.UTC), host=socket.gethostname(), pid=_dead_pid(), pid_started="1",
+        ))
+    started = time.monotonic()
+
+    with history.lock("promote:flights", "retry", timeout_s=30, stale_s=900):
+        assert _holders(history, "promote:flights") == ["retry"]
+
+    assert time.monotonic() - started < 2
+    assert _holders(history, "promote:flights") == []
+
+
+def test_lock_whose_pid_now_belongs_to_another_process_is_taken_over(history):
+    with history.engine.begin() as conn:
+        conn.execute(locks.insert().values(
+            name="promote:flights", holder="killed-long-ago", acquired_at=dt.datetime.now(dt.UTC),
+            heartbeat_at=dt.datetime.now(dt.UTC), host=socket.gethostname(), pid=os.getpid(), pid_started="1",
+        ))
+
+    with history.lock("promote:flights", "retry", timeout_s=2, stale_s=900):
+        assert _holders(history, "promote:flights") == ["retry"]
+
+
+def test_lock_of_a_live_process_is_waited_for_and_named_in_the_error(history):
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        from ml.history import _process_started
+
+        with history.engine.begin() as conn:
+            conn.execute(locks.insert().values(
+                name="promote:flights", holder="busy-task", acquired_at=dt.datetime.now(dt.UTC),
+                heartbeat_at=dt.datetime.now(dt.UTC), host=socket.gethostname(), pid=sleeper.pid,
+                pid_started=_process_started(sleeper.pid),
+            ))
+        with pytest.raises(PromotionLockedError, match=rf"'busy-task' \(pid {sleeper.pid} on "):
+            with history.lock("promote:flights", "retry", timeout_s=0.5, stale_s=900):
+                pass
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    with history.lock("promote:flights", "after", timeout_s=2, stale_s=900):  # and once it is gone: at once
+        assert _holders(history, "promote:flights") == ["after"]
+
+
+def test_lock_of_another_host_is_taken_over_when_its_heartbeat_stops(history):
+    with history.engine.begin() as conn:
+        conn.execute(locks.insert().values(
+            name="promote:flights", holder="lost-worker", acquired_at=dt.datetime.now(dt.UTC) - dt.timedelta(seconds=5),
+            heartbeat_at=dt.datetime.now(dt.UTC) - dt.timedelta(seconds=5), host="another-host", pid=1,
+        ))
+
+    with pytest.raises(PromotionLockedError):
+        with history.lock("promote:flights", "retry", timeout_s=0.3, stale_s=60):
+            pass
+    with history.lock("promote:flights", "retry", timeout_s=2, stale_s=3):
+        assert _holders(history, "promote:flights") == ["retry"]
+
+
+def test_a_held_lock_keeps_its_heartbeat_so_it_is_not_taken_over(history):
+    stale_s = 0.6
+    with history.lock("promote:flights", "long-holder", stale_s=stale_s):
+        with history.engine.begin() as conn:  # seen from another host: only the heartbeat tells it is alive
+            conn.execute(locks.update().where(locks.c.name == "promote:flights").values(host="another-host"))
+        time.sleep(stale_s * 3)
+        with pytest.raises(PromotionLockedError):
+            with history.lock("promote:flights", "waiter", timeout_s=0.5, stale_s=stale_s):
+                pass
+        assert _holders(history, "promote:flights") == ["long-holder"]
+    assert _holders(history, "promote:flights") == []
+
+
+def test_alerts_are_claimed_once_per_day_and_event(history):
+    assert history.claim_alert("flights", "2013-02-01", "promotion", "v5", dag_run_id="r1", message="m")
+    assert not history.claim_alert("flights", "2013-02-01", "promotion", "v5", dag_run_id="r2", message="m")
+    assert history.claim_alert("flights", "2013-02-02", "promotion", "v5", dag_run_id="r3", message="m")
+    history.unclaim_alert("flights", "2013-02-01", "promotion", "v5")
+    assert history.claim_alert("flights", "2013-02-01", "promotion", "v5", dag_run_id="r4", message="m")
+
+
+def test_the_history_database_is_private(tmp_path):
+    path = tmp_path / "new" / "history.db"
+    History(f"sqlite:///{path}")
+
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
 
 
 def test_a_database_from_before_the_monitors_gets_their_columns(tmp_path):

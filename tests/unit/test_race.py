@@ -230,6 +230,8 @@ def _check_consistent(s, history: History, results: dict[str, dict[str, Any]]) -
     assert [e["after_version"] for e in previous_events] == [
         e["before_version"] for e in champion_events if e["before_version"] is not None
     ]
+    for earlier, later in zip(previous_events, previous_events[1:], strict=False):
+        assert later["before_version"] == earlier["after_version"], f"broken previous chain: {previous_events}"
 
     c = MlflowClient(tracking_uri=s.tracking_uri, registry_uri=s.tracking_uri)
     aliases = {k: int(v) for k, v in c.get_registered_model(s.registered_model).aliases.items()}
@@ -271,9 +273,9 @@ def test_two_processes_promoting_at_once_leave_one_champion_and_a_complete_audit
     assert events[0]["before_version"] is None
     winner, loser = sorted(results.values(), key=lambda r: r["acquired"])
     assert winner["out"] == {"promoted": True, "champion": events[-2]["after_version"],
-                             "previous": v1 if established else None}
+                             "previous": v1 if established else None, "recorded_before": False}
     assert loser["out"] == {"promoted": True, "champion": last["after_version"],
-                            "previous": events[-2]["after_version"]}
+                            "previous": events[-2]["after_version"], "recorded_before": False}
     assert {e["dag_run_id"] for e in events[-2:]} == {f"{w}-{workers.round - 1}" for w in WORKERS}
 
 

@@ -47,10 +47,13 @@ def mlflow_store(tmp_path_factory, flights_frame):
         model = fit(s, train, D1, {"max_iter": 10})
         split = {"train_days": TRAIN_DAYS[:2], "holdout_days": TRAIN_DAYS[2:],
                  "train_range": f"{TRAIN_DAYS[0]}..{TRAIN_DAYS[1]}", "holdout_range": f"{TRAIN_DAYS[2]}..{TRAIN_DAYS[2]}"}
+        evidence = [home / "drift.html", home / "drift.json"]
+        for path in evidence:
+            path.write_text("{}")
         info = registry.log_challenger(
             s, day=D1, model=model, train=train, split=split, trigger="bootstrap: test", digest="abc123",
             params={}, reference=train.head(100), dag_run_id="manual__test", dag_run_url=None,
-            metrics={"holdout_roc_auc": 0.7},
+            metrics={"holdout_roc_auc": 0.7}, files={"trigger": evidence},
         )
         registry._experiment_id.cache_clear()
         yield {"uri": uri, "settings": s, "info": info, "model": model, "train": train}
@@ -130,6 +133,9 @@ def test_log_challenger_registers_a_loadable_tagged_version(mlflow_store):
     assert version.tags["driftwatch.logical_date"] == D1.isoformat()
     assert version.tags["driftwatch.data_digest"] == "abc123"
     assert "Awaiting evaluation" in version.description
+    assert c.get_run(info["run_id"]).info.status == "FINISHED"  # complete before the version existed
+    assert sorted(a.path for a in c.list_artifacts(info["run_id"], "trigger")) == ["trigger/drift.html",
+                                                                                  "trigger/drift.json"]
     X = mlflow_store["train"][s.features]
     np.testing.assert_array_equal(loaded.predict_proba(X), mlflow_store["model"].predict_proba(X))
 
@@ -142,8 +148,8 @@ def test_promote_moves_champion_and_previous_with_an_audit_trail(reg, history, m
     better = ev("better")
     second = registry.promote(reg, history, version=v2, day=D2, evaluation=better, dag_run_id="run-2")
 
-    assert first == {"promoted": True, "champion": v1, "previous": None}
-    assert second == {"promoted": True, "champion": v2, "previous": v1}
+    assert first == {"promoted": True, "champion": v1, "previous": None, "recorded_before": False}
+    assert second == {"promoted": True, "champion": v2, "previous": v1, "recorded_before": False}
     assert _alias(reg, "champion") == v2
     assert _alias(reg, "previous") == v1
     assert registry.champion_alias(reg) == v2
@@ -167,7 +173,7 @@ def test_promote_again_for_the_same_day_and_version_adds_no_event(reg, history, 
 
     retry = registry.promote(reg, history, version=v2, day=D2, evaluation=better, dag_run_id="try-2")
 
-    assert retry["champion"] == v2
+    assert retry["champion"] == v2 and retry["recorded_before"] is True
     assert history.alias_events(reg.name) == before
     assert _alias(reg, "champion") == v2 and _alias(reg, "previous") == v1
 
@@ -195,6 +201,28 @@ def test_promote_interrupted_between_audit_rows_is_completed_by_its_retry(reg, h
     assert _events(history, reg, "champion") == [(D1.isoformat(), None, v1), (D2.isoformat(), v1, v2)]
     assert _events(history, reg, "previous") == [(D2.isoformat(), None, v1)]
     assert _alias(reg, "champion") == v2 and _alias(reg, "previous") == v1
+
+
+def test_previous_events_record_the_version_previous_named_before(reg, history, mlflow_store, ev):
+    v1, v2, v3 = _register(reg, mlflow_store, 3)
+    registry.promote(reg, history, version=v1, day=D1, evaluation=ev("bootstrap"), dag_run_id=None)
+    registry.promote(reg, history, version=v2, day=D3, evaluation=ev("better"), dag_run_id=None)
+    registry.promote(reg, history, version=v3, day=D2, evaluation=ev("better"), dag_run_id=None)
+
+    assert _events(history, reg, "previous") == [(D3.isoformat(), None, v1), (D2.isoformat(), v1, v2)]
+    assert _alias(reg, "previous") == v2
+
+
+def test_the_promotion_and_the_days_row_are_one_transaction(reg, history, mlflow_store, ev):
+    v1, v2 = _register(reg, mlflow_store, 2)
+    history.start_day(reg.name, D2, status="accepted")
+    registry.promote(reg, history, version=v1, day=D1, evaluation=ev("bootstrap"), dag_run_id=None)
+    better = ev("better")
+
+    registry.promote(reg, history, version=v2, day=D2, evaluation=better, dag_run_id="run-2")
+
+    row = history.get_day(reg.name, D2)
+    assert (row["promotion"], row["promotion_reason"], row["candidate_version"]) == ("promoted", better["reason"], v2)
 
 
 def test_rerun_of_an_old_days_promotion_leaves_the_alias_on_the_later_champion(reg, history, mlflow_store, ev):

@@ -172,8 +172,10 @@ def test_a_promotion_after_a_rollback_replaces_the_restored_champion(s, history,
     out = registry.promote(s, history, version=v4, day=C + DAY, evaluation=copy.deepcopy(evaluations["better"]),
                            dag_run_id="next")
 
-    assert out == {"promoted": True, "champion": v4, "previous": v2}
+    assert out == {"promoted": True, "champion": v4, "previous": v2, "recorded_before": False}
     assert (_alias(s, "champion"), _alias(s, "previous")) == (v4, v2)
+    previous = sorted(history.alias_events(s.name, "previous"), key=lambda e: (e["logical_date"], e["id"]))
+    assert (previous[-1]["before_version"], previous[-1]["after_version"]) == (v3, v2)
     chain = sorted(history.alias_events(s.name, "champion"), key=lambda e: (e["logical_date"], e["id"]))
     assert [(e["before_version"], e["after_version"]) for e in chain] == [
         (None, v1), (v1, v2), (v2, v3), (v3, v2), (v2, v4)]

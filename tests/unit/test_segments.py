@@ -285,17 +285,3 @@ def test_evaluate_step_checks_the_holdouts_origin_and_carrier(fast, add_partitio
     assert saved["checks"][SEGMENT_CHECK]["segment"] == "carrier=EV"
     assert fake.metrics["eval_worst_segment_auc_drop"] == saved["checks"][SEGMENT_CHECK]["value"]
     assert history.get_day(fast.name, dt.date(2013, 2, 8))["evaluation"]["segments"] == saved["segments"]
-
-
-@pytest.mark.parametrize("present", [("drift.html", "drift.json"), ("drift.html",), ()])
-def test_the_triggering_drift_report_is_logged_with_the_challenger(settings, monkeypatch, present):
-    day = dt.date(2013, 2, 8)
-    settings.report_dir(day).mkdir(parents=True)
-    for name in present:
-        (settings.report_dir(day) / name).write_text("{}")
-    fake = FakeClient()
-    monkeypatch.setattr(registry, "client", lambda s: fake)
-
-    steps._log_trigger_report(settings, day, "run-2")
-
-    assert fake.artifacts == [("run-2", str(settings.report_dir(day) / name), "trigger") for name in present]
