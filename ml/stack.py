@@ -11,6 +11,18 @@ Everything lives under DRIFTWATCH_HOME (default <repo>/var):
 Every port comes from the config (environment variables below), so the stack can run beside other Airflow or
 MLflow instances; tests build a config with free ports (`StackConfig.for_tests`).
 
+Nothing is open that need not be:
+    - every listener is on 127.0.0.1: the API server, MLflow, and the task-log servers of the scheduler, the
+      triggerer and the Celery workers (Airflow binds those to every interface and has no setting for it:
+      `airflow_loopback` runs them on 127.0.0.1, and the task hostname Airflow fetches logs from is
+      127.0.0.1 too);
+    - MLflow runs its basic-auth app: no anonymous request, read or write, so no other local process moves
+      the `champion` alias past driftwatch's lock and audit; the admin password is generated once per home
+      (kept 0600 in the secrets file, printed by `up`), and tasks get it only when they talk HTTP to MLflow;
+    - every process of the stack runs with umask 077, so the databases (and their -wal/-shm files), logs,
+      artifacts and reports they create are private; `start` also tightens the files of an older home
+      (databases and secrets 0600, their directories 0700: `secure_home`).
+
 The same module runs the production shape of docker-compose.yaml as local processes (no containers): a
 PostgreSQL metadata DB, CeleryExecutor with Redis and N `airflow celery worker` components, `mlflow server`
 on PostgreSQL with basic auth, the history on PostgreSQL (StackConfig fields executor, airflow_db_url,
@@ -70,6 +82,8 @@ ADMIN_USER = "admin"
 TERMINAL_STATES = frozenset({"success", "failed"})
 PASSWORD_FILE = "simple_auth_manager_passwords.json.generated"
 SECRETS_FILE = "driftwatch-secrets.json"
+# the umask of every process the stack starts: what Airflow, MLflow and the tasks create is the user's alone
+PRIVATE_UMASK = 0o077
 
 
 # Imported once by the scheduler's forkserver (and by each Celery worker): every task process is forked with
@@ -151,7 +165,9 @@ class StackConfig:
     celery_workers: int = 1  # `airflow celery worker` processes (CeleryExecutor only)
     celery_concurrency: int = 1  # task slots per worker
     celery_log_ports: tuple[int, ...] = ()  # one log server port per worker; () -> derived
-    mlflow_basic_auth: bool = False  # MLflow's basic-auth app; tasks log in as admin (password generated)
+    # MLflow's basic-auth app (the embedded default too: no anonymous writes); the admin password is generated
+    # once per home, and tasks that talk HTTP to the server log in with it
+    mlflow_basic_auth: bool = True
 
     def __post_init__(self) -> None:
         if self.mlflow_mode not in ("sqlite", "server"):
@@ -261,12 +277,26 @@ class StackConfig:
         return self.airflow_home / "logs"
 
     @property
+    def history_db(self) -> Path:
+        """The tasks' default history database (unless history_db_url or DRIFTWATCH_DB_URL say otherwise)."""
+        return self.home / "driftwatch.db"
+
+    @property
+    def mlflow_home(self) -> Path:
+        return self.home / "mlflow"
+
+    @property
     def mlflow_db(self) -> Path:
-        return self.home / "mlflow" / "mlflow.db"
+        return self.mlflow_home / "mlflow.db"
+
+    @property
+    def mlflow_auth_db(self) -> Path:
+        """The basic-auth app's users (their password hashes)."""
+        return self.mlflow_home / "basic_auth.db"
 
     @property
     def mlflow_artifacts(self) -> Path:
-        return self.home / "mlflow" / "artifacts"
+        return self.mlflow_home / "artifacts"
 
     @property
     def run_dir(self) -> Path:
@@ -324,12 +354,19 @@ class StackConfig:
         """The MLflow basic-auth admin password of this home (generated on first use, in the secrets file)."""
         return _ensure_mlflow_secrets(self)["mlflow_admin_password"]
 
+    @property
+    def mlflow_credentials_for_tasks(self) -> bool:
+        """Tasks get MLFLOW_TRACKING_USERNAME/PASSWORD: basic auth is on and they talk HTTP to the server (in
+        "sqlite" mode they write the store directly and never need the password)."""
+        return self.mlflow_basic_auth and self.mlflow_tracking_uri.startswith(("http://", "https://"))
+
 
 # ---------------------------------------------------------------------------------------------- secrets
 
 
 def _write_private(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write `path` as a 0600 file (atomically), creating a missing directory 0700."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as fh:
@@ -382,18 +419,82 @@ def _ensure_mlflow_secrets(cfg: StackConfig) -> dict[str, str]:
 def _mlflow_auth_config(cfg: StackConfig) -> Path:
     """The basic-auth app's ini: users in a SQLite file beside the MLflow store. It holds no secret: the
     admin password comes from MLFLOW_AUTH_ADMIN_PASSWORD when the server creates the admin user."""
-    path = cfg.home / "mlflow" / "basic_auth.ini"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(
+    path = cfg.mlflow_home / "basic_auth.ini"
+    _write_private(
+        path,
         "[mlflow]\n"
         "default_permission = READ\n"
-        f"database_uri = sqlite:///{cfg.home / 'mlflow' / 'basic_auth.db'}\n"
+        f"database_uri = sqlite:///{cfg.mlflow_auth_db}\n"
         f"admin_username = {ADMIN_USER}\n"
         "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
         # every request otherwise re-checks the password hash (scrypt, ~0.1 s of CPU): a task makes dozens
-        "auth_cache_ttl_seconds = 60\n"
+        "auth_cache_ttl_seconds = 60\n",
     )
     return path
+
+
+def mlflow_auth_header(cfg: StackConfig) -> dict[str, str]:
+    """The HTTP Authorization header of the MLflow admin ({} when basic auth is off)."""
+    if not cfg.mlflow_basic_auth:
+        return {}
+    token = base64.b64encode(f"{ADMIN_USER}:{cfg.mlflow_admin_password}".encode()).decode()
+    return {"Authorization": f"Basic {token}"}
+
+
+# ---------------------------------------------------------------------------------------------- file modes
+
+_SQLITE_SIDE_FILES = ("", "-wal", "-shm", "-journal")
+
+
+def _private_dirs(cfg: StackConfig) -> list[Path]:
+    return [cfg.airflow_home, cfg.mlflow_home, cfg.run_dir]
+
+
+def private_files(cfg: StackConfig) -> list[Path]:
+    """The files of this home that hold data or secrets and must be 0600: the three SQLite databases (Airflow,
+    MLflow, history) with their -wal/-shm/-journal files, MLflow's users, the secrets and the password file."""
+    files = []
+    for db in (cfg.airflow_db, cfg.mlflow_db, cfg.history_db, cfg.mlflow_auth_db):
+        files += [db.with_name(db.name + suffix) for suffix in _SQLITE_SIDE_FILES]
+    return [*files, cfg.secrets_file, cfg.password_file, cfg.mlflow_home / "basic_auth.ini"]
+
+
+def _chmod(path: Path, mode: int) -> bool:
+    """Set `path`'s permission bits to `mode` when they differ and the file is ours; True when changed."""
+    try:
+        info = path.lstat()
+    except FileNotFoundError:
+        return False
+    if path.is_symlink() or not (path.is_file() or path.is_dir()) or info.st_uid != os.geteuid():
+        return False
+    if info.st_mode & 0o7777 == mode:
+        return False
+    os.chmod(path, mode)
+    return True
+
+
+def secure_home(cfg: StackConfig) -> list[Path]:
+    """Create the stack's directories 0700 and tighten what an older home left readable: the databases and
+    secrets (`private_files`) to 0600, the airflow/, mlflow/ and run/ directories to 0700, and the home itself
+    to 0700 when it is the default home (<repo>/var) or did not exist yet. A home chosen with DRIFTWATCH_HOME
+    that already existed keeps its own mode (it may be shared): its stack directories are private anyway.
+
+    Returns the paths whose mode was changed (creations not counted).
+    """
+    changed: list[Path] = []
+    default_home = cfg.home == (REPO_ROOT / "var").resolve()
+    if not cfg.home.exists():
+        cfg.home.mkdir(mode=0o700, parents=True)
+    elif default_home and _chmod(cfg.home, 0o700):
+        changed.append(cfg.home)
+    for d in _private_dirs(cfg):
+        if d.exists():
+            if _chmod(d, 0o700):
+                changed.append(d)
+        else:
+            d.mkdir(mode=0o700, parents=True)
+    changed += [f for f in private_files(cfg) if _chmod(f, 0o600)]
+    return changed
 
 
 # ---------------------------------------------------------------------------------------------- env
@@ -435,6 +536,13 @@ def airflow_env(cfg: StackConfig, base: Mapping[str, str] | None = None) -> dict
         "AIRFLOW__LOGGING__BASE_LOG_FOLDER": cfg.log_dir,
         "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": cfg.worker_log_port,
         "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": cfg.trigger_log_port,
+        # the log servers listen on 127.0.0.1 only (airflow_loopback), and the API server fetches a running
+        # task's log from http://<the task's hostname>:<port>: that hostname must be 127.0.0.1 too (the
+        # machine's name may resolve to 127.0.1.1 or a LAN address)
+        "AIRFLOW__CORE__HOSTNAME_CALLABLE": "ml.stack.loopback_hostname",
+        # task-log files and folders private (Airflow's defaults are 0o664 / 0o775; the umask says so too)
+        "AIRFLOW__LOGGING__FILE_TASK_HANDLER_NEW_FILE_PERMISSIONS": "0o600",
+        "AIRFLOW__LOGGING__FILE_TASK_HANDLER_NEW_FOLDER_PERMISSIONS": "0o700",
         "AIRFLOW__LOGGING__COLORED_CONSOLE_LOG": "False",
         # default is <tmp>/airflow/dag_bundles, shared by every Airflow on the machine
         "AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_STORAGE_PATH": cfg.airflow_home / "dag_bundles",
@@ -448,6 +556,8 @@ def airflow_env(cfg: StackConfig, base: Mapping[str, str] | None = None) -> dict
         # until then it holds an executor slot and the scheduler does not hear the task finished
         "AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL": "1",
         "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "False",
+        # off, but should someone turn it on: loopback, not Airflow's default 0.0.0.0
+        "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_SERVER_HOST": HOST,
         # historic data: a run for "yesterday" would only wait for a batch that never comes
         "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": str(cfg.scheduled_runs),
         "DRIFTWATCH_HOME": cfg.home,
@@ -459,7 +569,7 @@ def airflow_env(cfg: StackConfig, base: Mapping[str, str] | None = None) -> dict
         settings["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = cfg.airflow_db_url
     if cfg.history_db_url:
         settings["DRIFTWATCH_DB_URL"] = cfg.history_db_url
-    if cfg.mlflow_basic_auth:
+    if cfg.mlflow_credentials_for_tasks:
         settings["MLFLOW_TRACKING_USERNAME"] = ADMIN_USER
         settings["MLFLOW_TRACKING_PASSWORD"] = cfg.mlflow_admin_password
     if cfg.executor == "CeleryExecutor":
@@ -522,11 +632,11 @@ def _bin(name: str) -> str:
 
 def celery_worker_command(cfg: StackConfig, name: str) -> list[str]:
     """`airflow celery worker` for the worker component `name`, through airflow_preloaded when the config
-    preloads modules."""
+    preloads modules, else airflow_loopback (both serve its task logs on 127.0.0.1)."""
     if cfg.preload_modules:
         airflow = [sys.executable, "-c", "from ml.stack import airflow_preloaded; airflow_preloaded()"]
     else:
-        airflow = [_bin("airflow")]
+        airflow = [sys.executable, "-c", "from ml.stack import airflow_loopback; airflow_loopback()"]
     return [
         *airflow, "celery", "worker",
         "--celery-hostname", f"{name}@%h",
@@ -543,7 +653,7 @@ def airflow_preloaded() -> None:
 
     For `airflow celery worker`: Celery's prefork pool processes, and every task process they fork, inherit
     the modules instead of importing them per task, the Celery counterpart of the scheduler's forkserver
-    preload under LocalExecutor. A module that fails to import is skipped.
+    preload under LocalExecutor. A module that fails to import is skipped. Then as airflow_loopback.
     """
     import importlib
 
@@ -555,9 +665,55 @@ def airflow_preloaded() -> None:
             importlib.import_module(module)
         except Exception as exc:  # noqa: BLE001 - a missing optional library only costs speed
             print(f"airflow_preloaded: not preloading {module}: {exc}", file=sys.stderr, flush=True)
+    airflow_loopback()
+
+
+def loopback_hostname() -> str:
+    """[core] hostname_callable of the stack: the address its log servers listen on (see airflow_env)."""
+    return HOST
+
+
+def serve_logs_on_loopback(port: int | None = None) -> None:
+    """Airflow's task-log server (airflow.utils.serve_logs.serve_logs) listening on 127.0.0.1 only.
+
+    Airflow 3.3 passes host="" to uvicorn, which listens on every IPv4 and IPv6 interface, and offers no
+    setting for it (a bind-address option was proposed upstream in 2018 and not merged). This runs Airflow's
+    own function, with the same port, app and log level, in its own process (the one Airflow starts for it),
+    where uvicorn.run is wrapped to use 127.0.0.1. tests/integration/test_stack.py checks the addresses.
+    """
+    import uvicorn
+    from airflow.utils.serve_logs import core
+
+    run = uvicorn.run
+
+    def run_on_loopback(app: Any, *args: Any, **kwargs: Any) -> None:
+        kwargs["host"] = HOST
+        run(app, *args, **kwargs)
+
+    # only in this process, which serves the logs and does nothing else
+    uvicorn.run = run_on_loopback  # type: ignore[assignment]
+    print(f"driftwatch: the task-log server listens on {HOST} only", file=sys.stderr, flush=True)
+    core.serve_logs(port)
+
+
+def airflow_loopback() -> None:
+    """Entry point: the airflow CLI (`scheduler`, `triggerer`, `celery worker`) with its task-log server on
+    127.0.0.1 (serve_logs_on_loopback).
+
+    The three commands import `serve_logs` from airflow.utils.serve_logs when they start its process, so
+    replacing it there is enough; the replacement is a module-level function, so a forkserver or spawn
+    start method (the scheduler's forkserver) finds it by name.
+    """
+    import airflow.utils.serve_logs
+
+    airflow.utils.serve_logs.serve_logs = serve_logs_on_loopback
     from airflow.__main__ import main as airflow_main
 
     sys.exit(airflow_main())
+
+
+# Airflow components that start a task-log server (run through airflow_loopback)
+LOG_SERVING = ("scheduler", "triggerer")
 
 
 def _component_command(cfg: StackConfig, name: str) -> list[str]:
@@ -567,6 +723,8 @@ def _component_command(cfg: StackConfig, name: str) -> list[str]:
         return celery_worker_command(cfg, name)
     if name not in AIRFLOW_COMPONENTS:
         raise StackError(f"start: unknown component {name!r}. Known: {list(ALL_COMPONENTS)}.")
+    if name in LOG_SERVING:
+        return [sys.executable, "-c", "from ml.stack import airflow_loopback; airflow_loopback()", name]
     return [_bin("airflow"), name]
 
 
@@ -612,15 +770,9 @@ def init(cfg: StackConfig, *, quiet: bool = False) -> float:
 
     The migration is skipped when a stamp says this home's DB was migrated by the installed Airflow version.
     """
-    for d in (
-        cfg.airflow_home,
-        cfg.log_dir,
-        cfg.mlflow_artifacts,
-        cfg.run_dir,
-        cfg.home / "lake",
-        cfg.home / "reports",
-    ):
-        d.mkdir(parents=True, exist_ok=True)
+    secure_home(cfg)
+    for d in (cfg.log_dir, cfg.mlflow_artifacts, cfg.home / "lake", cfg.home / "reports"):
+        d.mkdir(mode=0o700, parents=True, exist_ok=True)
     _ensure_secrets(cfg)
     _ensure_password(cfg)
     stamp = cfg.airflow_home / ".migrated"
@@ -643,6 +795,7 @@ def init(cfg: StackConfig, *, quiet: bool = False) -> float:
         cwd=cfg.home,
         capture_output=True,
         text=True,
+        umask=PRIVATE_UMASK,
     )
     if proc.returncode != 0:
         raise StackError(
@@ -650,7 +803,7 @@ def init(cfg: StackConfig, *, quiet: bool = False) -> float:
         )
     if sqlite:
         _use_wal(cfg.airflow_db)
-    stamp.write_text(version + "\n")
+    _write_private(stamp, version + "\n")
     return time.monotonic() - t0
 
 
@@ -741,19 +894,14 @@ def _fingerprint(cfg: StackConfig) -> dict[str, Any]:
         **cfg.ports,
         "mlflow_mode": cfg.mlflow_mode,
         "mlflow_tracking_uri": redact_url(cfg.mlflow_tracking_uri),
+        "mlflow_basic_auth": cfg.mlflow_basic_auth,  # a stack started before it was the default has none
         "dags_folder": str(cfg.dags_folder),
     }
-    if (
-        cfg.executor != "LocalExecutor"
-        or cfg.airflow_db_url
-        or cfg.mlflow_backend_store_uri
-        or cfg.mlflow_basic_auth
-    ):
+    if cfg.executor != "LocalExecutor" or cfg.airflow_db_url or cfg.mlflow_backend_store_uri:
         fingerprint.update(
             executor=cfg.executor,
             airflow_db_url=redact_url(cfg.airflow_db_url),
             mlflow_backend_store_uri=redact_url(cfg.mlflow_backend_store_uri),
-            mlflow_basic_auth=cfg.mlflow_basic_auth,
         )
     return fingerprint
 
@@ -789,8 +937,8 @@ def _spawn(cfg: StackConfig, name: str) -> dict[str, Any]:
         )
     cmd = _component_command(cfg, name)
     log = component_log(cfg, name)
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with log.open("ab") as out:
+    log.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    with os.fdopen(os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab") as out:
         out.write(
             f"\n==== {dt.datetime.now().isoformat(timespec='seconds')} start: {' '.join(cmd)}\n".encode()
         )
@@ -803,6 +951,7 @@ def _spawn(cfg: StackConfig, name: str) -> dict[str, Any]:
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            umask=PRIVATE_UMASK,
         )
     record = {
         "pid": proc.pid,
@@ -810,7 +959,7 @@ def _spawn(cfg: StackConfig, name: str) -> dict[str, Any]:
         "cmd": cmd,
         "config": _fingerprint(cfg),
     }
-    _pid_file(cfg, name).write_text(json.dumps(record) + "\n")
+    _write_private(_pid_file(cfg, name), json.dumps(record) + "\n")
     return record
 
 
@@ -834,6 +983,10 @@ def start(
     if unknown:
         raise StackError(f"start: unknown components {unknown}. Known: {list(cfg.components)}.")
     t0 = time.monotonic()
+    tightened = secure_home(cfg)
+    if tightened and not quiet:
+        names = ", ".join(str(p.relative_to(cfg.home)) if p != cfg.home else "." for p in tightened)
+        print(f"Made private in {cfg.home} (files 0600, directories 0700): {names}", flush=True)
     started_at = dt.datetime.now(dt.UTC)
     up = running(cfg)
     _check_same_config(cfg, [c for c in components if c in up])
@@ -841,7 +994,6 @@ def start(
     spawned: dict[str, dict[str, Any]] = {}
     try:
         if "mlflow" in todo:
-            cfg.run_dir.mkdir(parents=True, exist_ok=True)
             spawned["mlflow"] = _spawn(cfg, "mlflow")
         if any(c in AIRFLOW_COMPONENTS or c in cfg.celery_worker_names for c in todo):
             init(cfg, quiet=quiet)
@@ -899,6 +1051,32 @@ def _http_ok(url: str, timeout: float = 3.0) -> bool:
         return False
 
 
+def _mlflow_login_ok(cfg: StackConfig) -> bool:
+    """The MLflow server accepts this home's admin password (always True without basic auth).
+
+    Raises:
+        StackError: it answers 401: its user store was created with another password.
+    """
+    if not cfg.mlflow_basic_auth:
+        return True
+    url = f"{cfg.mlflow_url}/api/2.0/mlflow/users/current"
+    req = urllib.request.Request(url, headers=mlflow_auth_header(cfg))
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return resp.status == 200
+    except urllib.error.HTTPError as exc:
+        if exc.code == 401:
+            raise StackError(
+                f"MLflow at {cfg.mlflow_url} refuses the admin password of {cfg.secrets_file}: its user store "
+                f"{cfg.mlflow_auth_db} was created with another one. Stop the stack (`make down`) and delete "
+                f"{cfg.mlflow_auth_db} (the users only, not the runs or models): the next start creates the admin "
+                "with the password of the secrets file."
+            ) from None
+        return False
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
+
+
 def _celery_worker_ready(cfg: StackConfig, name: str) -> bool:
     """Celery logged "<node> ready." since the last start of this worker (it consumes its queue then)."""
     text = tail(component_log(cfg, name), 400)
@@ -914,7 +1092,8 @@ def wait_healthy(
     spawned: Mapping[str, Mapping[str, Any]] | None = None,
     since: dt.datetime | None = None,
 ) -> dict[str, float]:
-    """Wait until every component answers: MLflow GET /health, the API server GET /api/v2/version, and the
+    """Wait until every component answers: MLflow GET /health (and a login as admin when basic auth is on),
+    the API server GET /api/v2/version, and the
     scheduler, dag-processor and triggerer heartbeats in GET /api/v2/monitor/health (newer than `since` for
     the ones just spawned, so a heartbeat left in the DB by a dead process does not count).
 
@@ -936,7 +1115,7 @@ def wait_healthy(
                     f"{name} exited during start-up. Last lines of {component_log(cfg, name)}:\n"
                     f"{tail(component_log(cfg, name))}"
                 )
-        if "mlflow" in pending and _http_ok(f"{cfg.mlflow_url}/health"):
+        if "mlflow" in pending and _http_ok(f"{cfg.mlflow_url}/health") and _mlflow_login_ok(cfg):
             pending.discard("mlflow")
             ready["mlflow"] = time.monotonic()
         for name in sorted(pending & set(cfg.celery_worker_names)):
@@ -1045,6 +1224,33 @@ def _not_zombie(pid: int) -> bool:
         return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return False
+
+
+def listeners(cfg: StackConfig) -> list[dict[str, Any]]:
+    """Every TCP socket listening in a running component's process tree:
+    [{"component", "pid", "process", "address", "port"}] (IPv4 and IPv6; from /proc through psutil)."""
+    import psutil
+
+    out = []
+    for name, pid in running(cfg).items():
+        try:
+            root = psutil.Process(pid)
+            tree = [root, *root.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            continue
+        for proc in tree:
+            try:
+                conns = proc.net_connections(kind="inet")
+                pname = proc.name()
+            except (psutil.NoSuchProcess, psutil.AccessDenied):
+                continue
+            out += [
+                {"component": name, "pid": proc.pid, "process": pname, "address": c.laddr.ip,
+                 "port": c.laddr.port}
+                for c in conns
+                if c.status == psutil.CONN_LISTEN
+            ]  # fmt: skip
+    return out
 
 
 def memory(cfg: StackConfig) -> dict[str, float]:
@@ -1319,7 +1525,9 @@ def airflow_cli_immediate() -> None:
 def _run_cli(cfg: StackConfig, args: Sequence[str]) -> subprocess.CompletedProcess[str]:
     """Run `airflow <args>` (through airflow_cli_immediate) with the stack's environment."""
     cmd = [sys.executable, "-c", "from ml.stack import airflow_cli_immediate; airflow_cli_immediate()", *args]
-    return subprocess.run(cmd, env=airflow_env(cfg), cwd=cfg.home, capture_output=True, text=True)
+    return subprocess.run(
+        cmd, env=airflow_env(cfg), cwd=cfg.home, capture_output=True, text=True, umask=PRIVATE_UMASK
+    )
 
 
 def _create_backfill(
@@ -1565,9 +1773,12 @@ def trigger(
 
 
 def _print_urls(cfg: StackConfig) -> None:
+    mlflow = f"  MLflow   {cfg.mlflow_url}"
+    if cfg.mlflow_basic_auth:
+        mlflow += f"   user {ADMIN_USER}   password {cfg.mlflow_admin_password}"
     print(
         f"\n  Airflow  {cfg.airflow_url}   user {ADMIN_USER}   password {cfg.admin_password}\n"
-        f"  MLflow   {cfg.mlflow_url}\n"
+        f"{mlflow}\n"
         f"\n  Logs: {cfg.run_dir}/<component>.log   Stop with: make down",
         flush=True,
     )
@@ -1622,6 +1833,7 @@ def _ensure_lake(settings: Any, frm: dt.date, to: dt.date) -> None:
 def _run_backfill_command(args: argparse.Namespace, *, demo: bool) -> int:
     from ml.config import load_settings
 
+    os.umask(PRIVATE_UMASK)  # the lake, plots and history this process writes under the home: private too
     cfg = StackConfig.from_env()
     settings = load_settings(args.dataset)
     frm, to = _day(args.from_date), _day(args.to_date)
@@ -1643,6 +1855,7 @@ def _run_backfill_command(args: argparse.Namespace, *, demo: bool) -> int:
 
 
 def _cmd_up(args: argparse.Namespace) -> int:
+    os.umask(PRIVATE_UMASK)
     components = DEFAULT_COMPONENTS + (("triggerer",) if args.with_triggerer else ())
     up(StackConfig.from_env(), components)
     return 0

@@ -8,7 +8,8 @@ test session, in a tmp home with free ports, driven through `ml.stack`.
 
 While the stack fixture is active, DRIFTWATCH_HOME, DRIFTWATCH_LAKE and MLFLOW_TRACKING_URI of the test
 process point at the stack (of the last one started), so `load_settings` and `ml.status` read what the tasks
-write. Do not combine it with the unit tests' `dw_env`/`settings` fixtures, which point elsewhere.
+write; MLFLOW_TRACKING_USERNAME/PASSWORD are the stack's MLflow login (its basic-auth app refuses anonymous
+requests). Do not combine it with the unit tests' `dw_env`/`settings` fixtures, which point elsewhere.
 
 The stack uses MLflow in "server" mode (tasks log over HTTP; the server stores artifacts under
 <home>/mlflow/artifacts), the production path. The DAGs are a copy of <repo>/dags taken at session start;
@@ -21,10 +22,13 @@ logs are copied to test-artifacts/integration/<stack>/.
 from __future__ import annotations
 
 import datetime as dt
+import json as jsonlib
 import os
 import shutil
 import textwrap
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,6 +60,20 @@ class Stack:
 
     def api(self, method: str, path: str, json: Any = None, **kwargs: Any) -> Any:
         return st.api(self.cfg, method, path, json, **kwargs)
+
+    def mlflow(self, method: str, path: str, json: Any = None, *, auth: bool = True) -> tuple[int, dict, bytes]:
+        """A request to the stack's MLflow server (`path` like /api/2.0/mlflow/experiments/create), as its
+        admin or anonymously: (status, headers with lower-case names, body), errors included."""
+        headers = {"Content-Type": "application/json"} if json is not None else {}
+        if auth:
+            headers.update(st.mlflow_auth_header(self.cfg))
+        data = None if json is None else jsonlib.dumps(json).encode()
+        req = urllib.request.Request(self.cfg.mlflow_url + path, data=data, method=method, headers=headers)
+        try:
+            with urllib.request.urlopen(req, timeout=30) as resp:
+                return resp.status, {k.lower(): v for k, v in resp.headers.items()}, resp.read()
+        except urllib.error.HTTPError as exc:
+            return exc.code, {k.lower(): v for k, v in exc.headers.items()}, exc.read()
 
     def add_dag(self, source: str, filename: str, dag_id: str | None = None, timeout: float = 90.0) -> None:
         """Write a DAG file into the stack's dags folder and wait until Airflow has parsed it."""
@@ -126,18 +144,7 @@ class Stack:
 
     def listening_ports(self) -> set[int]:
         """TCP ports the stack's processes (and their children) listen on."""
-        import psutil
-
-        ports = set()
-        for pid in st.running(self.cfg).values():
-            root = psutil.Process(pid)
-            for proc in [root, *root.children(recursive=True)]:
-                try:
-                    conns = proc.net_connections(kind="inet")
-                except (psutil.NoSuchProcess, psutil.AccessDenied):
-                    continue
-                ports |= {c.laddr.port for c in conns if c.status == psutil.CONN_LISTEN}
-        return ports
+        return {sock["port"] for sock in st.listeners(self.cfg)}
 
 
 def _write_report(stack: Stack, reporter: Any) -> None:
@@ -156,6 +163,13 @@ def _write_report(stack: Stack, reporter: Any) -> None:
         reporter.write_line(text)
     else:
         print(text)
+
+
+def _mlflow_login(cfg: st.StackConfig) -> dict[str, str]:
+    """The MLflow client's login for this stack (as its tasks have it); empty without basic auth."""
+    if not cfg.mlflow_basic_auth:
+        return {}
+    return {"MLFLOW_TRACKING_USERNAME": st.ADMIN_USER, "MLFLOW_TRACKING_PASSWORD": cfg.mlflow_admin_password}
 
 
 @pytest.fixture(scope="session")
@@ -196,6 +210,7 @@ def stack_factory(tmp_path_factory: pytest.TempPathFactory, request: pytest.Fixt
             **env,
             "DRIFTWATCH_HOME": str(home),
             "MLFLOW_TRACKING_URI": cfg.mlflow_tracking_uri,
+            **_mlflow_login(cfg),
         }.items():
             mp.setenv(key, value)
         st.init(cfg, quiet=True)
@@ -355,6 +370,8 @@ def use_stack_env(stack: Stack, datasets: Path | None = None) -> pytest.MonkeyPa
     mp.setenv("DRIFTWATCH_HOME", str(stack.home))
     mp.setenv("DRIFTWATCH_LAKE", str(stack.lake))
     mp.setenv("MLFLOW_TRACKING_URI", stack.cfg.mlflow_tracking_uri)
+    for key, value in _mlflow_login(stack.cfg).items():
+        mp.setenv(key, value)
     if datasets is not None:
         mp.setenv("DRIFTWATCH_DATASETS", str(datasets))
     mp.delenv("DRIFTWATCH_DB_URL", raising=False)

@@ -388,6 +388,17 @@ def test_mlflow_and_airflow_refuse_anonymous_requests(production):
     assert airflow_err.value.code == 401
 
 
+def test_every_listener_is_on_loopback(production):
+    """The API server, MLflow and each Celery worker's task-log server (which Airflow would bind to every
+    interface), on their configured ports and 127.0.0.1 only."""
+    cfg = production.cfg
+    sockets = st.listeners(cfg)
+    expected = {("api-server", cfg.airflow_port), ("mlflow", cfg.mlflow_port)}
+    expected |= {(name, cfg.ports[f"{name}-log-server"]) for name in cfg.celery_worker_names}
+    assert {(sock["component"], sock["port"]) for sock in sockets} == expected, sockets
+    assert {sock["address"] for sock in sockets} == {"127.0.0.1"}, sockets
+
+
 def test_no_secret_is_written_to_any_log(production):
     """Task logs, component logs (scheduler, API server, workers, MLflow) and every other file the stack
     wrote, except the two private files the secrets live in."""

@@ -30,7 +30,7 @@ def test_the_embedded_default_has_no_worker_and_keeps_its_commands(tmp_path):
     assert set(cfg.ports) == {"api-server", "mlflow", "worker-log-server", "trigger-log-server"}
     cmd = st.mlflow_command(cfg)
     assert cmd[cmd.index("--backend-store-uri") + 1] == f"sqlite:///{cfg.mlflow_db}"
-    assert "--app-name" not in cmd
+    assert cmd[cmd.index("--app-name") + 1] == "basic-auth"  # no anonymous writes (test_stack_private.py)
     env = st.airflow_env(cfg, base={})
     assert env["AIRFLOW__CORE__EXECUTOR"] == "LocalExecutor"
     assert env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].startswith("sqlite:///")
