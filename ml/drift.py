@@ -2,8 +2,9 @@
 
 `detect_drift` compares the day's batch with a reference window using Evidently 0.7 (`DataDriftPreset`, one
 `ValueDrift` per feature with Evidently's default method per column type unless `settings.drift_columns`
-overrides it), writes one self-contained HTML report plus `drift.json` with the returned summary, and returns
-that summary as a small JSON-able dict with fixed keys.
+overrides it), writes one self-contained HTML report (Evidently's page with its data escaped, see
+ml/report_html.py) plus `drift.json` with the returned summary, and returns that summary as a small JSON-able
+dict with fixed keys.
 
 Evidently and pandas are imported inside the functions: importing Evidently takes seconds and must never
 happen when an Airflow DAG file is parsed.
@@ -20,6 +21,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ml import report_html
 from ml.config import Settings
 from ml.data import as_date
 from ml.exceptions import ConfigError, DataQualityError, SchemaError
@@ -195,7 +197,9 @@ def detect_drift(
     json_path = html_path.with_name(SUMMARY_FILE)
     html_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = html_path.with_name(f".{html_path.name}.tmp")
-    snapshot.save_html(str(tmp))
+    # not snapshot.save_html: Evidently writes the data unescaped into a <script>, so a category such as
+    # '</script><script>...' would run in whoever opens the report
+    report_html.write_evidently_report(snapshot, tmp)
     tmp.replace(html_path)
 
     result: dict[str, Any] = {

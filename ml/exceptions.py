@@ -27,6 +27,10 @@ class UnreadableBatchError(DataQualityError):
     """The batch file cannot be read at all (corrupt parquet, empty file, not parquet)."""
 
 
+class ReportFormatError(DriftwatchError, ValueError):
+    """A stored report is not in a layout driftwatch can re-render safely, so it is not served."""
+
+
 class ModelError(DriftwatchError, RuntimeError):
     """Training, evaluation or the registry failed; the champion is left as it was."""
 

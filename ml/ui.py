@@ -1,6 +1,7 @@
 """The pages behind the Airflow UI plugin (plugins/driftwatch_plugin.py), mounted at /driftwatch.
 
-    /driftwatch/dags/{dag_id}/runs/{run_id}/drift        the run's Evidently report      ("Drift report" tab)
+    /driftwatch/dags/{dag_id}/runs/{run_id}/drift        a frame for the run's report    ("Drift report" tab)
+    /driftwatch/dags/{dag_id}/runs/{run_id}/drift/report the run's Evidently report, sandboxed
     /driftwatch/dags/{dag_id}/runs/{run_id}/monitor      bias/attribution/estimates      ("Model monitor" tab)
     /driftwatch/dags/{dag_id}/runs/{run_id}/validation   the run's validation result     ("Validation" tab)
     /driftwatch/dags/{dag_id}/history                     timeline plot + events          ("Model history" tab)
@@ -12,6 +13,15 @@ Airflow mounts plugin apps without authentication, so every route depends on Air
 (`requires_access_dag`): a bearer token or the UI's session cookie of a user allowed to read the DAG's runs,
 else 401/403. Report files are served only from under `<reports>/<dataset>/`: a path that resolves anywhere
 else (`..`, encoded variants, absolute paths, symlinks out) is refused with 404 before any file is opened.
+
+Every page shows data as text, never as code (the UI frames these pages on its own origin, so a script in
+one would act with the viewer's session). The pages driftwatch writes escape every value and are served
+with a Content-Security-Policy that allows no script at all (`report_html.PAGE_CSP`). The Evidently report
+is re-rendered from the stored file with its data escaped (`report_html.evidently_page`; files written by
+older versions too) and served under a policy that allows only its own scripts, by hash, in a sandbox with
+an opaque origin (`sandbox allow-scripts`: no cookies, no access to the UI, nothing sent anywhere); the
+"Drift report" tab is a page of ours framing it with `<iframe sandbox="allow-scripts">`. Every response
+carries `X-Content-Type-Options: nosniff` and `Referrer-Policy: no-referrer`.
 """
 
 from __future__ import annotations
@@ -25,9 +35,12 @@ from typing import Annotated
 from airflow.api_fastapi.auth.managers.models.resource_details import DagAccessEntity
 from airflow.api_fastapi.common.db.common import SessionDep
 from airflow.api_fastapi.core_api.security import requires_access_dag
-from fastapi import Depends, FastAPI, HTTPException
+from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi import Path as PathParam
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
+
+from ml import report_html
+from ml.exceptions import ReportFormatError
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +50,18 @@ SERVED_SUFFIXES = {".html": "text/html", ".json": "application/json", ".png": "i
 
 app = FastAPI(title="driftwatch", description="driftwatch reports inside the Airflow UI", docs_url=None,
               redoc_url=None, openapi_url=None)
+
+
+@app.middleware("http")
+async def security_headers(request: Request, call_next):
+    """Every response (pages, files, errors, 401s): no MIME sniffing, no referrer, and the no-script policy
+    unless the route set its own (the Evidently report, the frame around it)."""
+    response = await call_next(request)
+    for name, value in report_html.COMMON_HEADERS.items():
+        response.headers[name] = value
+    response.headers.setdefault("Content-Security-Policy", report_html.PAGE_CSP)
+    return response
+
 
 CanReadRuns = Depends(requires_access_dag("GET", DagAccessEntity.RUN))
 CanReadDags = Depends(requires_access_dag("GET"))
@@ -83,33 +108,63 @@ def safe_report_path(root: Path, relative: str) -> Path:
     return target
 
 
-def _missing_page(title: str, text: str) -> HTMLResponse:
+def _missing_page(title: str, text: str, status_code: int = 404) -> HTMLResponse:
     return HTMLResponse(
         f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title></head>"
         f"<body style='font-family:system-ui,sans-serif;margin:24px'><h2>{html.escape(title)}</h2>"
         f"<p id='driftwatch-missing'>{html.escape(text)}</p></body></html>",
-        status_code=404,
+        status_code=status_code,
     )
 
 
-def _day_report(dag_id: str, run_id: str, session, name: str, what: str):
+def _day_file(dag_id: str, run_id: str, session, name: str, what: str) -> tuple[Path | None, HTMLResponse | None]:
+    """(the day's report file, None), or (None, the page saying why there is none)."""
     s = _settings_for_dag(dag_id)
     day = _logical_day(session, dag_id, run_id)
     path = s.report_dir(day) / name
     if path.is_file():
-        return FileResponse(path, media_type="text/html")
+        return path, None
     from ml.history import History
 
     row = History(s.history_url).get_day(s.name, day) or {}
     why = row.get("reason") or row.get("error") or "the run has not reached this step yet"
-    return _missing_page(f"No {what} for {s.name} {day}", f"Status: {row.get('status') or 'not run'}. {why}")
+    return None, _missing_page(f"No {what} for {s.name} {day}", f"Status: {row.get('status') or 'not run'}. {why}")
+
+
+def _day_report(dag_id: str, run_id: str, session, name: str, what: str):
+    path, missing = _day_file(dag_id, run_id, session, name, what)
+    return missing if path is None else FileResponse(path, media_type="text/html")
+
+
+def _evidently_response(path: Path) -> HTMLResponse:
+    """A stored Evidently report, re-rendered with its data escaped, under the report's sandbox policy."""
+    try:
+        page, csp = report_html.evidently_page(path.read_text(encoding="utf-8", errors="replace"))
+    except ReportFormatError as exc:
+        log.warning("%s: not served: %s", path, exc)
+        return _missing_page("This report cannot be shown", f"{path.name}: {exc}", status_code=500)
+    return HTMLResponse(page, headers={"Content-Security-Policy": csp})
 
 
 @app.get("/dags/{dag_id}/runs/{run_id}/drift", dependencies=[CanReadRuns], response_class=HTMLResponse)
 def drift_report(dag_id: DagId, run_id: str, session: SessionDep):
+    """The "Drift report" tab: a frame of ours around the report route, sandboxed to scripts only."""
     from ml.drift import REPORT_FILE
 
-    return _day_report(dag_id, run_id, session, REPORT_FILE, "drift report")
+    path, missing = _day_file(dag_id, run_id, session, REPORT_FILE, "drift report")
+    if path is None:
+        return missing
+    page = report_html.wrapper_page(f"Drift report {dag_id} {run_id}", "drift/report")
+    return HTMLResponse(page, headers={"Content-Security-Policy": report_html.WRAPPER_CSP})
+
+
+@app.get("/dags/{dag_id}/runs/{run_id}/drift/report", dependencies=[CanReadRuns], response_class=HTMLResponse)
+def drift_report_document(dag_id: DagId, run_id: str, session: SessionDep):
+    """The run's Evidently report itself (framed by `drift_report`; sandboxed by its own headers as well)."""
+    from ml.drift import REPORT_FILE
+
+    path, missing = _day_file(dag_id, run_id, session, REPORT_FILE, "drift report")
+    return missing if path is None else _evidently_response(path)
 
 
 @app.get("/dags/{dag_id}/runs/{run_id}/monitor", dependencies=[CanReadRuns], response_class=HTMLResponse)
@@ -168,6 +223,10 @@ def all_history():
 
 @app.get("/reports/{dag_id}/{relative:path}", dependencies=[CanReadRuns])
 def report_file(dag_id: DagId, relative: str):
+    """A file of the report store; an Evidently report as on its own route, every other file under the
+    no-script policy (an SVG or HTML page of ours runs nothing)."""
     s = _settings_for_dag(dag_id)
     path = safe_report_path(s.paths.reports / s.name, relative)
+    if path.suffix == ".html" and report_html.is_evidently_html(path.read_text(encoding="utf-8", errors="replace")):
+        return _evidently_response(path)
     return FileResponse(path, media_type=SERVED_SUFFIXES[path.suffix])

@@ -1,13 +1,11 @@
 """The Airflow UI in Debian's headless Chromium (Playwright, no browser download): log in, open the DAG, open a
 run's "Drift report" tab and see the Evidently report rendered, open "Model history" and see the plot.
 
-Screenshots are saved to test-artifacts/e2e/ (kept whether the test passes or fails).
+Screenshots are saved to test-artifacts/e2e/ (kept whether the test passes or fails). The browser and the
+login are in tests/e2e/conftest.py.
 """
 
 from __future__ import annotations
-
-import shutil
-from pathlib import Path
 
 import pytest
 from stack_fixtures import DAG_ID, DRIFT_DAY
@@ -16,42 +14,12 @@ from ml.config import REPO_ROOT
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 SHOTS = REPO_ROOT / "test-artifacts" / "e2e"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-dev-shm-usage"]
 
 
 @pytest.fixture(scope="module")
-def browser():
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"Debian's chromium is not installed at {CHROMIUM}: apt-get install chromium (make e2e-deps)")
-    from playwright.sync_api import sync_playwright
-
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    with sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
-        try:
-            yield b
-        finally:
-            b.close()
-
-
-@pytest.fixture(scope="module")
-def page(browser, pipeline):
-    stack, _ = pipeline
-    context = browser.new_context(viewport={"width": 1500, "height": 1000})
-    context.set_default_timeout(60_000)
-    p = context.new_page()
-    p.goto(f"{stack.cfg.airflow_url}/")
-    p.wait_for_selector("input[name=username], input#username, input[type=text]")
-    p.locator("input[name=username], input#username, input[type=text]").first.fill("admin")
-    p.locator("input[type=password]").first.fill(stack.cfg.admin_password)
-    p.screenshot(path=SHOTS / "01-login.png")
-    p.locator("button[type=submit], button:has-text('Sign in'), button:has-text('Login')").first.click()
-    p.wait_for_url(lambda url: "/auth/login" not in url and "login" not in url.split("?")[0])
-    yield p
-    context.close()
+def page(airflow_page, pipeline):
+    return airflow_page(pipeline[0], shot="01-login.png")
 
 
 def _run_id(stack, day) -> str:
@@ -68,11 +36,18 @@ def _iframe(page):
     return frame
 
 
-def _open_run_tab(page, stack, tab: str, route: str):
-    """Open the drift day's run page, click a plugin tab, return the tab's iframe."""
+def report_frame(tab_frame):
+    """The Evidently report inside the "Drift report" tab: the tab shows a page of ours framing it."""
+    inner = tab_frame.wait_for_selector("iframe#driftwatch-report").content_frame()
+    assert inner is not None
+    return inner
+
+
+def _open_run_tab(page, stack, tab: str, route: str, day=DRIFT_DAY):
+    """Open the day's run page, click a plugin tab, return the tab's iframe."""
     from ml import stack as st
 
-    page.goto(f"{stack.cfg.airflow_url}/dags/{DAG_ID}/runs/{st._q(_run_id(stack, DRIFT_DAY))}")
+    page.goto(f"{stack.cfg.airflow_url}/dags/{DAG_ID}/runs/{st._q(_run_id(stack, day))}")
     page.get_by_text(tab, exact=True).first.click()
     page.wait_for_url(lambda url: f"/plugin/{route}" in url)
     return _iframe(page)
@@ -87,7 +62,7 @@ def test_dag_page_lists_the_pipeline(page, pipeline):
 
 
 def test_drift_report_tab_renders_the_evidently_report(page, pipeline):
-    frame = _open_run_tab(page, pipeline[0], "Drift report", "driftwatch_drift")
+    frame = report_frame(_open_run_tab(page, pipeline[0], "Drift report", "driftwatch_drift"))
     # Evidently renders its widgets client-side: wait for a drawn plotly chart inside the report
     frame.wait_for_selector("svg.main-svg", timeout=90_000)
     assert frame.locator("svg.main-svg").count() > 0

@@ -31,6 +31,12 @@ def _run_id(stack, day: dt.date) -> str:
 
 def _get(stack, path: str, *, token: str | None = None, cookie: str | None = None) -> tuple[int, str, str]:
     """(status, content type, body) of a GET on the API server, raw: the path is sent exactly as given."""
+    status, headers, body = _request(stack, path, token=token, cookie=cookie)
+    return status, headers.get("content-type", ""), body
+
+
+def _request(stack, path: str, *, token: str | None = None, cookie: str | None = None):
+    """(status, headers with lower-case names, body) of a GET on the API server."""
     conn = http.client.HTTPConnection("127.0.0.1", stack.cfg.airflow_port, timeout=60)
     headers = {}
     if token:
@@ -41,7 +47,7 @@ def _get(stack, path: str, *, token: str | None = None, cookie: str | None = Non
     resp = conn.getresponse()
     body = resp.read().decode(errors="replace")
     conn.close()
-    return resp.status, resp.getheader("content-type") or "", body
+    return resp.status, {k.lower(): v for k, v in resp.getheaders()}, body
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +75,8 @@ def test_airflow_plugins_lists_the_views_and_links(ui):
 def test_pages_answer_only_to_an_authenticated_user(ui):
     stack, _, token = ui
     run = _run_id(stack, DRIFT_DAY)
-    paths = [f"/driftwatch/dags/{DAG_ID}/runs/{run}/drift", f"/driftwatch/dags/{DAG_ID}/runs/{run}/validation",
+    paths = [f"/driftwatch/dags/{DAG_ID}/runs/{run}/drift", f"/driftwatch/dags/{DAG_ID}/runs/{run}/drift/report",
+             f"/driftwatch/dags/{DAG_ID}/runs/{run}/validation",
              f"/driftwatch/dags/{DAG_ID}/runs/{run}/monitor",
              f"/driftwatch/dags/{DAG_ID}/history", "/driftwatch/history",
              f"/driftwatch/reports/{DAG_ID}/date={DRIFT_DAY}/drift.html"]
@@ -83,12 +90,21 @@ def test_pages_answer_only_to_an_authenticated_user(ui):
 
 
 def test_drift_tab_serves_the_days_evidently_report(ui):
+    from ml import report_html
+
     stack, settings, token = ui
-    status, ctype, body = _get(stack, f"/driftwatch/dags/{DAG_ID}/runs/{_run_id(stack, DRIFT_DAY)}/drift",
-                               token=token)
-    assert status == 200 and ctype.startswith("text/html")
-    assert body == (settings.report_dir(DRIFT_DAY) / "drift.html").read_text()
-    assert "root_metric_" in body and "temp" in body  # an Evidently report, of the day with temp +50
+    tab = f"/driftwatch/dags/{DAG_ID}/runs/{_run_id(stack, DRIFT_DAY)}/drift"
+    status, headers, body = _request(stack, tab, token=token)
+    # the tab is a page of ours framing the report in a sandbox that allows scripts but no origin
+    assert status == 200 and headers["content-security-policy"] == report_html.WRAPPER_CSP
+    assert "sandbox='allow-scripts'" in body and "src='drift/report'" in body and "<script" not in body
+    status, headers, body = _request(stack, f"{tab}/report", token=token)
+    assert status == 200 and headers["content-type"].startswith("text/html")
+    assert body == (settings.report_dir(DRIFT_DAY) / "drift.html").read_text()  # written safe by detect_drift
+    assert "window.drawDashboard(" in body and "temp" in body  # an Evidently report, of the day with temp +50
+    csp = headers["content-security-policy"]
+    assert csp.endswith("sandbox allow-scripts") and "connect-src 'none'" in csp and "unsafe-eval" not in csp
+    assert headers["x-content-type-options"] == "nosniff" and headers["referrer-policy"] == "no-referrer"
 
 
 def test_monitor_tab_serves_the_days_model_monitor_report(ui):
