@@ -421,8 +421,11 @@ def promote(
                 if e["logical_date"] == day.isoformat() and e["after_version"] == version]
         if done:  # an earlier try committed it: complete the mirror, report what that promotion replaced
             before = done[0]["before_version"]
-            log.info("%s %s: the promotion of version %s was recorded by an earlier try (%s); completing the "
-                     "MLflow side", settings.name, day, version, done[0]["dag_run_id"])
+            log.info("%s %s: the promotion of version %s was recorded by an earlier try or run (%s); completing "
+                     "the MLflow side", settings.name, day, version, done[0]["dag_run_id"])
+            # a re-run of the day started its row afresh: it says promoted again
+            history.update_day(settings.name, day, promotion="promoted", promotion_reason=evaluation["reason"],
+                               candidate_version=version)
         else:
             before = history.champion_at(settings.name, day)
             if before == version:

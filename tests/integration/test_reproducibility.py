@@ -58,10 +58,17 @@ def _registry(settings) -> tuple[list[int], int]:
     return versions, int(c.get_model_version_by_alias(settings.registered_model, "champion").version)
 
 
+def _alerts(settings) -> list[dict]:
+    path = settings.paths.alerts
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
+
+
 def test_reprocessing_a_backfilled_range_changes_nothing(pipeline):
     stack, settings = pipeline
     rows, events, registry = _days(settings, EXACT_KEYS), _events(settings), _registry(settings)
     assert len(rows) == len(RANGE) and events, "the scenario must have run first"
+    sent = _alerts(settings)
+    assert {a["kind"] for a in sent} >= {"quarantine", "promotion"}, sent
 
     result = stack.backfill(DAG_ID, RANGE[0], RANGE[-1], reprocess="completed", timeout=900)
 
@@ -69,6 +76,7 @@ def test_reprocessing_a_backfilled_range_changes_nothing(pipeline):
     assert _days(settings, EXACT_KEYS) == rows
     assert _events(settings) == events
     assert _registry(settings) == registry  # the retrain days reused their versions: nothing new registered
+    assert _alerts(settings) == sent, "re-running days sent their alerts again"
 
 
 REPLAY = """
