@@ -13,7 +13,14 @@ import pendulum
 from airflow.providers.standard.operators.empty import EmptyOperator
 from airflow.sdk import Param, TriggerRule, dag, get_current_context, task
 
-from ml.airflow_ext import DriftwatchNotifier, dag_run_url, mlflow_branch_task, mlflow_task, push_mlflow
+from ml.airflow_ext import (
+    DriftwatchNotifier,
+    dag_run_url,
+    explain_retry,
+    mlflow_branch_task,
+    mlflow_task,
+    push_mlflow,
+)
 from ml.catalog import DagSpec, dag_specs
 
 DAG_DOC = """
@@ -95,6 +102,7 @@ def build(spec: DagSpec):
             "retries": spec.retries,
             "retry_delay": dt.timedelta(seconds=spec.retry_delay_s),
             "on_failure_callback": _on_failure,
+            "pre_execute": explain_retry,
         },
         params={
             "dataset": Param(spec.dataset, type="string", const=spec.dataset,

@@ -172,6 +172,20 @@ def earlier_runs_unfinished(context: Any) -> bool:
     return False
 
 
+def explain_retry(context: Any) -> None:
+    """`pre_execute` of every task: on a retry, say what the previous try's end may mean. Airflow reports a
+    SIGKILLed try only as "Process terminated by signal. Likely out of memory error (OOM)"."""
+    ti = context["ti"]
+    if (ti.try_number or 1) <= 1:
+        return
+    log.warning(
+        "%s try %s: the previous try failed or was killed. If its log ends with 'Process terminated by signal' "
+        "(SIGKILL), the kernel's out-of-memory killer, an operator's kill -9 or a lost worker stopped it half-way. "
+        "Every driftwatch step is safe to retry after that: a lock the killed try held is taken over at once, a "
+        "model version it registered is adopted, a promotion it committed is completed, and the lines below "
+        "say which of these happened (README: 'What protects the champion').", ti.task_id, ti.try_number)
+
+
 def unfinished_tasks(context: Any) -> dict[str, str]:
     """{task id: state} of this run's other tasks that did not succeed or skip (as the metadata DB has them
     now: a task whose retry, or a clear and re-run, succeeded is not among them)."""

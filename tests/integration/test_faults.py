@@ -117,7 +117,7 @@ def test_killed_at_registration_and_after_the_audit_write_the_retries_converge(f
     tries = _tries(stack, DAYS[3])
     assert (tries["train_challenger"], tries["promote_challenger"]) == (2, 2), tries
     log = stack.task_log(DAG_ID, _run(stack, DAYS[3])["dag_run_id"], "train_challenger")
-    assert "adopting version 1" in log
+    assert "adopting version 1" in log and "the previous try failed or was killed" in log
     log = stack.task_log(DAG_ID, _run(stack, DAYS[3])["dag_run_id"], "promote_challenger")
     assert "taken over from" in log and "no longer exists" in log, log[-3000:]
     assert _one_champion_everywhere(s) == {"champion": 1, "versions": [1]}
