@@ -10,7 +10,8 @@ import datetime as dt
 import json
 import logging
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -121,7 +122,8 @@ def log_challenger(
     signature = infer_signature(example, model.predict_proba(example)[:, 1])
     tags = challenger_tags(settings, day, digest, trigger=trigger, split=split, dag_run_id=dag_run_id,
                            dag_run_url=dag_run_url)
-    with mlflow.start_run(experiment_id=exp, run_name=f"{settings.name}-{day}-challenger", tags=tags) as run:
+    with _prints_as_info(), mlflow.start_run(experiment_id=exp, run_name=f"{settings.name}-{day}-challenger",
+                                             tags=tags) as run:
         faults.point("train.after_run_start", settings.name)
         mlflow.log_params(
             {
@@ -163,7 +165,8 @@ def log_challenger(
             pip_requirements=_pip_requirements(),
         )
     faults.point("train.before_register", settings.name)
-    registered = mlflow.register_model(info.model_uri, settings.registered_model, tags=tags)
+    with _prints_as_info():
+        registered = mlflow.register_model(info.model_uri, settings.registered_model, tags=tags)
     version = int(registered.version)
     faults.point("train.after_register", settings.name)
     client(settings).update_model_version(
@@ -178,6 +181,23 @@ def log_challenger(
         "experiment_id": exp,
         "model_uri": f"models:/{settings.registered_model}/{version}",
     }
+
+
+@contextmanager
+def _prints_as_info() -> Iterator[None]:
+    """MLflow prints some events to stderr itself ("Created version '7' of model ...", the run's URL), which
+    Airflow shows in the task log at level error: they become INFO lines of this module's logger."""
+    import contextlib
+    import io
+
+    buffer = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(buffer):
+            yield
+    finally:
+        for line in buffer.getvalue().splitlines():
+            if line.strip():
+                log.info("mlflow: %s", line.strip())
 
 
 def challenger_tags(settings: Settings, day: dt.date, digest: str, *, trigger: str, split: Mapping[str, Any],
@@ -235,8 +255,9 @@ def register_finished_run(settings: Settings, day: dt.date, digest: str) -> int 
         if not models:
             continue
         tags = {k: v for k, v in run.data.tags.items() if k.startswith(TAG)}
-        version = int(mlflow.register_model(f"models:/{models[0].model_id}", settings.registered_model,
-                                            tags=tags).version)
+        with _prints_as_info():
+            version = int(mlflow.register_model(f"models:/{models[0].model_id}", settings.registered_model,
+                                                tags=tags).version)
         log.warning("%s %s: registered version %s from training run %s, which an earlier try completed but was "
                     "killed before registering", settings.name, day, version, run.info.run_id)
         return version

@@ -562,6 +562,9 @@ def airflow_env(cfg: StackConfig, base: Mapping[str, str] | None = None) -> dict
         "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": str(cfg.scheduled_runs),
         "DRIFTWATCH_HOME": cfg.home,
         "MLFLOW_TRACKING_URI": cfg.mlflow_tracking_uri,
+        # MLflow's own stderr handler would put its INFO lines in the task log at level error (Airflow logs a
+        # task's stderr as errors): its loggers propagate to Airflow's instead, each line at its own level
+        "MLFLOW_CONFIGURE_LOGGING": "false",
         # where the "MLflow run" / "MLflow model version" buttons of the task instances point
         "DRIFTWATCH_MLFLOW_UI_URL": cfg.mlflow_url,
     }

@@ -13,6 +13,7 @@ and promote every day after the bootstrap, with a 1-second retry delay.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import threading
 import time
 
@@ -118,6 +119,10 @@ def test_killed_at_registration_and_after_the_audit_write_the_retries_converge(f
     assert (tries["train_challenger"], tries["promote_challenger"]) == (2, 2), tries
     log = stack.task_log(DAG_ID, _run(stack, DAYS[3])["dag_run_id"], "train_challenger")
     assert "adopting version 1" in log and "the previous try failed or was killed" in log
+    killed = stack.task_log(DAG_ID, _run(stack, DAYS[3])["dag_run_id"], "train_challenger", try_number=1)
+    assert "fault injection: train.after_register" in killed
+    created = [json.loads(line) for line in killed.splitlines() if "Created version" in line]
+    assert created and {line["level"] for line in created} == {"info"}, f"MLflow's news logged as errors: {created}"
     log = stack.task_log(DAG_ID, _run(stack, DAYS[3])["dag_run_id"], "promote_challenger")
     assert "taken over from" in log and "no longer exists" in log, log[-3000:]
     assert _one_champion_everywhere(s) == {"champion": 1, "versions": [1]}
