@@ -31,7 +31,8 @@ STACK_ENV += DRIFTWATCH_MLFLOW_PORT=$(MLFLOW_PORT)
 endif
 STACK := $(STACK_ENV) $(PY) -m ml.stack
 
-.PHONY: help venv demo up down backfill prepare test lint lock clean bench bench-tune bench-monitors
+.PHONY: help venv demo up down backfill prepare test test-unit e2e lint format lock clean bench bench-pipeline \
+	bench-tune bench-monitors
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -75,6 +76,9 @@ test: venv ## unit, integration (real Airflow + MLflow on free ports) and browse
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests; failing" >&2; exit 1; fi; \
 	exit $$rc
 
+test-unit: venv ## the unit tests only (no service is started)
+	$(PY) -m pytest -p no:cacheprovider tests/unit $(PYTEST_ARGS)
+
 e2e: venv ## only the browser tests (Debian's chromium, headless); screenshots in test-artifacts/e2e/
 	$(PY) -m pytest -p no:cacheprovider tests/e2e $(PYTEST_ARGS)
 
@@ -94,8 +98,13 @@ bench-tune: venv ## pick the drift thresholds on Jan-Apr 2013 only (~15 min); do
 	$(BIN)/driftwatch prepare flights
 	$(PY) scripts/bench_replay.py --tune $(REPLAY_ARGS)
 
-lint: venv ## ruff on ml, dags, plugins, tests
-	$(BIN)/ruff check ml dags plugins tests
+lint: venv ## ruff (lint + format check) on ml, dags, plugins, tests, scripts
+	$(BIN)/ruff check ml dags plugins tests scripts
+	$(BIN)/ruff format --check ml dags plugins tests scripts
+
+format: venv ## ruff format (and the fixable lint rules) on ml, dags, plugins, tests, scripts
+	$(BIN)/ruff check --fix ml dags plugins tests scripts
+	$(BIN)/ruff format ml dags plugins tests scripts
 
 lock: venv ## re-resolve requirements.in into requirements.txt (Python 3.11)
 	@if command -v uv >/dev/null 2>&1; then uv=uv; else uv=$(BIN)/uv; fi; \

@@ -77,7 +77,9 @@ def _on_failure(context) -> None:
     if ti.task_id == "wait_for_batch":
         s = steps.settings_for(context["params"]["dataset"])
         message = f"no batch at {s.partition_dir(logical.date())} before the wait timed out ({message})"
-    steps.record_failure(context["params"]["dataset"], logical.date(), ti.task_id, message, str(context["run_id"]))
+    steps.record_failure(
+        context["params"]["dataset"], logical.date(), ti.task_id, message, str(context["run_id"])
+    )
 
 
 def build(spec: DagSpec):
@@ -86,17 +88,24 @@ def build(spec: DagSpec):
     @dag(
         dag_id=spec.dag_id,
         schedule="@daily",
-        start_date=pendulum.datetime(spec.start_date.year, spec.start_date.month, spec.start_date.day, tz="UTC"),
+        start_date=pendulum.datetime(
+            spec.start_date.year, spec.start_date.month, spec.start_date.day, tz="UTC"
+        ),
         catchup=False,
         max_active_runs=1,  # champion history is sequential: day D serves the champion of day D-1
         tags=["driftwatch", spec.dataset],
         on_failure_callback=DriftwatchNotifier("failure", spec.dataset),
         doc_md=DAG_DOC.format(
-            dataset=spec.dataset, description=spec.description,
-            drift_share=t["drift_share"], quality_drop=t["quality_drop"],
-            cooldown=t["cooldown_days"], min_rows=t["min_new_rows"],
+            dataset=spec.dataset,
+            description=spec.description,
+            drift_share=t["drift_share"],
+            quality_drop=t["quality_drop"],
+            cooldown=t["cooldown_days"],
+            min_rows=t["min_new_rows"],
             min_ndcg=spec.monitoring.get("attribution", {}).get("min_ndcg", 0.9),
-            delay=f"{spec.label_delay_days} days after the batch" if spec.label_delay_days else "with the batch",
+            delay=f"{spec.label_delay_days} days after the batch"
+            if spec.label_delay_days
+            else "with the batch",
         ),
         default_args={
             "retries": spec.retries,
@@ -105,26 +114,52 @@ def build(spec: DagSpec):
             "pre_execute": explain_retry,
         },
         params={
-            "dataset": Param(spec.dataset, type="string", const=spec.dataset,
-                             description="The dataset this DAG runs (fixed)."),
-            "force_retrain": Param(False, type="boolean", description="Train a challenger whatever the drift."),
+            "dataset": Param(
+                spec.dataset,
+                type="string",
+                const=spec.dataset,
+                description="The dataset this DAG runs (fixed).",
+            ),
+            "force_retrain": Param(
+                False, type="boolean", description="Train a challenger whatever the drift."
+            ),
             "dry_run": Param(False, type="boolean", description="Train and evaluate, never promote."),
-            "drift_share": Param(None, type=["null", "number"], minimum=0.0, maximum=1.0,
-                                 description="Override the drift-share threshold for this run."),
-            "quality_drop": Param(None, type=["null", "number"], minimum=0.0, maximum=1.0,
-                                  description="Override the AUC-drop threshold for this run."),
-            "min_delta": Param(None, type=["null", "number"], minimum=-1.0, maximum=1.0,
-                               description="Override the minimum AUC gain (lower CI bound) to promote."),
-            "model_params": Param({}, type="object",
-                                  description="Override model hyper-parameters for this run's challenger."),
+            "drift_share": Param(
+                None,
+                type=["null", "number"],
+                minimum=0.0,
+                maximum=1.0,
+                description="Override the drift-share threshold for this run.",
+            ),
+            "quality_drop": Param(
+                None,
+                type=["null", "number"],
+                minimum=0.0,
+                maximum=1.0,
+                description="Override the AUC-drop threshold for this run.",
+            ),
+            "min_delta": Param(
+                None,
+                type=["null", "number"],
+                minimum=-1.0,
+                maximum=1.0,
+                description="Override the minimum AUC gain (lower CI bound) to promote.",
+            ),
+            "model_params": Param(
+                {}, type="object", description="Override model hyper-parameters for this run's challenger."
+            ),
         },
         render_template_as_native_obj=True,
     )
     def pipeline():
         dataset = spec.dataset
 
-        @task.sensor(task_id="wait_for_earlier_days", poke_interval=spec.poke_s,
-                     timeout=spec.earlier_days_timeout_s, mode="reschedule")
+        @task.sensor(
+            task_id="wait_for_earlier_days",
+            poke_interval=spec.poke_s,
+            timeout=spec.earlier_days_timeout_s,
+            mode="reschedule",
+        )
         def wait_for_earlier_days() -> bool:
             """Wait while a run of an earlier date of this DAG is unfinished: a day is scored by the champion
             the day before left, so day D does no model work before the runs of earlier dates finish,
@@ -133,8 +168,12 @@ def build(spec: DagSpec):
 
             return earlier_runs_unfinished(get_current_context())
 
-        @task.sensor(task_id="wait_for_batch", poke_interval=spec.poke_s, timeout=spec.wait_timeout_s,
-                     mode="reschedule")
+        @task.sensor(
+            task_id="wait_for_batch",
+            poke_interval=spec.poke_s,
+            timeout=spec.wait_timeout_s,
+            mode="reschedule",
+        )
         def wait_for_batch() -> bool:
             """Wait until the logical date's partition is in the lake."""
             from ml import steps
@@ -185,7 +224,9 @@ def build(spec: DagSpec):
 
             params = get_current_context()["params"]
             out = steps.decide(
-                dataset, _day(), force=bool(params.get("force_retrain")),
+                dataset,
+                _day(),
+                force=bool(params.get("force_retrain")),
                 overrides={k: params.get(k) for k in ("drift_share", "quality_drop")},
             )
             return "train_challenger" if out["retrain"] else "skip_retrain"
@@ -197,8 +238,13 @@ def build(spec: DagSpec):
 
             ctx = get_current_context()
             run_id = _run_id()
-            out = steps.train(dataset, _day(), dag_run_id=run_id, dag_run_url=dag_run_url(spec.dag_id, run_id),
-                              model_params=ctx["params"].get("model_params") or {})
+            out = steps.train(
+                dataset,
+                _day(),
+                dag_run_id=run_id,
+                dag_run_url=dag_run_url(spec.dag_id, run_id),
+                model_params=ctx["params"].get("model_params") or {},
+            )
             push_mlflow(ctx, out)
             return out
 
@@ -209,12 +255,19 @@ def build(spec: DagSpec):
 
             ctx = get_current_context()
             params = ctx["params"]
-            out = steps.evaluate(dataset, _day(), trained["version"], dry_run=bool(params.get("dry_run")),
-                                 min_delta=params.get("min_delta"))
+            out = steps.evaluate(
+                dataset,
+                _day(),
+                trained["version"],
+                dry_run=bool(params.get("dry_run")),
+                min_delta=params.get("min_delta"),
+            )
             push_mlflow(ctx, out)
             return "promote_challenger" if out["promote"] else "reject_challenger"
 
-        @mlflow_task(task_id="promote_challenger", on_success_callback=DriftwatchNotifier("promotion", dataset))
+        @mlflow_task(
+            task_id="promote_challenger", on_success_callback=DriftwatchNotifier("promotion", dataset)
+        )
         def promote_challenger(trained: dict) -> dict:
             """Move alias `champion` to the challenger (old champion -> `previous`), audited, under a lock."""
             from ml import steps
@@ -236,7 +289,9 @@ def build(spec: DagSpec):
             from ml import steps
             from ml.airflow_ext import unfinished_tasks
 
-            return steps.record(dataset, _day(), _run_id(), failed_tasks=unfinished_tasks(get_current_context()))
+            return steps.record(
+                dataset, _day(), _run_id(), failed_tasks=unfinished_tasks(get_current_context())
+            )
 
         validated = validate_batch()
         [wait_for_earlier_days(), wait_for_batch()] >> validated
@@ -247,8 +302,10 @@ def build(spec: DagSpec):
         scored >> [monitor_model(), detect_drift()] >> decided
         trained = train_challenger()
         # an EmptyOperator is marked done by the scheduler itself: no task process for the most common branch
-        skip_retrain = EmptyOperator(task_id="skip_retrain",
-                                     doc_md="No retrain today: the reason is in the history row and the `decide` log.")
+        skip_retrain = EmptyOperator(
+            task_id="skip_retrain",
+            doc_md="No retrain today: the reason is in the history row and the `decide` log.",
+        )
         decided >> [trained, skip_retrain]
         evaluated = evaluate_challenger(trained)
         promoted, rejected = promote_challenger(trained), reject_challenger(trained)

@@ -64,8 +64,10 @@ def dag_run_url(dag_id: str, run_id: str) -> str:
 def push_mlflow(context: Any, info: dict[str, Any] | None) -> None:
     """Record the MLflow run and model version this task worked on (read by the links at task end)."""
     if info:
-        context["ti"].xcom_push(key=MLFLOW_XCOM_KEY, value={k: info.get(k) for k in
-                                                             ("run_id", "experiment_id", "model", "version")})
+        context["ti"].xcom_push(
+            key=MLFLOW_XCOM_KEY,
+            value={k: info.get(k) for k in ("run_id", "experiment_id", "model", "version")},
+        )
 
 
 def _mlflow_info(ti_key: Any) -> dict[str, Any]:
@@ -120,13 +122,15 @@ class MLflowBranchOperator(_BranchPythonDecoratedOperator):
 
 
 def mlflow_task(python_callable: Any = None, **kwargs: Any) -> Any:
-    return task_decorator_factory(python_callable=python_callable, decorated_operator_class=MLflowTaskOperator,
-                                  **kwargs)
+    return task_decorator_factory(
+        python_callable=python_callable, decorated_operator_class=MLflowTaskOperator, **kwargs
+    )
 
 
 def mlflow_branch_task(python_callable: Any = None, **kwargs: Any) -> Any:
-    return task_decorator_factory(python_callable=python_callable, decorated_operator_class=MLflowBranchOperator,
-                                  **kwargs)
+    return task_decorator_factory(
+        python_callable=python_callable, decorated_operator_class=MLflowBranchOperator, **kwargs
+    )
 
 
 # ---------------------------------------------------------------------------------------------- runs in order
@@ -151,13 +155,17 @@ def earlier_runs_unfinished(context: Any) -> bool:
     from airflow.exceptions import AirflowFailException
 
     ti, run = context["ti"], context["dag_run"]
-    blocking = [r for r in (ti.get_previous_dagrun(state="running"), ti.get_previous_dagrun(state="queued")) if r]
+    blocking = [
+        r for r in (ti.get_previous_dagrun(state="running"), ti.get_previous_dagrun(state="queued")) if r
+    ]
     day = run.logical_date.date().isoformat() if run.logical_date else "?"
     if not blocking:
         log.info("%s %s: no run of an earlier date is unfinished; the day goes on", run.dag_id, day)
         return True
-    names = ", ".join(f"{r.run_id} ({_value(r.state)}, logical date {r.logical_date.date()}, {_value(r.run_type)})"
-                      for r in blocking)
+    names = ", ".join(
+        f"{r.run_id} ({_value(r.state)}, logical date {r.logical_date.date()}, {_value(r.run_type)})"
+        for r in blocking
+    )
     mine = _value(run.run_type)
     for r in blocking:
         if _value(r.state) == "queued" and _value(r.run_type) != "backfill" and mine != "backfill":
@@ -166,9 +174,13 @@ def earlier_runs_unfinished(context: Any) -> bool:
                 f"behind this run (max_active_runs=1) and days are processed in date order. This run stops so "
                 f"that it can go first; clear this run ({run.run_id}) once it has finished."
             )
-    log.info("%s %s: waiting for the runs of earlier dates to finish first: %s. Days are processed in date "
-             "order (each is scored by the champion the day before left); this sensor pokes again in a while.",
-             run.dag_id, day, names)
+    log.info(
+        "%s %s: waiting for the runs of earlier dates to finish first: %s. Days are processed in date "
+        "order (each is scored by the champion the day before left); this sensor pokes again in a while.",
+        run.dag_id,
+        day,
+        names,
+    )
     return False
 
 
@@ -183,7 +195,10 @@ def explain_retry(context: Any) -> None:
         "(SIGKILL), the kernel's out-of-memory killer, an operator's kill -9 or a lost worker stopped it half-way. "
         "Every driftwatch step is safe to retry after that: a lock the killed try held is taken over at once, a "
         "model version it registered is adopted, a promotion it committed is completed, and the lines below "
-        "say which of these happened (README: 'What protects the champion').", ti.task_id, ti.try_number)
+        "say which of these happened (README: 'What protects the champion').",
+        ti.task_id,
+        ti.try_number,
+    )
 
 
 def unfinished_tasks(context: Any) -> dict[str, str]:
@@ -191,8 +206,11 @@ def unfinished_tasks(context: Any) -> dict[str, str]:
     now: a task whose retry, or a clear and re-run, succeeded is not among them)."""
     ti = context["ti"]
     states = ti.get_task_states(dag_id=ti.dag_id, run_ids=[ti.run_id]).get(ti.run_id, {})
-    return {task: _value(state) for task, state in states.items()
-            if task != ti.task_id and _value(state) not in ("success", "skipped")}
+    return {
+        task: _value(state)
+        for task, state in states.items()
+        if task != ti.task_id and _value(state) not in ("success", "skipped")
+    }
 
 
 # ---------------------------------------------------------------------------------------------- alerts

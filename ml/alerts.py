@@ -90,13 +90,17 @@ def deliver(settings: Settings, alert: dict[str, Any]) -> str:
         scheme, where = "file", str(settings.paths.alerts)
     try:
         if scheme == "webhook":
-            req = urllib.request.Request(where, data=line.encode(), headers={"Content-Type": "application/json"})
+            req = urllib.request.Request(
+                where, data=line.encode(), headers={"Content-Type": "application/json"}
+            )
             urllib.request.urlopen(req, timeout=10).close()  # noqa: S310 - the scheme is checked in target()
             return "webhook"
         _append(where, line)
         return f"file:{where}"
     except Exception as exc:  # noqa: BLE001 - delivery problems are reported, not raised
-        log.error("alert to %s %s not delivered: %s", scheme, "(webhook)" if scheme == "webhook" else where, exc)
+        log.error(
+            "alert to %s %s not delivered: %s", scheme, "(webhook)" if scheme == "webhook" else where, exc
+        )
         return "undelivered"
 
 
@@ -110,8 +114,11 @@ def event_key(alert: dict[str, Any]) -> str:
         return "quarantine"
     if kind == "promotion":
         return f"v{alert.get('version')}"
-    what = {"monitor": alert.get("violations"), "failure": alert.get("failed_tasks"),
-            "registry": alert.get("repaired")}.get(kind, alert.get("message"))
+    what = {
+        "monitor": alert.get("violations"),
+        "failure": alert.get("failed_tasks"),
+        "registry": alert.get("repaired"),
+    }.get(kind, alert.get("message"))
     return hashlib.sha256(json.dumps(what, default=str, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -123,10 +130,21 @@ def send_once(settings: Settings, alert: dict[str, Any], deliver_with=None) -> s
 
     day, key = str(alert.get("day") or "?"), event_key(alert)
     history = History(settings.history_url)
-    if not history.claim_alert(settings.name, day, alert["kind"], key, dag_run_id=alert.get("dag_run_id"),
-                               message=alert.get("message", "")):
-        log.info("alert not sent again: %s %s %s was alerted before (%s)", settings.name, day, alert["kind"],
-                 alert.get("message", "")[:200])
+    if not history.claim_alert(
+        settings.name,
+        day,
+        alert["kind"],
+        key,
+        dag_run_id=alert.get("dag_run_id"),
+        message=alert.get("message", ""),
+    ):
+        log.info(
+            "alert not sent again: %s %s %s was alerted before (%s)",
+            settings.name,
+            day,
+            alert["kind"],
+            alert.get("message", "")[:200],
+        )
         return "already sent"
     try:
         where = (deliver_with or (lambda a: deliver(settings, a)))(alert)
@@ -145,20 +163,28 @@ def notify(settings: Settings, kind: str, message: str, **details: Any) -> dict[
     return alert
 
 
-def quarantine_alert(settings: Settings, day: dt.date, result: dict[str, Any], dag_run_id: str | None) -> dict:
+def quarantine_alert(
+    settings: Settings, day: dt.date, result: dict[str, Any], dag_run_id: str | None
+) -> dict:
     return event(
-        settings, "quarantine",
+        settings,
+        "quarantine",
         f"{settings.name} {day}: batch quarantined to {result.get('path')} ({result.get('summary', '')[:300]})",
-        day=day.isoformat(), path=result.get("path"), dag_run_id=dag_run_id,
+        day=day.isoformat(),
+        path=result.get("path"),
+        dag_run_id=dag_run_id,
     )
 
 
 def promotion_alert(settings: Settings, day: dt.date, result: dict[str, Any], dag_run_id: str | None) -> dict:
     return event(
-        settings, "promotion",
+        settings,
+        "promotion",
         f"{settings.name} {day}: version {result.get('version')} is the champion "
         f"(was {result.get('previous')}): {result.get('reason', '')}",
-        day=day.isoformat(), version=result.get("version"), previous=result.get("previous"),
+        day=day.isoformat(),
+        version=result.get("version"),
+        previous=result.get("previous"),
         dag_run_id=dag_run_id,
     )
 
@@ -166,30 +192,48 @@ def promotion_alert(settings: Settings, day: dt.date, result: dict[str, Any], da
 def monitor_alert(settings: Settings, day: dt.date, result: dict[str, Any], dag_run_id: str | None) -> dict:
     found = result.get("alerts") or []
     return event(
-        settings, "monitor",
+        settings,
+        "monitor",
         f"{settings.name} {day}: model monitor violation: " + "; ".join(str(a) for a in found)[:600],
-        day=day.isoformat(), violations=found, report=result.get("report"), dag_run_id=dag_run_id,
+        day=day.isoformat(),
+        violations=found,
+        report=result.get("report"),
+        dag_run_id=dag_run_id,
     )
 
 
-def failure_alert(settings: Settings, day: dt.date | None, failed: list[str], dag_run_id: str | None,
-                  url: str | None = None) -> dict:
+def failure_alert(
+    settings: Settings, day: dt.date | None, failed: list[str], dag_run_id: str | None, url: str | None = None
+) -> dict:
     when = day.isoformat() if day else "?"
     return event(
-        settings, "failure",
+        settings,
+        "failure",
         f"{settings.name} {when}: run {dag_run_id} failed ({', '.join(failed) or 'see the run'}); "
         "the champion is unchanged unless promote_challenger succeeded",
-        day=when, failed_tasks=failed, dag_run_id=dag_run_id, url=url,
+        day=when,
+        failed_tasks=failed,
+        dag_run_id=dag_run_id,
+        url=url,
     )
 
 
-def registry_alert(settings: Settings, day: dt.date, repaired: list[dict[str, Any]], dag_run_id: str | None) -> dict:
-    parts = [f"alias {r['alias']} named {'v' + str(r['mlflow']) if r['mlflow'] is not None else 'nothing'}, "
-             f"the audit log v{r['audit']} (since {r['since']})" for r in repaired]
+def registry_alert(
+    settings: Settings, day: dt.date, repaired: list[dict[str, Any]], dag_run_id: str | None
+) -> dict:
+    parts = [
+        f"alias {r['alias']} named {'v' + str(r['mlflow']) if r['mlflow'] is not None else 'nothing'}, "
+        f"the audit log v{r['audit']} (since {r['since']})"
+        for r in repaired
+    ]
     return event(
-        settings, "registry",
+        settings,
+        "registry",
         f"{settings.name} {day}: the MLflow registry did not mirror the audit log and was repaired: "
-        + "; ".join(parts) + ". An interrupted promotion, or an alias moved outside driftwatch "
+        + "; ".join(parts)
+        + ". An interrupted promotion, or an alias moved outside driftwatch "
         "(change the champion with `driftwatch rollback`, not in the MLflow UI).",
-        day=day.isoformat(), repaired=repaired, dag_run_id=dag_run_id,
+        day=day.isoformat(),
+        repaired=repaired,
+        dag_run_id=dag_run_id,
     )

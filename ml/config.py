@@ -25,11 +25,33 @@ from ml.exceptions import ConfigError
 REPO_ROOT = Path(__file__).resolve().parent.parent
 BUNDLED_DATASETS = Path(__file__).resolve().parent / "datasets"
 ENV_PREFIX = "DRIFTWATCH__"
-TOP_LEVEL_KEYS = frozenset({
-    "name", "description", "dag_id", "start_date", "registered_model", "source", "date_column", "label",
-    "features", "drop", "keys", "original_window", "holdout_days", "training", "thresholds", "validation",
-    "wait", "retries", "drift", "evaluation", "synthetic", "label_delay_days", "monitoring",
-})
+TOP_LEVEL_KEYS = frozenset(
+    {
+        "name",
+        "description",
+        "dag_id",
+        "start_date",
+        "registered_model",
+        "source",
+        "date_column",
+        "label",
+        "features",
+        "drop",
+        "keys",
+        "original_window",
+        "holdout_days",
+        "training",
+        "thresholds",
+        "validation",
+        "wait",
+        "retries",
+        "drift",
+        "evaluation",
+        "synthetic",
+        "label_delay_days",
+        "monitoring",
+    }
+)
 MONITOR_ACTIONS = ("record", "alert", "retrain")
 
 
@@ -310,7 +332,10 @@ def _monitoring(raw: Mapping[str, Any], p: str, columns: set[str]) -> Monitoring
     unknown = sorted(set(section) - set(parts))
     if unknown:
         raise ConfigError(f"{p}: monitoring: unknown keys {unknown[:5]}. Allowed: {sorted(parts)}.")
-    got = {k: _section({f"monitoring.{k}": section.get(k)}, f"monitoring.{k}", cls, p) for k, cls in parts.items()}
+    got = {
+        k: _section({f"monitoring.{k}": section.get(k)}, f"monitoring.{k}", cls, p)
+        for k, cls in parts.items()
+    }
     bias, attribution = got["bias"], got["attribution"]
     segments = _names(bias.segments or None, "monitoring.bias.segments", p)
     missing = [c for c in segments if c not in columns]
@@ -319,23 +344,33 @@ def _monitoring(raw: Mapping[str, Any], p: str, columns: set[str]) -> Monitoring
     bias = replace(bias, segments=segments)
     for key, value in (("bias.action", bias.action), ("attribution.action", attribution.action)):
         if value not in MONITOR_ACTIONS:
-            raise ConfigError(f"{p}: monitoring.{key}: expected one of {' | '.join(MONITOR_ACTIONS)}. Got {value!r}.")
+            raise ConfigError(
+                f"{p}: monitoring.{key}: expected one of {' | '.join(MONITOR_ACTIONS)}. Got {value!r}."
+            )
     if not 0 < bias.threshold < 1:
-        raise ConfigError(f"{p}: monitoring.bias.threshold: expected a probability in (0, 1). Got {bias.threshold}.")
+        raise ConfigError(
+            f"{p}: monitoring.bias.threshold: expected a probability in (0, 1). Got {bias.threshold}."
+        )
     if bias.min_rows < 1:
         raise ConfigError(f"{p}: monitoring.bias.min_rows: expected at least 1. Got {bias.min_rows}.")
     for key in ("max_positive_rate_gap_change", "max_accuracy_gap_change"):
         if getattr(bias, key) < 0:
             raise ConfigError(f"{p}: monitoring.bias.{key}: expected a share >= 0. Got {getattr(bias, key)}.")
     if not 0 < attribution.min_ndcg <= 1:
-        raise ConfigError(f"{p}: monitoring.attribution.min_ndcg: expected a value in (0, 1]. Got {attribution.min_ndcg}.")
+        raise ConfigError(
+            f"{p}: monitoring.attribution.min_ndcg: expected a value in (0, 1]. Got {attribution.min_ndcg}."
+        )
     if attribution.rows < 10 or attribution.repeats < 1 or attribution.top_k < 0:
-        raise ConfigError(f"{p}: monitoring.attribution: expected rows >= 10, repeats >= 1 and top_k >= 0. "
-                          f"Got rows={attribution.rows}, repeats={attribution.repeats}, top_k={attribution.top_k}.")
+        raise ConfigError(
+            f"{p}: monitoring.attribution: expected rows >= 10, repeats >= 1 and top_k >= 0. "
+            f"Got rows={attribution.rows}, repeats={attribution.repeats}, top_k={attribution.top_k}."
+        )
     for name, part in (("bias", bias), ("attribution", attribution), ("estimation", got["estimation"])):
         for key in ("enabled", "use_for_decisions"):
             if hasattr(part, key) and not isinstance(getattr(part, key), bool):
-                raise ConfigError(f"{p}: monitoring.{name}.{key}: expected true or false. Got {getattr(part, key)!r}.")
+                raise ConfigError(
+                    f"{p}: monitoring.{name}.{key}: expected true or false. Got {getattr(part, key)!r}."
+                )
     return Monitoring(bias=bias, attribution=attribution, estimation=got["estimation"])
 
 
@@ -413,12 +448,18 @@ def load_settings(dataset: str | Path, environ: Mapping[str, str] | None = None)
         )
     thresholds = _section(raw, "thresholds", Thresholds, p)
     if not 0 < thresholds.drift_share <= 1:
-        raise ConfigError(f"{p}: thresholds.drift_share: expected a share in (0, 1]. Got {thresholds.drift_share}.")
+        raise ConfigError(
+            f"{p}: thresholds.drift_share: expected a share in (0, 1]. Got {thresholds.drift_share}."
+        )
     if not 0 < thresholds.confidence < 1:
-        raise ConfigError(f"{p}: thresholds.confidence: expected a value in (0, 1). Got {thresholds.confidence}.")
+        raise ConfigError(
+            f"{p}: thresholds.confidence: expected a value in (0, 1). Got {thresholds.confidence}."
+        )
     training = _section(raw, "training", Training, p)
     if training.window not in ("all", "last_n_days", "time_decay"):
-        raise ConfigError(f"{p}: training.window: expected all | last_n_days | time_decay. Got {training.window!r}.")
+        raise ConfigError(
+            f"{p}: training.window: expected all | last_n_days | time_decay. Got {training.window!r}."
+        )
     validation = _section(raw, "validation", Validation, p)
     ranges = {}
     for col, bounds in (validation.ranges or {}).items():
@@ -442,7 +483,9 @@ def load_settings(dataset: str | Path, environ: Mapping[str, str] | None = None)
             f"{p}: evaluation.segment_tolerance: expected an AUC drop >= 0. Got {evaluation.segment_tolerance}."
         )
     if evaluation.min_segment_rows < 1:
-        raise ConfigError(f"{p}: evaluation.min_segment_rows: expected at least 1. Got {evaluation.min_segment_rows}.")
+        raise ConfigError(
+            f"{p}: evaluation.min_segment_rows: expected at least 1. Got {evaluation.min_segment_rows}."
+        )
     evaluation = replace(evaluation, segments=segments)
     synthetic = raw.get("synthetic") or {}
     if not isinstance(synthetic, Mapping):
@@ -451,8 +494,9 @@ def load_settings(dataset: str | Path, environ: Mapping[str, str] | None = None)
     try:
         label_delay = int(raw.get("label_delay_days") or 0)
     except (TypeError, ValueError):
-        raise ConfigError(f"{p}: label_delay_days: expected a whole number of days >= 0. "
-                          f"Got {raw['label_delay_days']!r}.") from None
+        raise ConfigError(
+            f"{p}: label_delay_days: expected a whole number of days >= 0. Got {raw['label_delay_days']!r}."
+        ) from None
     if label_delay < 0:
         raise ConfigError(f"{p}: label_delay_days: expected a whole number of days >= 0. Got {label_delay}.")
     name = str(raw["name"])
@@ -479,7 +523,9 @@ def load_settings(dataset: str | Path, environ: Mapping[str, str] | None = None)
         validation=validation,
         wait=_section(raw, "wait", Wait, p),
         retries=_section(raw, "retries", Retries, p),
-        drift_columns=dict(raw.get("drift", {}).get("columns", {}) if isinstance(raw.get("drift"), Mapping) else {}),
+        drift_columns=dict(
+            raw.get("drift", {}).get("columns", {}) if isinstance(raw.get("drift"), Mapping) else {}
+        ),
         paths=Paths.from_env(),
         tracking_uri=environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{home / 'mlflow' / 'mlflow.db'}",
         history_url=environ.get("DRIFTWATCH_DB_URL") or f"sqlite:///{home / 'driftwatch.db'}",

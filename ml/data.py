@@ -40,7 +40,9 @@ def batch_files(partition: Path) -> list[Path]:
     if not partition.is_dir():
         return []
     return sorted(
-        p for p in partition.iterdir() if p.is_file() and not p.name.startswith(("_", ".")) and p.suffix == ".parquet"
+        p
+        for p in partition.iterdir()
+        if p.is_file() and not p.name.startswith(("_", ".")) and p.suffix == ".parquet"
     )
 
 
@@ -64,7 +66,9 @@ def read_files(files: Iterable[Path]) -> pd.DataFrame:
         try:
             frames.append(pq.read_table(f).to_pandas())
         except Exception as exc:  # pyarrow raises several types for a bad file
-            raise UnreadableBatchError(f"{f}: cannot be read as parquet ({type(exc).__name__}: {exc}).") from None
+            raise UnreadableBatchError(
+                f"{f}: cannot be read as parquet ({type(exc).__name__}: {exc})."
+            ) from None
     if not frames:
         return pd.DataFrame()
     return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
@@ -80,7 +84,9 @@ def read_batch(settings: Settings, day: dt.date) -> pd.DataFrame:
     partition = settings.partition_dir(day)
     files = batch_files(partition)
     if not files:
-        raise BatchMissingError(f"{partition}: no batch for {settings.name} on {day} (expected *.parquet files).")
+        raise BatchMissingError(
+            f"{partition}: no batch for {settings.name} on {day} (expected *.parquet files)."
+        )
     return read_files(files)
 
 
@@ -144,7 +150,9 @@ def quarantined_files(settings: Settings, day: dt.date) -> list[Path]:
     base = settings.quarantine_dir(day)
     if not base.is_dir():
         return []
-    attempts = sorted((p for p in base.glob("attempt-*") if p.is_dir()), key=lambda p: int(p.name.split("-")[1]))
+    attempts = sorted(
+        (p for p in base.glob("attempt-*") if p.is_dir()), key=lambda p: int(p.name.split("-")[1])
+    )
     return batch_files(attempts[-1] if attempts else base)
 
 

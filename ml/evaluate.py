@@ -132,7 +132,11 @@ def compare(
     else:
         champion = classification_metrics(y, p_champion)
         ci = paired_bootstrap_auc(
-            y, p_champion, p_challenger, resamples=t.bootstrap_resamples, confidence=t.confidence,
+            y,
+            p_champion,
+            p_challenger,
+            resamples=t.bootstrap_resamples,
+            confidence=t.confidence,
             seed=settings.training.seed,
         )
         candidate = {
@@ -146,7 +150,11 @@ def compare(
         }
         checks = {
             "roc_auc_gain_ci_low": {"value": ci["low"], "threshold": min_delta, "rule": ">"},
-            "log_loss_increase": {"value": candidate["log_loss_increase"], "threshold": t.logloss_tolerance, "rule": "<="},
+            "log_loss_increase": {
+                "value": candidate["log_loss_increase"],
+                "threshold": t.logloss_tolerance,
+                "rule": "<=",
+            },
         }
         out.update(champion=champion, bootstrap_ci=ci)
         if segments is not None:
@@ -156,9 +164,13 @@ def compare(
             worst = table[0] if table else None
             tolerance = settings.evaluation.segment_tolerance
             candidate["worst_segment_auc_drop"] = worst["drop"] if worst else 0.0
-            thresholds["worst_segment_auc_drop"] = MetricThreshold(threshold=float(tolerance), greater_is_better=False)
+            thresholds["worst_segment_auc_drop"] = MetricThreshold(
+                threshold=float(tolerance), greater_is_better=False
+            )
             checks["worst_segment_auc_drop"] = {
-                "value": candidate["worst_segment_auc_drop"], "threshold": tolerance, "rule": "<=",
+                "value": candidate["worst_segment_auc_drop"],
+                "threshold": tolerance,
+                "rule": "<=",
                 "segment": f"{worst['column']}={worst['value']}" if worst else None,
                 "segments_checked": len(table),
             }
@@ -214,14 +226,16 @@ def segment_aucs(
             champion_auc, challenger_auc = auc(y[rows], p_champion[rows]), auc(y[rows], p_challenger[rows])
             if champion_auc is None or challenger_auc is None:
                 continue
-            table.append({
-                "column": column,
-                "value": value.item() if isinstance(value, np.generic) else value,
-                "rows": n,
-                "champion_auc": champion_auc,
-                "challenger_auc": challenger_auc,
-                "drop": champion_auc - challenger_auc,
-            })
+            table.append(
+                {
+                    "column": column,
+                    "value": value.item() if isinstance(value, np.generic) else value,
+                    "rows": n,
+                    "champion_auc": champion_auc,
+                    "challenger_auc": challenger_auc,
+                    "drop": champion_auc - challenger_auc,
+                }
+            )
     table.sort(key=lambda r: (-r["drop"], r["column"], str(r["value"])))
     return table
 
@@ -230,10 +244,14 @@ def _reason(out: dict[str, Any], min_delta: float, confidence: float) -> str:
     ch = out["challenger"]
     if out["champion"] is None:
         verdict = "first champion" if out["promote"] else "no champion: bootstrap model too weak"
-        return f"{verdict}: holdout AUC {ch['roc_auc']:.4f} (needs >= {out['checks']['roc_auc']['threshold']})"
+        return (
+            f"{verdict}: holdout AUC {ch['roc_auc']:.4f} (needs >= {out['checks']['roc_auc']['threshold']})"
+        )
     ci = out["bootstrap_ci"]
-    gain = f"AUC {out['champion']['roc_auc']:.4f} -> {ch['roc_auc']:.4f}, gain {ci['delta']:+.4f} " \
-           f"({confidence:.0%} CI {ci['low']:+.4f}..{ci['high']:+.4f})"
+    gain = (
+        f"AUC {out['champion']['roc_auc']:.4f} -> {ch['roc_auc']:.4f}, gain {ci['delta']:+.4f} "
+        f"({confidence:.0%} CI {ci['low']:+.4f}..{ci['high']:+.4f})"
+    )
     segment = out["checks"].get("worst_segment_auc_drop")
     if out["promote"]:
         segments = f"; no segment loses more than {segment['threshold']} AUC" if segment else ""
@@ -247,5 +265,7 @@ def _reason(out: dict[str, Any], min_delta: float, confidence: float) -> str:
             f"(tolerance {out['checks']['log_loss_increase']['threshold']})"
         )
     if segment and not segment["passed"]:
-        reasons.append(f"segment {segment['segment']} loses {segment['value']:.3f} AUC (tolerance {segment['threshold']})")
+        reasons.append(
+            f"segment {segment['segment']} loses {segment['value']:.3f} AUC (tolerance {segment['threshold']})"
+        )
     return f"rejected: {'; '.join(reasons)}; {gain}"

@@ -51,7 +51,9 @@ def point(name: str, dataset: str | None = None) -> None:
             armed.rename(armed.with_name(armed.name + ".fired"))
         except OSError:  # not armed (or another process fired it first)
             continue
-        log.error("fault injection: %s armed by %s, killing process %s with SIGKILL", name, armed, os.getpid())
+        log.error(
+            "fault injection: %s armed by %s, killing process %s with SIGKILL", name, armed, os.getpid()
+        )
         for handler in logging.getLogger().handlers:
             handler.flush()
         sys.stdout.flush()

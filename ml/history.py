@@ -28,7 +28,9 @@ days = sa.Table(
     metadata,
     sa.Column("dataset", sa.String(100), primary_key=True),
     sa.Column("day", sa.String(10), primary_key=True),
-    sa.Column("status", sa.String(20)),  # accepted | invalid (validation failed) | quarantined; None: no batch read
+    sa.Column(
+        "status", sa.String(20)
+    ),  # accepted | invalid (validation failed) | quarantined; None: no batch read
     sa.Column("rows", sa.Integer),
     sa.Column("validation", sa.Text),  # short summary of the validation result
     sa.Column("champion_version", sa.Integer),  # serving champion on that day
@@ -56,7 +58,9 @@ days = sa.Table(
     sa.Column("attribution_violation", sa.Boolean),
     sa.Column("estimated_quality", sa.Text),  # JSON CBPE {roc_auc, accuracy, ...} from the champion's scores
     sa.Column("estimated_quality_drop", sa.Float),
-    sa.Column("labels_known_on", sa.String(10)),  # the run that first read the day's labels (realized quality)
+    sa.Column(
+        "labels_known_on", sa.String(10)
+    ),  # the run that first read the day's labels (realized quality)
 )
 
 alias_events = sa.Table(
@@ -119,8 +123,18 @@ alerts_sent = sa.Table(
     sa.Column("sent_at", sa.DateTime(timezone=True)),
 )
 
-JSON_FIELDS = {"drifted_columns", "quality", "evaluation", "reports", "train_days", "holdout_days", "holdout_metrics",
-               "bias", "attribution", "estimated_quality"}
+JSON_FIELDS = {
+    "drifted_columns",
+    "quality",
+    "evaluation",
+    "reports",
+    "train_days",
+    "holdout_days",
+    "holdout_metrics",
+    "bias",
+    "attribution",
+    "estimated_quality",
+}
 
 
 @lru_cache(maxsize=8)
@@ -220,7 +234,9 @@ class History:
         with self.engine.begin() as conn:
             conn.execute(days.delete().where(days.c.dataset == dataset, days.c.day == day.isoformat()))
             conn.execute(
-                days.insert().values(dataset=dataset, day=day.isoformat(), updated_at=_now(), **_encode(fields))
+                days.insert().values(
+                    dataset=dataset, day=day.isoformat(), updated_at=_now(), **_encode(fields)
+                )
             )
 
     def update_day(self, dataset: str, day: dt.date, **fields: Any) -> None:
@@ -232,7 +248,9 @@ class History:
             ).first()
             if found:
                 conn.execute(
-                    days.update().where(days.c.dataset == dataset, days.c.day == day.isoformat()).values(**values)
+                    days.update()
+                    .where(days.c.dataset == dataset, days.c.day == day.isoformat())
+                    .values(**values)
                 )
             else:
                 conn.execute(days.insert().values(dataset=dataset, day=day.isoformat(), **values))
@@ -247,8 +265,11 @@ class History:
         where = (days.c.dataset == dataset, days.c.day == day.isoformat())
         with self.engine.begin() as conn:
             if not conn.execute(days.update().where(*where).values(updated_at=_now())).rowcount:
-                conn.execute(days.insert().values(dataset=dataset, day=day.isoformat(), updated_at=_now(),
-                                                  **_encode({"reports": paths})))
+                conn.execute(
+                    days.insert().values(
+                        dataset=dataset, day=day.isoformat(), updated_at=_now(), **_encode({"reports": paths})
+                    )
+                )
                 return
             current = _decode(conn.execute(sa.select(days.c.reports).where(*where)).one()).get("reports")
             merged = {**(current if isinstance(current, dict) else {}), **paths}
@@ -283,12 +304,18 @@ class History:
 
     def models(self, dataset: str) -> list[dict[str, Any]]:
         with self.engine.connect() as conn:
-            rows = conn.execute(sa.select(models).where(models.c.dataset == dataset).order_by(models.c.version))
+            rows = conn.execute(
+                sa.select(models).where(models.c.dataset == dataset).order_by(models.c.version)
+            )
             return [_decode(r) for r in rows]
 
     # ---- alias audit log ------------------------------------------------------------------------------
     def add_alias_event(self, conn: sa.Connection | None = None, **fields: Any) -> None:
-        values = {"at": _now(), "actor": f"{os.environ.get('USER', 'airflow')}@{socket.gethostname()}", **fields}
+        values = {
+            "at": _now(),
+            "actor": f"{os.environ.get('USER', 'airflow')}@{socket.gethostname()}",
+            **fields,
+        }
         if conn is not None:
             conn.execute(alias_events.insert().values(**values))
         else:
@@ -351,27 +378,54 @@ class History:
         previous_before = self.alias_at(dataset, "previous", day)
         iso = day.isoformat()
         with self.engine.begin() as conn:
-            self.add_alias_event(conn, dataset=dataset, model=model, alias="champion", logical_date=iso,
-                                 before_version=before, after_version=version, reason=reason,
-                                 dag_run_id=dag_run_id)
+            self.add_alias_event(
+                conn,
+                dataset=dataset,
+                model=model,
+                alias="champion",
+                logical_date=iso,
+                before_version=before,
+                after_version=version,
+                reason=reason,
+                dag_run_id=dag_run_id,
+            )
             if before is not None:
-                self.add_alias_event(conn, dataset=dataset, model=model, alias="previous", logical_date=iso,
-                                     before_version=previous_before, after_version=before,
-                                     reason=f"replaced by version {version}", dag_run_id=dag_run_id)
-            values = _encode({"promotion": "promoted", "promotion_reason": reason, "candidate_version": version})
+                self.add_alias_event(
+                    conn,
+                    dataset=dataset,
+                    model=model,
+                    alias="previous",
+                    logical_date=iso,
+                    before_version=previous_before,
+                    after_version=before,
+                    reason=f"replaced by version {version}",
+                    dag_run_id=dag_run_id,
+                )
+            values = _encode(
+                {"promotion": "promoted", "promotion_reason": reason, "candidate_version": version}
+            )
             where = (days.c.dataset == dataset, days.c.day == iso)
             if not conn.execute(days.update().where(*where).values(**values, updated_at=_now())).rowcount:
                 conn.execute(days.insert().values(dataset=dataset, day=iso, updated_at=_now(), **values))
 
     # ---- alerts ---------------------------------------------------------------------------------------
-    def claim_alert(self, dataset: str, day: str, kind: str, event: str, *, dag_run_id: str | None,
-                    message: str) -> bool:
+    def claim_alert(
+        self, dataset: str, day: str, kind: str, event: str, *, dag_run_id: str | None, message: str
+    ) -> bool:
         """Mark an alert as sent; False when this day's event was already alerted (a re-run)."""
         try:
             with self.engine.begin() as conn:
-                conn.execute(alerts_sent.insert().values(dataset=dataset, day=day, kind=kind, event=event,
-                                                         dag_run_id=dag_run_id, message=message[:4000],
-                                                         sent_at=_now()))
+                conn.execute(
+                    alerts_sent.insert().values(
+                        dataset=dataset,
+                        day=day,
+                        kind=kind,
+                        event=event,
+                        dag_run_id=dag_run_id,
+                        message=message[:4000],
+                        sent_at=_now(),
+                    )
+                )
         except sa.exc.IntegrityError:
             return False
         return True
@@ -379,13 +433,20 @@ class History:
     def unclaim_alert(self, dataset: str, day: str, kind: str, event: str) -> None:
         """An alert that could not be delivered is not marked sent: the next run of the day tries again."""
         with self.engine.begin() as conn:
-            conn.execute(alerts_sent.delete().where(
-                alerts_sent.c.dataset == dataset, alerts_sent.c.day == day, alerts_sent.c.kind == kind,
-                alerts_sent.c.event == event))
+            conn.execute(
+                alerts_sent.delete().where(
+                    alerts_sent.c.dataset == dataset,
+                    alerts_sent.c.day == day,
+                    alerts_sent.c.kind == kind,
+                    alerts_sent.c.event == event,
+                )
+            )
 
     def alerts(self, dataset: str) -> list[dict[str, Any]]:
         with self.engine.connect() as conn:
-            query = sa.select(alerts_sent).where(alerts_sent.c.dataset == dataset).order_by(alerts_sent.c.sent_at)
+            query = (
+                sa.select(alerts_sent).where(alerts_sent.c.dataset == dataset).order_by(alerts_sent.c.sent_at)
+            )
             return [_decode(r) for r in conn.execute(query)]
 
     # ---- lock -----------------------------------------------------------------------------------------
@@ -414,8 +475,11 @@ class History:
             now = _now()
             try:
                 with self.engine.begin() as conn:
-                    conn.execute(locks.insert().values(name=name, holder=holder, acquired_at=now, heartbeat_at=now,
-                                                       **me))
+                    conn.execute(
+                        locks.insert().values(
+                            name=name, holder=holder, acquired_at=now, heartbeat_at=now, **me
+                        )
+                    )
                 break
             except sa.exc.IntegrityError:
                 pass
@@ -426,9 +490,13 @@ class History:
             dead = _why_dead(row._mapping, stale_s)
             if dead:
                 with self.engine.begin() as conn:
-                    taken = conn.execute(locks.delete().where(
-                        locks.c.name == name, locks.c.holder == row.holder, locks.c.acquired_at == row.acquired_at,
-                    )).rowcount
+                    taken = conn.execute(
+                        locks.delete().where(
+                            locks.c.name == name,
+                            locks.c.holder == row.holder,
+                            locks.c.acquired_at == row.acquired_at,
+                        )
+                    ).rowcount
                 if taken:
                     log.warning("lock %r: taken over from %s (%s)", name, _describe(row._mapping), dead)
                 continue
@@ -520,7 +588,10 @@ class _Heartbeat:
         while not self._stop.wait(self._every):
             try:
                 with self._engine.begin() as conn:
-                    conn.execute(locks.update().where(locks.c.name == self._name, locks.c.holder == self._holder)
-                                 .values(heartbeat_at=_now()))
+                    conn.execute(
+                        locks.update()
+                        .where(locks.c.name == self._name, locks.c.holder == self._holder)
+                        .values(heartbeat_at=_now())
+                    )
             except sa.exc.DBAPIError as exc:  # a busy database: the next beat tries again
                 log.debug("lock %r: heartbeat not written: %s", self._name, exc)

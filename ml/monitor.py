@@ -129,8 +129,12 @@ def segment_stats(
         for i, key in enumerate(keys.tolist()):
             if rows[i] < min_rows:
                 continue
-            entry: dict[str, Any] = {"rows": int(rows[i]), "positive_prediction_rate": float(positive[i] / rows[i]),
-                                     "accuracy": None, "recall": None}
+            entry: dict[str, Any] = {
+                "rows": int(rows[i]),
+                "positive_prediction_rate": float(positive[i] / rows[i]),
+                "accuracy": None,
+                "recall": None,
+            }
             if y is not None:
                 entry["accuracy"] = float(right[i] / rows[i])
                 entry["recall"] = float(hits[i] / actual[i]) if actual[i] > 0 else None
@@ -164,14 +168,18 @@ def bias_drift(
             continue
         ref, cur = reference[col] or {}, current[col] or {}
         info: dict[str, Any] = {"reasons": []}
-        for key, limit, label in (("positive_rate_gap", max_positive_rate_gap_change, "positive-prediction rate"),
-                                  ("accuracy_gap", max_accuracy_gap_change, "accuracy")):
+        for key, limit, label in (
+            ("positive_rate_gap", max_positive_rate_gap_change, "positive-prediction rate"),
+            ("accuracy_gap", max_accuracy_gap_change, "accuracy"),
+        ):
             now, before = _f(cur.get(key)), _f(ref.get(key))
             change = None if now is None or before is None else now - before
             info[key], info[f"reference_{key}"], info[f"{key}_change"] = now, before, change
             if change is not None and change > limit:
-                info["reasons"].append(f"{col}: {label} gap {now:.2f} vs {before:.2f} in the reference "
-                                       f"(+{_shown(change, limit)} > {limit:.2f})")
+                info["reasons"].append(
+                    f"{col}: {label} gap {now:.2f} vs {before:.2f} in the reference "
+                    f"(+{_shown(change, limit)} > {limit:.2f})"
+                )
         info["violation"] = bool(info["reasons"])
         reasons += info["reasons"]
         columns[str(col)] = info
@@ -213,8 +221,9 @@ def prediction_importance(
 
     def scored(frames: list[pd.DataFrame]) -> np.ndarray:
         rows = sum(len(f) for f in frames)
-        p = np.asarray(predict(pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]),
-                       dtype="float64").reshape(-1)
+        p = np.asarray(
+            predict(pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]), dtype="float64"
+        ).reshape(-1)
         if len(p) != rows:
             raise ValueError(f"predict: expected {rows} probabilities (one per row). Got {len(p)}.")
         return p
@@ -288,13 +297,22 @@ def attribution_drift(
     shown = _shown(score, min_ndcg)
     if violation:
         more = ", ..." if len(names) > 4 else ""
-        reason = (f"attribution nDCG {shown} < {min_ndcg}: top features now {', '.join(cur_rank[:4])}{more} "
-                  f"(were {', '.join(base_rank[:4])}{more})")
+        reason = (
+            f"attribution nDCG {shown} < {min_ndcg}: top features now {', '.join(cur_rank[:4])}{more} "
+            f"(were {', '.join(base_rank[:4])}{more})"
+        )
     else:
         reason = f"attribution nDCG {shown} >= {min_ndcg}"
-    return {"ndcg": score, "min_ndcg": min_ndcg, "violation": bool(violation), "baseline_rank": base_rank,
-            "current_rank": cur_rank, "importance": {f: _value(current, f) or 0.0 for f in names},
-            "baseline_importance": {f: _value(baseline, f) or 0.0 for f in names}, "reason": reason}
+    return {
+        "ndcg": score,
+        "min_ndcg": min_ndcg,
+        "violation": bool(violation),
+        "baseline_rank": base_rank,
+        "current_rank": cur_rank,
+        "importance": {f: _value(current, f) or 0.0 for f in names},
+        "baseline_importance": {f: _value(baseline, f) or 0.0 for f in names},
+        "reason": reason,
+    }
 
 
 # ---- performance without labels (CBPE) ------------------------------------------------------------------
@@ -308,8 +326,10 @@ class Calibrator:
 
     def __post_init__(self) -> None:
         if not self.x or len(self.x) != len(self.y):
-            raise ValueError(f"y: expected {len(self.x)} values (one per breakpoint in x, at least one). "
-                             f"Got {len(self.y)}.")
+            raise ValueError(
+                f"y: expected {len(self.x)} values (one per breakpoint in x, at least one). "
+                f"Got {len(self.y)}."
+            )
 
     def __call__(self, scores: np.ndarray) -> np.ndarray:
         import numpy as np
@@ -335,9 +355,13 @@ def fit_calibrator(scores: np.ndarray, labels: np.ndarray) -> Calibrator:
     p = _scores(scores, "scores")
     y = _labels(labels, len(p))
     if len(set(y.tolist())) < 2:
-        raise ValueError(f"labels: expected both classes 0 and 1 to fit a calibrator. Got {sorted(set(y.tolist()))}.")
+        raise ValueError(
+            f"labels: expected both classes 0 and 1 to fit a calibrator. Got {sorted(set(y.tolist()))}."
+        )
     iso = IsotonicRegression(out_of_bounds="clip", y_min=0.0, y_max=1.0).fit(p, y)
-    return Calibrator(x=tuple(float(v) for v in iso.X_thresholds_), y=tuple(float(v) for v in iso.y_thresholds_))
+    return Calibrator(
+        x=tuple(float(v) for v in iso.X_thresholds_), y=tuple(float(v) for v in iso.y_thresholds_)
+    )
 
 
 def calibration_error(labels: np.ndarray, probabilities: np.ndarray, *, bins: int = 10) -> float:
@@ -353,7 +377,9 @@ def calibration_error(labels: np.ndarray, probabilities: np.ndarray, *, bins: in
     y = _labels(labels, len(p))
     which = np.minimum((p * bins).astype(int), bins - 1)
     # rows_b * |mean p_b - mean y_b| == |sum p_b - sum y_b|; empty bins add 0
-    gaps = np.abs(np.bincount(which, weights=p, minlength=bins) - np.bincount(which, weights=y, minlength=bins))
+    gaps = np.abs(
+        np.bincount(which, weights=p, minlength=bins) - np.bincount(which, weights=y, minlength=bins)
+    )
     return float(gaps.sum() / len(p))
 
 
@@ -377,8 +403,14 @@ def estimate_performance(probabilities: np.ndarray, *, threshold: float = 0.5) -
         fpr = np.r_[0.0, fp[last] / neg_total]
         tpr[-1] = fpr[-1] = 1.0  # ends at (1, 1) exactly, whatever the rounding of the sums
         auc = float(np.sum(np.diff(fpr) * (tpr[1:] + tpr[:-1]) / 2))
-    return {"roc_auc": auc, "accuracy": accuracy, "positive_rate": float(p.mean()),
-            "positive_prediction_rate": float(positive.mean()), "rows": int(len(p)), "threshold": float(threshold)}
+    return {
+        "roc_auc": auc,
+        "accuracy": accuracy,
+        "positive_rate": float(p.mean()),
+        "positive_prediction_rate": float(positive.mean()),
+        "rows": int(len(p)),
+        "threshold": float(threshold),
+    }
 
 
 # ---- the day's report -----------------------------------------------------------------------------------
@@ -426,9 +458,11 @@ def render_html(
     """
     e = html.escape
     title = f"Model monitor — {e(str(dataset))} {e(str(day))}"
-    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{title}</title><style>{_CSS}</style>"
-             f"</head><body><h1>{title}</h1>",
-             f"<p class='note'>Serving champion: version {e(str(champion_version))}.</p>"]
+    parts = [
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{title}</title><style>{_CSS}</style>"
+        f"</head><body><h1>{title}</h1>",
+        f"<p class='note'>Serving champion: version {e(str(champion_version))}.</p>",
+    ]
 
     parts.append("<h2>Performance: estimated without labels (CBPE) and realized</h2>")
     if estimated is None and realized is None:
@@ -436,10 +470,16 @@ def render_html(
     else:
         threshold = (estimated or {}).get("threshold", 0.5)
         parts.append("<table><tr><th>metric</th><th>estimated (CBPE)</th><th>realized</th></tr>")
-        for key, label in (("roc_auc", "ROC AUC"), ("accuracy", f"accuracy at {_n(threshold, 2)}"),
-                           ("positive_rate", "share of positive labels"), ("rows", "rows")):
-            parts.append(f"<tr><td>{label}</td><td>{_n((estimated or {}).get(key)) or '—'}</td>"
-                         f"<td>{_n((realized or {}).get(key)) or '—'}</td></tr>")
+        for key, label in (
+            ("roc_auc", "ROC AUC"),
+            ("accuracy", f"accuracy at {_n(threshold, 2)}"),
+            ("positive_rate", "share of positive labels"),
+            ("rows", "rows"),
+        ):
+            parts.append(
+                f"<tr><td>{label}</td><td>{_n((estimated or {}).get(key)) or '—'}</td>"
+                f"<td>{_n((realized or {}).get(key)) or '—'}</td></tr>"
+            )
         parts.append("</table>")
     if labels_note:
         parts.append(f"<p class='note'>{e(labels_note)}</p>")
@@ -448,7 +488,8 @@ def render_html(
             "<p class='note'>Calibration of the champion on its holdout "
             f"({_n(calibration.get('rows'))} rows): expected calibration error {_n(calibration.get('ece_raw')) or '—'}"
             f" for its raw scores, {_n(calibration.get('ece_calibrated')) or '—'} after the isotonic calibrator the "
-            "estimate uses.</p>")
+            "estimate uses.</p>"
+        )
     else:
         parts.append("<p class='note'>Calibration: not computed.</p>")
 
@@ -460,8 +501,10 @@ def render_html(
         parts.append(f"<p>Today: {_flag(bias.get('violation'))}{'. ' + e(reasons) if reasons else ''}</p>")
         if bias.get("labels_day"):
             late = "; ".join(bias.get("labels_day_reasons") or [])
-            parts.append(f"<p>Labels of {e(str(bias['labels_day']))} arrived today: accuracy gaps "
-                         f"{_flag(bias.get('labels_day_violation'))}{'. ' + e(late) if late else ''}</p>")
+            parts.append(
+                f"<p>Labels of {e(str(bias['labels_day']))} arrived today: accuracy gaps "
+                f"{_flag(bias.get('labels_day_violation'))}{'. ' + e(late) if late else ''}</p>"
+            )
         if not bias.get("columns"):
             parts.append("<p class='note'>No segment column in both the day and the reference.</p>")
         for col, info in (bias.get("columns") or {}).items():
@@ -471,36 +514,53 @@ def render_html(
                 f"positive-prediction rate gap {_n(info.get('positive_rate_gap')) or '—'} (reference "
                 f"{_n(info.get('reference_positive_rate_gap')) or '—'}); accuracy gap "
                 f"{_n(info.get('accuracy_gap')) or '—'} "
-                f"(reference {_n(info.get('reference_accuracy_gap')) or '—'})</p>")
+                f"(reference {_n(info.get('reference_accuracy_gap')) or '—'})</p>"
+            )
             seg = (bias.get("segments") or {}).get(col) or {}
             if seg.get("segments"):
-                parts.append("<table><tr><th>value</th><th>rows</th><th>positive-prediction rate</th>"
-                             "<th>accuracy</th><th>recall</th></tr>")
+                parts.append(
+                    "<table><tr><th>value</th><th>rows</th><th>positive-prediction rate</th>"
+                    "<th>accuracy</th><th>recall</th></tr>"
+                )
                 for value, s in seg["segments"].items():
-                    parts.append(f"<tr><td>{e(str(value))}</td><td>{_n(s.get('rows'))}</td>"
-                                 f"<td>{_n(s.get('positive_prediction_rate'))}</td>"
-                                 f"<td>{_n(s.get('accuracy')) or '—'}</td><td>{_n(s.get('recall')) or '—'}</td></tr>")
+                    parts.append(
+                        f"<tr><td>{e(str(value))}</td><td>{_n(s.get('rows'))}</td>"
+                        f"<td>{_n(s.get('positive_prediction_rate'))}</td>"
+                        f"<td>{_n(s.get('accuracy')) or '—'}</td><td>{_n(s.get('recall')) or '—'}</td></tr>"
+                    )
                 parts.append("</table>")
             if seg.get("skipped"):
-                parts.append(f"<p class='note'>{_n(seg['skipped'])} value(s) under {_n(seg.get('min_rows'))} rows "
-                             "left out.</p>")
+                parts.append(
+                    f"<p class='note'>{_n(seg['skipped'])} value(s) under {_n(seg.get('min_rows'))} rows "
+                    "left out.</p>"
+                )
 
     parts.append("<h2>Feature attribution: ranking today vs the reference</h2>")
     if attribution is None:
-        parts.append("<p>not computed: attribution monitoring is off or the champion has no baseline importance.</p>")
+        parts.append(
+            "<p>not computed: attribution monitoring is off or the champion has no baseline importance.</p>"
+        )
     else:
         cls = "bad" if attribution.get("violation") else "ok"
-        parts.append(f"<p class='{cls}'>nDCG {_n(attribution.get('ndcg'))} (violation below "
-                     f"{_n(attribution.get('min_ndcg'))}): {e(str(attribution.get('reason', '')))}</p>")
+        parts.append(
+            f"<p class='{cls}'>nDCG {_n(attribution.get('ndcg'))} (violation below "
+            f"{_n(attribution.get('min_ndcg'))}): {e(str(attribution.get('reason', '')))}</p>"
+        )
         base_pos = {f: i + 1 for i, f in enumerate(attribution.get("baseline_rank") or [])}
         today = attribution.get("importance") or {}
         before = attribution.get("baseline_importance") or {}
-        parts.append("<table><tr><th>rank today</th><th>feature</th><th>baseline importance</th>"
-                     "<th>importance today</th><th>baseline rank</th></tr>")
+        parts.append(
+            "<table><tr><th>rank today</th><th>feature</th><th>baseline importance</th>"
+            "<th>importance today</th><th>baseline rank</th></tr>"
+        )
         for i, f in enumerate(attribution.get("current_rank") or []):
-            parts.append(f"<tr><td>{i + 1}</td><td>{e(str(f))}</td><td>{_n(before.get(f), 4)}</td>"
-                         f"<td>{_n(today.get(f), 4)}</td><td>{base_pos.get(f, '')}</td></tr>")
-        parts.append("</table><p class='note'>Importance: mean absolute change of the champion's predicted "
-                     "probability when the feature is shuffled (no labels needed).</p>")
+            parts.append(
+                f"<tr><td>{i + 1}</td><td>{e(str(f))}</td><td>{_n(before.get(f), 4)}</td>"
+                f"<td>{_n(today.get(f), 4)}</td><td>{base_pos.get(f, '')}</td></tr>"
+            )
+        parts.append(
+            "</table><p class='note'>Importance: mean absolute change of the champion's predicted "
+            "probability when the feature is shuffled (no labels needed).</p>"
+        )
     parts.append("</body></html>")
     return "\n".join(parts)

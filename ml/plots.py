@@ -33,27 +33,34 @@ def timeline(settings: Settings, history: History | None = None) -> dict[str, An
     points = []
     for r in rows:
         quality = r.get("quality") or {}
-        points.append({
-            "day": r["day"],
-            "status": r.get("status"),
-            "rows": r.get("rows"),
-            "drift_share": r.get("drift_share"),
-            "roc_auc": quality.get("roc_auc") if isinstance(quality, dict) else None,
-            "estimated_roc_auc": (r.get("estimated_quality") or {}).get("roc_auc"),
-            "attribution_ndcg": r.get("attribution_ndcg"),
-            "attribution_violation": r.get("attribution_violation"),
-            "bias_violation": r.get("bias_violation"),
-            "champion_version": r.get("champion_version"),
-            "decision": r.get("decision"),
-            "candidate_version": r.get("candidate_version"),
-            "promotion": r.get("promotion"),
-            "reason": r.get("reason"),
-            "promotion_reason": r.get("promotion_reason"),
-            "error": r.get("error"),
-        })
+        points.append(
+            {
+                "day": r["day"],
+                "status": r.get("status"),
+                "rows": r.get("rows"),
+                "drift_share": r.get("drift_share"),
+                "roc_auc": quality.get("roc_auc") if isinstance(quality, dict) else None,
+                "estimated_roc_auc": (r.get("estimated_quality") or {}).get("roc_auc"),
+                "attribution_ndcg": r.get("attribution_ndcg"),
+                "attribution_violation": r.get("attribution_violation"),
+                "bias_violation": r.get("bias_violation"),
+                "champion_version": r.get("champion_version"),
+                "decision": r.get("decision"),
+                "candidate_version": r.get("candidate_version"),
+                "promotion": r.get("promotion"),
+                "reason": r.get("reason"),
+                "promotion_reason": r.get("promotion_reason"),
+                "error": r.get("error"),
+            }
+        )
     promotions = [
-        {"day": e["logical_date"], "version": e["after_version"], "before": e["before_version"],
-         "reason": e["reason"], "actor": e.get("actor")}
+        {
+            "day": e["logical_date"],
+            "version": e["after_version"],
+            "before": e["before_version"],
+            "reason": e["reason"],
+            "actor": e.get("actor"),
+        }
         for e in sorted(h.alias_events(settings.name, "champion"), key=lambda e: (e["logical_date"], e["id"]))
     ]
     return {
@@ -85,15 +92,36 @@ def figure(data: dict[str, Any]):
     fig.suptitle(f"driftwatch · {data['dataset']} · model {data['model']}: {len(days)} days", fontsize=13)
 
     monitored = [p for p in days if p["drift_share"] is not None]
-    ax_drift.plot([_d(p["day"]) for p in monitored], [p["drift_share"] for p in monitored],
-                  ".-", color="#4c72b0", lw=0.8, ms=3, label="drift share (Evidently)")
-    ax_drift.axhline(data["drift_threshold"], color="#c44e52", ls="--", lw=1,
-                     label=f"threshold {data['drift_threshold']:g}")
-    for kind, color, label in (("quarantined", "#dd8452", "quarantined batch"), ("failed", "#c44e52", "failed run")):
+    ax_drift.plot(
+        [_d(p["day"]) for p in monitored],
+        [p["drift_share"] for p in monitored],
+        ".-",
+        color="#4c72b0",
+        lw=0.8,
+        ms=3,
+        label="drift share (Evidently)",
+    )
+    ax_drift.axhline(
+        data["drift_threshold"],
+        color="#c44e52",
+        ls="--",
+        lw=1,
+        label=f"threshold {data['drift_threshold']:g}",
+    )
+    for kind, color, label in (
+        ("quarantined", "#dd8452", "quarantined batch"),
+        ("failed", "#c44e52", "failed run"),
+    ):
         marked = [_d(p["day"]) for p in days if p["status"] == kind or (kind == "failed" and p["error"])]
         for i, day in enumerate(marked):
-            ax_drift.axvspan(day, day + dt.timedelta(days=1), color=color, alpha=0.35, lw=0,
-                             label=label if i == 0 else None)
+            ax_drift.axvspan(
+                day,
+                day + dt.timedelta(days=1),
+                color=color,
+                alpha=0.35,
+                lw=0,
+                label=label if i == 0 else None,
+            )
     ax_drift.set_ylim(-0.02, 1.02)
     ax_drift.set_ylabel("drifted columns share")
     ax_drift.legend(loc="upper left", bbox_to_anchor=(1.005, 1.0), fontsize=8, frameon=False)
@@ -103,40 +131,71 @@ def figure(data: dict[str, Any]):
     ys = [p["roc_auc"] for p in scored]
     ax_auc.plot(xs, ys, ".", color="#8172b3", ms=3.5, alpha=0.6, label="champion AUC on the day's labels")
     if len(ys) >= 7:
-        mean7 = [sum(ys[max(0, i - 6): i + 1]) / len(ys[max(0, i - 6): i + 1]) for i in range(len(ys))]
+        mean7 = [sum(ys[max(0, i - 6) : i + 1]) / len(ys[max(0, i - 6) : i + 1]) for i in range(len(ys))]
         ax_auc.plot(xs, mean7, "-", color="#8172b3", lw=1.4, label="7-day mean")
     estimated = [p for p in days if p.get("estimated_roc_auc") is not None]
     if estimated:
-        ax_auc.plot([_d(p["day"]) for p in estimated], [p["estimated_roc_auc"] for p in estimated], "-",
-                    color="#937860", lw=1, alpha=0.8, label="estimated AUC, no labels (CBPE)")
-    for key, marker, label in (("bias_violation", "s", "bias drift"),
-                               ("attribution_violation", "D", "attribution drift (nDCG)")):
+        ax_auc.plot(
+            [_d(p["day"]) for p in estimated],
+            [p["estimated_roc_auc"] for p in estimated],
+            "-",
+            color="#937860",
+            lw=1,
+            alpha=0.8,
+            label="estimated AUC, no labels (CBPE)",
+        )
+    for key, marker, label in (
+        ("bias_violation", "s", "bias drift"),
+        ("attribution_violation", "D", "attribution drift (nDCG)"),
+    ):
         flagged = [_d(p["day"]) for p in days if p.get(key)]
         if flagged:
             y_flag = (min(ys) - 0.02) if ys else 0.5
-            ax_auc.plot(flagged, [y_flag] * len(flagged), marker, color="#c44e52", ms=4, alpha=0.7, label=label)
+            ax_auc.plot(
+                flagged, [y_flag] * len(flagged), marker, color="#c44e52", ms=4, alpha=0.7, label=label
+            )
     retrains = [p for p in days if p["decision"] in ("retrain", "bootstrap")]
     if retrains:
         y_top = max(ys) + 0.02 if ys else 0.8
-        ax_auc.plot([_d(p["day"]) for p in retrains], [y_top] * len(retrains), "v", color="#55a868", ms=6,
-                    label="retrain decided")
+        ax_auc.plot(
+            [_d(p["day"]) for p in retrains],
+            [y_top] * len(retrains),
+            "v",
+            color="#55a868",
+            ms=6,
+            label="retrain decided",
+        )
     rejected = [p for p in days if p["promotion"] == "rejected"]
     if rejected:
         y_rej = (max(ys) + 0.035) if ys else 0.82
-        ax_auc.plot([_d(p["day"]) for p in rejected], [y_rej] * len(rejected), "x", color="#dd8452", ms=6,
-                    label="challenger rejected")
+        ax_auc.plot(
+            [_d(p["day"]) for p in rejected],
+            [y_rej] * len(rejected),
+            "x",
+            color="#dd8452",
+            ms=6,
+            label="challenger rejected",
+        )
     for i, e in enumerate(data["promotions"]):
         day = _d(e["day"])
         ax_auc.axvline(day, color="#55a868", lw=1, alpha=0.8, label="promotion" if i == 0 else None)
-        ax_auc.annotate(f"v{e['version']}", (day, 1), xycoords=("data", "axes fraction"), xytext=(2, -10),
-                        textcoords="offset points", fontsize=7, color="#2d6a3e")
+        ax_auc.annotate(
+            f"v{e['version']}",
+            (day, 1),
+            xycoords=("data", "axes fraction"),
+            xytext=(2, -10),
+            textcoords="offset points",
+            fontsize=7,
+            color="#2d6a3e",
+        )
     ax_auc.set_ylabel("ROC AUC")
     ax_auc.legend(loc="upper left", bbox_to_anchor=(1.005, 1.0), fontsize=8, frameon=False)
     ax_auc.grid(alpha=0.25)
 
     served = [p for p in days if p["champion_version"] is not None]
-    ax_version.step([_d(p["day"]) for p in served], [p["champion_version"] for p in served], where="post",
-                    color="#937860")
+    ax_version.step(
+        [_d(p["day"]) for p in served], [p["champion_version"] for p in served], where="post", color="#937860"
+    )
     ax_version.set_ylabel("champion\nversion")
     ax_version.grid(alpha=0.25)
     locator = mdates.AutoDateLocator(minticks=4, maxticks=14)
@@ -173,19 +232,24 @@ def page(data: dict[str, Any], svg: str, *, links: dict[str, str] | None = None)
         if p["status"] == "quarantined":
             events.append((p["day"], "quarantined", p["reason"] or ""))
         if p["promotion"] in ("promoted", "rejected", "failed"):
-            events.append((p["day"], f"{p['promotion']} v{p['candidate_version']}", p["promotion_reason"] or ""))
+            events.append(
+                (p["day"], f"{p['promotion']} v{p['candidate_version']}", p["promotion_reason"] or "")
+            )
         elif p["decision"] in ("retrain", "bootstrap") and not p["promotion"]:
             events.append((p["day"], "retrain decided", p["reason"] or ""))
         if p["error"]:
             events.append((p["day"], "failed", p["error"]))
-    rows = "\n".join(
-        f"<tr><td>{e(day)}</td><td class='k-{e(kind.split()[0])}'>{e(kind)}</td><td>{e(text[:400])}</td></tr>"
-        for day, kind, text in events
-    ) or "<tr><td colspan=3>no events yet</td></tr>"
+    rows = (
+        "\n".join(
+            f"<tr><td>{e(day)}</td><td class='k-{e(kind.split()[0])}'>{e(kind)}</td><td>{e(text[:400])}</td></tr>"
+            for day, kind, text in events
+        )
+        or "<tr><td colspan=3>no events yet</td></tr>"
+    )
     nav = " · ".join(f"<a href='{e(href)}'>{e(name)}</a>" for name, href in (links or {}).items())
     summary = " · ".join(f"{k}: <b>{v}</b>" for k, v in counts.items())
     return f"""<!doctype html>
-<html><head><meta charset="utf-8"><title>driftwatch · {e(data['dataset'])} · model history</title>
+<html><head><meta charset="utf-8"><title>driftwatch · {e(data["dataset"])} · model history</title>
 <style>
 body {{ font-family: system-ui, sans-serif; margin: 16px; color: #222; }}
 h1 {{ font-size: 18px; margin: 0 0 6px; }} .summary {{ margin: 6px 0 12px; font-size: 13px; }}
@@ -196,8 +260,8 @@ td, th {{ border-bottom: 1px solid #ddd; padding: 3px 8px; text-align: left; ver
 .k-quarantined, .k-failed {{ color: #b22; font-weight: 600; }}
 </style></head>
 <body>
-<h1>Model history · {e(data['dataset'])} <small>(registered model {e(data['model'])})</small></h1>
-<div class="summary">{summary}{' · ' + nav if nav else ''}</div>
+<h1>Model history · {e(data["dataset"])} <small>(registered model {e(data["model"])})</small></h1>
+<div class="summary">{summary}{" · " + nav if nav else ""}</div>
 <div id="history-plot" data-days="{len(days)}">{svg}</div>
 <table id="history-events"><thead><tr><th>day</th><th>event</th><th>reason</th></tr></thead>
 <tbody>
@@ -218,22 +282,28 @@ def overview_html(entries: list[tuple[Settings, str]]) -> str:
         sections.append(
             f"<section><h2><a href='{href}'>{html.escape(st.name)}</a> <small>(model "
             f"{html.escape(st.registered_model)}, {len(data['days'])} days, {len(data['promotions'])} "
-            f"promotions)</small></h2><div class='history-plot'>{svg[svg.find('<svg'):]}</div></section>"
+            f"promotions)</small></h2><div class='history-plot'>{svg[svg.find('<svg') :]}</div></section>"
         )
-    return ("<!doctype html><html><head><meta charset='utf-8'><title>driftwatch · model history</title>"
-            "<style>body{font-family:system-ui,sans-serif;margin:16px} .history-plot svg{width:100%;"
-            "height:auto;max-width:1400px} h2{font-size:16px}</style></head><body><h1 style='font-size:18px'>"
-            "Model history</h1>" + "".join(sections) + "</body></html>")
+    return (
+        "<!doctype html><html><head><meta charset='utf-8'><title>driftwatch · model history</title>"
+        "<style>body{font-family:system-ui,sans-serif;margin:16px} .history-plot svg{width:100%;"
+        "height:auto;max-width:1400px} h2{font-size:16px}</style></head><body><h1 style='font-size:18px'>"
+        "Model history</h1>" + "".join(sections) + "</body></html>"
+    )
 
 
-def history_html(settings: Settings, history: History | None = None, *, links: dict[str, str] | None = None) -> str:
+def history_html(
+    settings: Settings, history: History | None = None, *, links: dict[str, str] | None = None
+) -> str:
     data = timeline(settings, history)
     svg = render(data, "svg").decode()
-    svg = svg[svg.find("<svg"):]  # drop the XML prolog and DOCTYPE: the SVG is inlined in HTML
+    svg = svg[svg.find("<svg") :]  # drop the XML prolog and DOCTYPE: the SVG is inlined in HTML
     return page(data, svg, links=links)
 
 
-def write_history(settings: Settings, out_dir: Path | None = None, history: History | None = None) -> dict[str, Path]:
+def write_history(
+    settings: Settings, out_dir: Path | None = None, history: History | None = None
+) -> dict[str, Path]:
     """Write history.png, history.svg and history.html (default: <reports>/<dataset>/). Returns the paths."""
     out = Path(out_dir) if out_dir else settings.paths.reports / settings.name
     out.mkdir(parents=True, exist_ok=True)
@@ -245,5 +315,5 @@ def write_history(settings: Settings, out_dir: Path | None = None, history: Hist
     fig.savefig(buf, format="svg")
     svg = buf.getvalue()
     paths["svg"].write_text(svg)
-    paths["html"].write_text(page(data, svg[svg.find("<svg"):]))
+    paths["html"].write_text(page(data, svg[svg.find("<svg") :]))
     return paths

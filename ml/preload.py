@@ -66,10 +66,19 @@ def _warm_evidently() -> None:
     from evidently.presets import ClassificationPreset, DataDriftPreset
 
     rng = np.random.default_rng(0)
-    frame = pd.DataFrame({"x": rng.normal(size=60), "c": rng.choice(["a", "b"], 60),
-                          "target": rng.integers(0, 2, 60), "prediction": rng.random(60)})
-    definition = DataDefinition(numerical_columns=["x", "prediction"], categorical_columns=["c", "target"],
-                                classification=[BinaryClassification(target="target", prediction_probas="prediction")])
+    frame = pd.DataFrame(
+        {
+            "x": rng.normal(size=60),
+            "c": rng.choice(["a", "b"], 60),
+            "target": rng.integers(0, 2, 60),
+            "prediction": rng.random(60),
+        }
+    )
+    definition = DataDefinition(
+        numerical_columns=["x", "prediction"],
+        categorical_columns=["c", "target"],
+        classification=[BinaryClassification(target="target", prediction_probas="prediction")],
+    )
     data = Dataset.from_pandas(frame, data_definition=definition)
     snapshot = Report([DataDriftPreset(columns=["x", "c"]), ClassificationPreset()]).run(
         current_data=data, reference_data=data

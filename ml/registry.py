@@ -59,7 +59,9 @@ def experiment_id(settings: Settings, kind: str) -> str:
     With a database tracking URI the artifact location is set explicitly, so artifacts land under
     DRIFTWATCH_HOME whichever process creates the experiment (MLflow's default is ./mlruns of the cwd).
     """
-    return _experiment_id(settings.tracking_uri, f"{settings.name}-{kind}", str(settings.paths.mlflow_artifacts))
+    return _experiment_id(
+        settings.tracking_uri, f"{settings.name}-{kind}", str(settings.paths.mlflow_artifacts)
+    )
 
 
 @lru_cache(maxsize=32)
@@ -120,10 +122,13 @@ def log_challenger(
     X, _ = model_frame(settings, train)
     example = X.head(5)
     signature = infer_signature(example, model.predict_proba(example)[:, 1])
-    tags = challenger_tags(settings, day, digest, trigger=trigger, split=split, dag_run_id=dag_run_id,
-                           dag_run_url=dag_run_url)
-    with _prints_as_info(), mlflow.start_run(experiment_id=exp, run_name=f"{settings.name}-{day}-challenger",
-                                             tags=tags) as run:
+    tags = challenger_tags(
+        settings, day, digest, trigger=trigger, split=split, dag_run_id=dag_run_id, dag_run_url=dag_run_url
+    )
+    with (
+        _prints_as_info(),
+        mlflow.start_run(experiment_id=exp, run_name=f"{settings.name}-{day}-challenger", tags=tags) as run,
+    ):
         faults.point("train.after_run_start", settings.name)
         mlflow.log_params(
             {
@@ -200,8 +205,16 @@ def _prints_as_info() -> Iterator[None]:
                 log.info("mlflow: %s", line.strip())
 
 
-def challenger_tags(settings: Settings, day: dt.date, digest: str, *, trigger: str, split: Mapping[str, Any],
-                    dag_run_id: str | None, dag_run_url: str | None) -> dict[str, str]:
+def challenger_tags(
+    settings: Settings,
+    day: dt.date,
+    digest: str,
+    *,
+    trigger: str,
+    split: Mapping[str, Any],
+    dag_run_id: str | None,
+    dag_run_url: str | None,
+) -> dict[str, str]:
     """The tags a challenger's run and version carry; the logical date and the data digest identify it."""
     return {
         f"{TAG}dataset": settings.name,
@@ -226,12 +239,18 @@ def registered_for(settings: Settings, day: dt.date, digest: str) -> list[dict[s
     out = []
     for mv in sorted(found, key=lambda m: int(m.version)):
         run = c.get_run(mv.run_id) if mv.run_id else None
-        out.append({
-            "version": int(mv.version), "run_id": mv.run_id, "tags": dict(mv.tags), "description": mv.description,
-            "run_status": run.info.status if run else None,
-            "experiment_id": run.info.experiment_id if run else None,
-            "metrics": dict(run.data.metrics) if run else {}, "params": dict(run.data.params) if run else {},
-        })
+        out.append(
+            {
+                "version": int(mv.version),
+                "run_id": mv.run_id,
+                "tags": dict(mv.tags),
+                "description": mv.description,
+                "run_status": run.info.status if run else None,
+                "experiment_id": run.info.experiment_id if run else None,
+                "metrics": dict(run.data.metrics) if run else {},
+                "params": dict(run.data.params) if run else {},
+            }
+        )
     return out
 
 
@@ -250,16 +269,26 @@ def register_finished_run(settings: Settings, day: dt.date, digest: str) -> int 
         order_by=["attributes.start_time DESC"],
     )
     for run in runs:
-        models = mlflow.search_logged_models(experiment_ids=[exp], output_format="list",
-                                             filter_string=f"source_run_id = '{run.info.run_id}'")
+        models = mlflow.search_logged_models(
+            experiment_ids=[exp], output_format="list", filter_string=f"source_run_id = '{run.info.run_id}'"
+        )
         if not models:
             continue
         tags = {k: v for k, v in run.data.tags.items() if k.startswith(TAG)}
         with _prints_as_info():
-            version = int(mlflow.register_model(f"models:/{models[0].model_id}", settings.registered_model,
-                                                tags=tags).version)
-        log.warning("%s %s: registered version %s from training run %s, which an earlier try completed but was "
-                    "killed before registering", settings.name, day, version, run.info.run_id)
+            version = int(
+                mlflow.register_model(
+                    f"models:/{models[0].model_id}", settings.registered_model, tags=tags
+                ).version
+            )
+        log.warning(
+            "%s %s: registered version %s from training run %s, which an earlier try completed but was "
+            "killed before registering",
+            settings.name,
+            day,
+            version,
+            run.info.run_id,
+        )
         return version
     return None
 
@@ -275,8 +304,13 @@ def end_abandoned_runs(settings: Settings, day: dt.date, note: str) -> list[str]
     for run in runs:
         c.set_tag(run.info.run_id, f"{TAG}failed_reason", note[:5000])
         c.set_terminated(run.info.run_id, "FAILED")
-        log.warning("%s %s: training run %s of an earlier try was left RUNNING; ended as FAILED (%s)",
-                    settings.name, day, run.info.run_id, note)
+        log.warning(
+            "%s %s: training run %s of an earlier try was left RUNNING; ended as FAILED (%s)",
+            settings.name,
+            day,
+            run.info.run_id,
+            note,
+        )
     return [r.info.run_id for r in runs]
 
 
@@ -284,8 +318,11 @@ def mark_failed(settings: Settings, version: int, day: dt.date, message: str) ->
     """A version that will never be evaluated says so: decision `failed`, the reason, a description."""
     c = client(settings)
     _set_tags(c, settings, version, {f"{TAG}decision": "failed", f"{TAG}reason": f"{day}: {message}"[:5000]})
-    c.update_model_version(settings.registered_model, str(version),
-                           description=f"Not evaluated: {message} ({day}). Never served.")
+    c.update_model_version(
+        settings.registered_model,
+        str(version),
+        description=f"Not evaluated: {message} ({day}). Never served.",
+    )
 
 
 def _pip_requirements() -> list[str]:
@@ -340,8 +377,11 @@ def _local_model_dir(settings: Settings, version: int, run_id: str | None = None
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".download-", dir=target.parent))
     try:
-        got = Path(mlflow.artifacts.download_artifacts(f"models:/{settings.registered_model}/{version}",
-                                                       dst_path=str(tmp)))
+        got = Path(
+            mlflow.artifacts.download_artifacts(
+                f"models:/{settings.registered_model}/{version}", dst_path=str(tmp)
+            )
+        )
         try:
             got.replace(target)
         except OSError:  # another process cached it first: theirs is the same files
@@ -438,28 +478,64 @@ def promote(
     holder = f"promote:{dag_run_id or 'manual'}:v{version}"
     with history.lock(f"promote:{settings.name}", holder):
         faults.point("promote.after_lock", settings.name)
-        done = [e for e in history.alias_events(settings.name, CHAMPION)
-                if e["logical_date"] == day.isoformat() and e["after_version"] == version]
+        done = [
+            e
+            for e in history.alias_events(settings.name, CHAMPION)
+            if e["logical_date"] == day.isoformat() and e["after_version"] == version
+        ]
         if done:  # an earlier try committed it: complete the mirror, report what that promotion replaced
             before = done[0]["before_version"]
-            log.info("%s %s: the promotion of version %s was recorded by an earlier try or run (%s); completing "
-                     "the MLflow side", settings.name, day, version, done[0]["dag_run_id"])
+            log.info(
+                "%s %s: the promotion of version %s was recorded by an earlier try or run (%s); completing "
+                "the MLflow side",
+                settings.name,
+                day,
+                version,
+                done[0]["dag_run_id"],
+            )
             # a re-run of the day started its row afresh: it says promoted again
-            history.update_day(settings.name, day, promotion="promoted", promotion_reason=evaluation["reason"],
-                               candidate_version=version)
+            history.update_day(
+                settings.name,
+                day,
+                promotion="promoted",
+                promotion_reason=evaluation["reason"],
+                candidate_version=version,
+            )
         else:
             before = history.champion_at(settings.name, day)
             if before == version:
-                return {"promoted": False, "champion": version, "previous": None, "note": "already champion",
-                        "recorded_before": True}
-            history.record_promotion(dataset=settings.name, model=settings.registered_model, day=day,
-                                     version=version, before=before, reason=evaluation["reason"],
-                                     dag_run_id=dag_run_id)
+                return {
+                    "promoted": False,
+                    "champion": version,
+                    "previous": None,
+                    "note": "already champion",
+                    "recorded_before": True,
+                }
+            history.record_promotion(
+                dataset=settings.name,
+                model=settings.registered_model,
+                day=day,
+                version=version,
+                before=before,
+                reason=evaluation["reason"],
+                dag_run_id=dag_run_id,
+            )
             faults.point("promote.after_audit", settings.name)
-        _set_tags(c, settings, version, {**evidence_tags(evaluation), f"{TAG}promoted_on": day.isoformat(),
-                                         f"{TAG}replaced_version": before})
-        c.update_model_version(settings.registered_model, str(version),
-                               description=_description(settings, day, evaluation, before))
+        _set_tags(
+            c,
+            settings,
+            version,
+            {
+                **evidence_tags(evaluation),
+                f"{TAG}promoted_on": day.isoformat(),
+                f"{TAG}replaced_version": before,
+            },
+        )
+        c.update_model_version(
+            settings.registered_model,
+            str(version),
+            description=_description(settings, day, evaluation, before),
+        )
         faults.point("promote.after_tags", settings.name)
         sync_aliases(settings, history, c)
     return {"promoted": True, "champion": version, "previous": before, "recorded_before": bool(done)}
@@ -487,12 +563,21 @@ def alias_drift(settings: Settings, history: History, c: MlflowClient | None = N
             continue
         current = _alias_version(c, settings, alias)
         if current != int(last["after_version"]):
-            out.append({"alias": alias, "audit": int(last["after_version"]), "mlflow": current,
-                        "since": last["logical_date"], "reason": last["reason"]})
+            out.append(
+                {
+                    "alias": alias,
+                    "audit": int(last["after_version"]),
+                    "mlflow": current,
+                    "since": last["logical_date"],
+                    "reason": last["reason"],
+                }
+            )
     return out
 
 
-def sync_aliases(settings: Settings, history: History, c: MlflowClient | None = None) -> dict[str, int | None]:
+def sync_aliases(
+    settings: Settings, history: History, c: MlflowClient | None = None
+) -> dict[str, int | None]:
     """Point the MLflow aliases at the latest entries of the audit log (idempotent); `champion` first."""
     from ml import faults
 
@@ -508,10 +593,19 @@ def sync_aliases(settings: Settings, history: History, c: MlflowClient | None = 
         if _alias_version(c, settings, alias) != int(last["after_version"]):
             c.set_registered_model_alias(settings.registered_model, alias, str(last["after_version"]))
             c.set_registered_model_tag(
-                settings.registered_model, f"{TAG}audit.{alias}",
-                json.dumps({"version": last["after_version"], "before": last["before_version"],
-                            "logical_date": last["logical_date"], "reason": (last["reason"] or "")[:200],
-                            "dag_run_id": last["dag_run_id"], "actor": last["actor"], "at": last["at"]}),
+                settings.registered_model,
+                f"{TAG}audit.{alias}",
+                json.dumps(
+                    {
+                        "version": last["after_version"],
+                        "before": last["before_version"],
+                        "logical_date": last["logical_date"],
+                        "reason": (last["reason"] or "")[:200],
+                        "dag_run_id": last["dag_run_id"],
+                        "actor": last["actor"],
+                        "at": last["at"],
+                    }
+                ),
             )
             if alias == CHAMPION:
                 faults.point("promote.after_champion_alias", settings.name)
@@ -532,10 +626,15 @@ def _complete_promotion_tags(settings: Settings, history: History, c: MlflowClie
     if not isinstance(evaluation, dict) or evaluation.get("challenger_version") != version:
         return
     before = last["before_version"]
-    _set_tags(c, settings, version, {**evidence_tags(evaluation), f"{TAG}promoted_on": day.isoformat(),
-                                     f"{TAG}replaced_version": before})
-    c.update_model_version(settings.registered_model, str(version),
-                           description=_description(settings, day, evaluation, before))
+    _set_tags(
+        c,
+        settings,
+        version,
+        {**evidence_tags(evaluation), f"{TAG}promoted_on": day.isoformat(), f"{TAG}replaced_version": before},
+    )
+    c.update_model_version(
+        settings.registered_model, str(version), description=_description(settings, day, evaluation, before)
+    )
 
 
 def repair(settings: Settings, history: History, *, holder: str = "repair") -> list[dict[str, Any]]:
@@ -550,10 +649,18 @@ def repair(settings: Settings, history: History, *, holder: str = "repair") -> l
             _complete_promotion_tags(settings, history, c)
             sync_aliases(settings, history, c)
     for d in drift:
-        log.error("%s: MLflow alias %r of %s named %s, the audit log names version %s (since %s: %s); moved "
-                  "it back to %s", settings.name, d["alias"], settings.registered_model,
-                  f"version {d['mlflow']}" if d["mlflow"] is not None else "nothing", d["audit"], d["since"],
-                  d["reason"], d["audit"])
+        log.error(
+            "%s: MLflow alias %r of %s named %s, the audit log names version %s (since %s: %s); moved "
+            "it back to %s",
+            settings.name,
+            d["alias"],
+            settings.registered_model,
+            f"version {d['mlflow']}" if d["mlflow"] is not None else "nothing",
+            d["audit"],
+            d["since"],
+            d["reason"],
+            d["audit"],
+        )
     return drift
 
 
@@ -600,15 +707,18 @@ def rollback(
 
     reason = (reason or "").strip()
     if not reason:
-        raise ModelError(f"{settings.name}: rollback needs a reason for the audit log (--reason \"...\").")
+        raise ModelError(f'{settings.name}: rollback needs a reason for the audit log (--reason "...").')
     c = client(settings)
     holder = f"rollback:{actor or 'manual'}"
     with history.lock(f"promote:{settings.name}", holder):
         events = history.alias_events(settings.name)
 
         def latest(alias: str) -> dict[str, Any] | None:
-            return max((e for e in events if e["alias"] == alias),
-                       key=lambda e: (e["logical_date"], e["id"]), default=None)
+            return max(
+                (e for e in events if e["alias"] == alias),
+                key=lambda e: (e["logical_date"], e["id"]),
+                default=None,
+            )
 
         champion, previous = latest(CHAMPION), latest(PREVIOUS)
         if champion is None or champion["after_version"] is None:
@@ -646,18 +756,36 @@ def rollback(
         who = {"actor": actor} if actor else {}
         with history.engine.begin() as conn:  # both audit rows or neither
             history.add_alias_event(
-                conn, dataset=settings.name, model=settings.registered_model, alias=CHAMPION,
-                logical_date=stamp, before_version=current, after_version=target, reason=text,
-                dag_run_id=None, **who,
+                conn,
+                dataset=settings.name,
+                model=settings.registered_model,
+                alias=CHAMPION,
+                logical_date=stamp,
+                before_version=current,
+                after_version=target,
+                reason=text,
+                dag_run_id=None,
+                **who,
             )
             history.add_alias_event(
-                conn, dataset=settings.name, model=settings.registered_model, alias=PREVIOUS,
-                logical_date=stamp, before_version=target, after_version=current,
-                reason=f"{text} (rolled back from version {current})", dag_run_id=None, **who,
+                conn,
+                dataset=settings.name,
+                model=settings.registered_model,
+                alias=PREVIOUS,
+                logical_date=stamp,
+                before_version=target,
+                after_version=current,
+                reason=f"{text} (rolled back from version {current})",
+                dag_run_id=None,
+                **who,
             )
         try:
-            _set_tags(c, settings, current, {ROLLED_BACK_TAGS[0]: "true", ROLLED_BACK_TAGS[1]: reason[:5000],
-                                             ROLLED_BACK_TAGS[2]: stamp})
+            _set_tags(
+                c,
+                settings,
+                current,
+                {ROLLED_BACK_TAGS[0]: "true", ROLLED_BACK_TAGS[1]: reason[:5000], ROLLED_BACK_TAGS[2]: stamp},
+            )
             for key in ROLLED_BACK_TAGS:
                 if key in restored.tags:
                     c.delete_model_version_tag(settings.registered_model, str(target), key)
@@ -669,8 +797,13 @@ def rollback(
                 f"`driftwatch repair` (or the next run) makes the MLflow aliases follow the audit log."
             ) from exc
     log.warning("%s: champion rolled back from version %s to %s (%s)", settings.name, current, target, reason)
-    return {"rolled_back": current, "champion": target, "previous": current, "logical_date": stamp,
-            "reason": text}
+    return {
+        "rolled_back": current,
+        "champion": target,
+        "previous": current,
+        "logical_date": stamp,
+        "reason": text,
+    }
 
 
 def reject(
@@ -679,8 +812,9 @@ def reject(
     """Tag a rejected challenger with the reason and its metrics; the aliases are not touched."""
     c = client(settings)
     _set_tags(c, settings, version, evidence_tags(evaluation))
-    c.update_model_version(settings.registered_model, str(version),
-                           description=_description(settings, day, evaluation, champion))
+    c.update_model_version(
+        settings.registered_model, str(version), description=_description(settings, day, evaluation, champion)
+    )
 
 
 def champion_alias(settings: Settings) -> int | None:

@@ -42,7 +42,9 @@ from ml.exceptions import BatchMissingError, ConfigError
 
 log = logging.getLogger(__name__)
 
-HORIZON_DAYS = 7  # a promotion "made the next days worse" when the new champion's mean daily AUC over them is lower
+HORIZON_DAYS = (
+    7  # a promotion "made the next days worse" when the new champion's mean daily AUC over them is lower
+)
 RESULT_FILE = "result.json"
 LOG_FILE = "replay.log"
 
@@ -84,7 +86,9 @@ def parse_policy(name: str) -> Policy:
     if m and int(m.group(1)) >= 1:
         n = int(m.group(1))
         return Policy("daily" if n == 1 else name, every=n)
-    raise ConfigError(f"replay: unknown policy {name!r}. Use one of {list(POLICY_NAMES)} or every-N (N >= 1).")
+    raise ConfigError(
+        f"replay: unknown policy {name!r}. Use one of {list(POLICY_NAMES)} or every-N (N >= 1)."
+    )
 
 
 def cost_rank(policy: Policy) -> float:
@@ -151,7 +155,9 @@ def replay(
         return _replay(dataset, policy, days, horizon=horizon, progress=progress)
 
 
-def _replay(dataset: str, policy: Policy, days: Sequence[dt.date], *, horizon: int, progress: bool) -> dict[str, Any]:
+def _replay(
+    dataset: str, policy: Policy, days: Sequence[dt.date], *, horizon: int, progress: bool
+) -> dict[str, Any]:
     from dataclasses import asdict
 
     from ml import steps
@@ -173,11 +179,25 @@ def _replay(dataset: str, policy: Policy, days: Sequence[dt.date], *, horizon: i
             rows[-1]["wall_s"] = round(time.perf_counter() - day_started, 3)
         day_started = time.perf_counter()
         run_id = f"replay__{policy.name}__{d.isoformat()}"
-        row: dict[str, Any] = {"day": d.isoformat(), "status": None, "champion": None, "auc": None,
-                               "accuracy": None, "drift_share": None, "quality_drop": None, "decision": None,
-                               "trained": False, "bootstrap": False, "version": None, "promoted": False,
-                               "rejected": False, "failed": False, "train_cpu_s": 0.0, "reason": None,
-                               "wall_s": None}
+        row: dict[str, Any] = {
+            "day": d.isoformat(),
+            "status": None,
+            "champion": None,
+            "auc": None,
+            "accuracy": None,
+            "drift_share": None,
+            "quality_drop": None,
+            "decision": None,
+            "trained": False,
+            "bootstrap": False,
+            "version": None,
+            "promoted": False,
+            "rejected": False,
+            "failed": False,
+            "train_cpu_s": 0.0,
+            "reason": None,
+            "wall_s": None,
+        }
         rows.append(row)
         if not steps.batch_ready(dataset, d):
             row["status"] = "missing"
@@ -202,13 +222,21 @@ def _replay(dataset: str, policy: Policy, days: Sequence[dt.date], *, horizon: i
         decision = steps.decide(dataset, d, force=scheduled)
         if champion is not None and not policy.drift:
             # the calendar decided, not decide()'s drift rules (no drift is measured for these policies)
-            since = f"{(d - last_trained).days} days since training on {last_trained}" if last_trained else "no training yet"
+            since = (
+                f"{(d - last_trained).days} days since training on {last_trained}"
+                if last_trained
+                else "no training yet"
+            )
             reason = f"{policy.label}: {'scheduled retrain' if scheduled else 'not scheduled'} ({since})"
             h.update_day(s.name, d, reason=reason)
             decision["reason"] = reason
         day_row = h.get_day(s.name, d) or {}
-        row.update(decision=day_row.get("decision"), reason=decision["reason"],
-                   drift_share=day_row.get("drift_share"), quality_drop=day_row.get("quality_drop"))
+        row.update(
+            decision=day_row.get("decision"),
+            reason=decision["reason"],
+            drift_share=day_row.get("drift_share"),
+            quality_drop=day_row.get("quality_drop"),
+        )
         if decision["retrain"]:
             cpu = time.process_time()
             row["trained"], row["bootstrap"] = True, bool(decision["bootstrap"])
@@ -259,7 +287,9 @@ def _replay(dataset: str, policy: Policy, days: Sequence[dt.date], *, horizon: i
     }
 
 
-def promotion_effects(settings: Any, history: Any, rows: Sequence[Mapping[str, Any]], *, horizon: int) -> list[dict]:
+def promotion_effects(
+    settings: Any, history: Any, rows: Sequence[Mapping[str, Any]], *, horizon: int
+) -> list[dict]:
     """For every promotion that replaced a champion: both models' mean daily AUC over the next `horizon`
     accepted days (the new one served them, the old one is scored on the same batches afterwards)."""
     from ml import data as lake
@@ -289,18 +319,37 @@ def promotion_effects(settings: Any, history: Any, rows: Sequence[Mapping[str, A
     return out
 
 
-def next_days_effect(day: str, before: int | None, after: int, old_aucs: Sequence[float],
-                     new_aucs: Sequence[float]) -> dict[str, Any]:
+def next_days_effect(
+    day: str, before: int | None, after: int, old_aucs: Sequence[float], new_aucs: Sequence[float]
+) -> dict[str, Any]:
     """One promotion's effect: mean daily AUC of the replaced and the new champion on the same days;
     `worse` when the new one's is lower (None without a scored day after the promotion)."""
     if len(old_aucs) != len(new_aucs):
-        raise ValueError(f"next_days_effect: {len(old_aucs)} AUCs of the old champion, {len(new_aucs)} of the new")
+        raise ValueError(
+            f"next_days_effect: {len(old_aucs)} AUCs of the old champion, {len(new_aucs)} of the new"
+        )
     if not old_aucs:
-        return {"day": day, "before": before, "after": after, "days": 0, "old_auc": None, "new_auc": None,
-                "delta": None, "worse": None}
+        return {
+            "day": day,
+            "before": before,
+            "after": after,
+            "days": 0,
+            "old_auc": None,
+            "new_auc": None,
+            "delta": None,
+            "worse": None,
+        }
     old, new = sum(old_aucs) / len(old_aucs), sum(new_aucs) / len(new_aucs)
-    return {"day": day, "before": before, "after": after, "days": len(old_aucs), "old_auc": old, "new_auc": new,
-            "delta": new - old, "worse": new < old}
+    return {
+        "day": day,
+        "before": before,
+        "after": after,
+        "days": len(old_aucs),
+        "old_auc": old,
+        "new_auc": new,
+        "delta": new - old,
+        "worse": new < old,
+    }
 
 
 # ---- summaries ------------------------------------------------------------------------------------------
@@ -309,10 +358,13 @@ def _mean(values: Iterable[float | None]) -> float | None:
     return sum(vals) / len(vals) if vals else None
 
 
-def summarize(result: Mapping[str, Any], start: dt.date | None = None, end: dt.date | None = None) -> dict[str, Any]:
+def summarize(
+    result: Mapping[str, Any], start: dt.date | None = None, end: dt.date | None = None
+) -> dict[str, Any]:
     """Per-policy figures over the days in [start, end] (default: all): mean daily AUC and accuracy of the
     serving champion (days it scored), retrains (bootstrap excluded), training CPU s (train + evaluate +
     promote/reject), promotions, rejections, promotions that made the next days worse."""
+
     def inside(day: str) -> bool:
         d = dt.date.fromisoformat(day)
         return (start is None or d >= start) and (end is None or d <= end)
@@ -337,13 +389,16 @@ def summarize(result: Mapping[str, Any], start: dt.date | None = None, end: dt.d
     }
 
 
-CHOICE_RULE = ("among the settings with at most {budget} of the every-day policy's retrains, the highest mean "
-               "daily AUC (ties within 0.0005: fewer retrains); when none fits the budget, the fewest retrains.")
+CHOICE_RULE = (
+    "among the settings with at most {budget} of the every-day policy's retrains, the highest mean "
+    "daily AUC (ties within 0.0005: fewer retrains); when none fits the budget, the fewest retrains."
+)
 AUC_TIE = 0.0005
 
 
-def choose_thresholds(candidates: Sequence[Mapping[str, Any]], *, reference: Mapping[str, Any],
-                      budget_share: float = 0.10) -> Mapping[str, Any]:
+def choose_thresholds(
+    candidates: Sequence[Mapping[str, Any]], *, reference: Mapping[str, Any], budget_share: float = 0.10
+) -> Mapping[str, Any]:
     """Pick one tuning candidate (a `summarize` dict with its `thresholds`) by `CHOICE_RULE`.
 
     Raises:
@@ -358,14 +413,18 @@ def choose_thresholds(candidates: Sequence[Mapping[str, Any]], *, reference: Map
     if not within:
         return min(candidates, key=lambda c: (c["retrains"], -c["mean_auc"]))
     best = max(c["mean_auc"] for c in within)
-    return min((c for c in within if c["mean_auc"] >= best - AUC_TIE), key=lambda c: (c["retrains"], -c["mean_auc"]))
+    return min(
+        (c for c in within if c["mean_auc"] >= best - AUC_TIE), key=lambda c: (c["retrains"], -c["mean_auc"])
+    )
 
 
 def triggers(row: Mapping[str, Any], thresholds: Mapping[str, Any]) -> bool:
     """Whether a monitored day crossed a retrain threshold (drift share or AUC drop), cooldown aside."""
     share, drop = row.get("drift_share"), row.get("quality_drop")
-    return bool((share is not None and share >= thresholds["drift_share"])
-                or (drop is not None and drop >= thresholds["quality_drop"]))
+    return bool(
+        (share is not None and share >= thresholds["drift_share"])
+        or (drop is not None and drop >= thresholds["quality_drop"])
+    )
 
 
 def detection(result: Mapping[str, Any], onset: dt.date | None) -> dict[str, Any]:
@@ -422,19 +481,27 @@ def link_lake(source: Path, target: Path, days: Iterable[dt.date]) -> int:
     return n
 
 
-def isolated_env(home: Path, lake: Path, overrides: Mapping[str, Any] | None = None,
-                 datasets: Path | None = None) -> dict[str, str]:
+def isolated_env(
+    home: Path, lake: Path, overrides: Mapping[str, Any] | None = None, datasets: Path | None = None
+) -> dict[str, str]:
     """The environment of a replay process: every store under `home`, one OpenMP thread, no alerts.
 
     `overrides` are YAML keys as dotted paths (`thresholds.drift_share`), passed as DRIFTWATCH__A__B."""
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("DRIFTWATCH_DB_URL", "MLFLOW_TRACKING_URI", "DRIFTWATCH_ALERT_TARGET")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("DRIFTWATCH_DB_URL", "MLFLOW_TRACKING_URI", "DRIFTWATCH_ALERT_TARGET")
+    }
     env.update(
-        DRIFTWATCH_HOME=str(home), DRIFTWATCH_LAKE=str(lake),
+        DRIFTWATCH_HOME=str(home),
+        DRIFTWATCH_LAKE=str(lake),
         DRIFTWATCH_DB_URL=f"sqlite:///{home / 'driftwatch.db'}",
         MLFLOW_TRACKING_URI=f"sqlite:///{home / 'mlflow' / 'mlflow.db'}",
-        MLFLOW_DISABLE_TELEMETRY="true", DO_NOT_TRACK="true", OMP_NUM_THREADS="1",
-        DRIFTWATCH_TASK_THREADS="1", PYTHONWARNINGS="ignore",
+        MLFLOW_DISABLE_TELEMETRY="true",
+        DO_NOT_TRACK="true",
+        OMP_NUM_THREADS="1",
+        DRIFTWATCH_TASK_THREADS="1",
+        PYTHONWARNINGS="ignore",
     )
     if datasets is not None:
         env["DRIFTWATCH_DATASETS"] = str(datasets)
@@ -462,22 +529,34 @@ def _start(job: Job, workdir: Path) -> tuple[subprocess.Popen, Path]:
     from ml.data import daterange
 
     env = isolated_env(workdir / "home", workdir / "lake", job.overrides, job.datasets)
-    s = load_settings(job.dataset if job.datasets is None else job.datasets / f"{job.dataset}.yaml", environ=env)
+    s = load_settings(
+        job.dataset if job.datasets is None else job.datasets / f"{job.dataset}.yaml", environ=env
+    )
     # the partitions come from this process's lake (DRIFTWATCH_LAKE or <home>/lake), not the replay's
     source = (job.source_lake or Paths.from_env().lake) / s.name
     if workdir.exists():
         shutil.rmtree(workdir)
     # from the original window's start even when the replay starts later: the first champion trains on it,
     # as a backfill of a later range finds those days in the lake
-    linked = link_lake(source, workdir / "lake" / s.name, daterange(min(job.start, s.original_start), job.end))
+    linked = link_lake(
+        source, workdir / "lake" / s.name, daterange(min(job.start, s.original_start), job.end)
+    )
     if not linked:
-        raise BatchMissingError(f"replay {job.key}: no partitions of {s.name} in {source} for {job.start}..{job.end}. "
-                                f"Write them first (`driftwatch prepare {job.dataset}`) or set DRIFTWATCH_LAKE.")
-    spec = {"dataset": job.dataset, "policy": job.policy, "from": job.start.isoformat(), "to": job.end.isoformat(),
-            "out": str(workdir / RESULT_FILE)}
+        raise BatchMissingError(
+            f"replay {job.key}: no partitions of {s.name} in {source} for {job.start}..{job.end}. "
+            f"Write them first (`driftwatch prepare {job.dataset}`) or set DRIFTWATCH_LAKE."
+        )
+    spec = {
+        "dataset": job.dataset,
+        "policy": job.policy,
+        "from": job.start.isoformat(),
+        "to": job.end.isoformat(),
+        "out": str(workdir / RESULT_FILE),
+    }
     logf = (workdir / LOG_FILE).open("w")
-    proc = subprocess.Popen([sys.executable, "-m", "ml.replay", json.dumps(spec)], env=env, stdout=logf,
-                            stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ml.replay", json.dumps(spec)], env=env, stdout=logf, stderr=subprocess.STDOUT
+    )
     return proc, workdir / RESULT_FILE
 
 
@@ -539,12 +618,13 @@ def replace_section(text: str, name: str, body: str) -> str:
     start, end = f"<!-- bench:{name}:start -->", f"<!-- bench:{name}:end -->"
     block = f"{start}\n{body.strip()}\n{end}"
     if start in text and end in text and text.index(start) < text.index(end):
-        return text[: text.index(start)] + block + text[text.index(end) + len(end):]
+        return text[: text.index(start)] + block + text[text.index(end) + len(end) :]
     return text.rstrip("\n") + "\n\n" + block + "\n"
 
 
 def format_table(summaries: Sequence[Mapping[str, Any]]) -> str:
     """A markdown table of `summarize` results, one row per policy."""
+
     def num(value: float | None, digits: int) -> str:
         return "n/a" if value is None else f"{value:.{digits}f}"
 
@@ -562,8 +642,14 @@ def format_table(summaries: Sequence[Mapping[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def plot_auc(results: Mapping[str, Mapping[str, Any]], path: Path, *, title: str, split: dt.date | None = None,
-             window: int = 7) -> Path:
+def plot_auc(
+    results: Mapping[str, Mapping[str, Any]],
+    path: Path,
+    *,
+    title: str,
+    split: dt.date | None = None,
+    window: int = 7,
+) -> Path:
     """Daily AUC of the serving champion per policy (a `window`-day rolling mean) above a strip of each
     policy's retrains (filled: promoted, open: rejected)."""
     import matplotlib
@@ -572,22 +658,34 @@ def plot_auc(results: Mapping[str, Mapping[str, Any]], path: Path, *, title: str
     import matplotlib.pyplot as plt
     import pandas as pd
 
-    fig, (ax, rug) = plt.subplots(2, 1, figsize=(10, 5.2), dpi=100, sharex=True,
-                                  gridspec_kw={"height_ratios": [3.2, 1]})
+    fig, (ax, rug) = plt.subplots(
+        2, 1, figsize=(10, 5.2), dpi=100, sharex=True, gridspec_kw={"height_ratios": [3.2, 1]}
+    )
     labels = []
     for i, result in enumerate(results.values()):
         frame = pd.DataFrame(result["days"])
         scored = frame[frame["auc"].notna()]
         if scored.empty:
             continue
-        line, = ax.plot(pd.to_datetime(scored["day"]), scored["auc"].astype(float).rolling(window, min_periods=1).mean(),
-                        lw=1.3, label=result["label"])
+        (line,) = ax.plot(
+            pd.to_datetime(scored["day"]),
+            scored["auc"].astype(float).rolling(window, min_periods=1).mean(),
+            lw=1.3,
+            label=result["label"],
+        )
         color = line.get_color()
         trained = frame[frame["trained"] & ~frame["bootstrap"]]
         promoted, rejected = trained[trained["promoted"]], trained[trained["rejected"]]
         rug.scatter(pd.to_datetime(promoted["day"]), [i] * len(promoted), marker="|", s=40, color=color, lw=1)
-        rug.scatter(pd.to_datetime(rejected["day"]), [i] * len(rejected), marker="o", s=9, facecolors="none",
-                    edgecolors=color, lw=0.8)
+        rug.scatter(
+            pd.to_datetime(rejected["day"]),
+            [i] * len(rejected),
+            marker="o",
+            s=9,
+            facecolors="none",
+            edgecolors=color,
+            lw=0.8,
+        )
         labels.append(result["label"].split(" (")[0])
     rug.set_yticks(range(len(labels)), labels, fontsize=7)
     rug.set_ylim(-0.7, len(labels) - 0.3)
@@ -612,7 +710,10 @@ def plot_auc(results: Mapping[str, Mapping[str, Any]], path: Path, *, title: str
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if len(args) != 1:
-        print("usage: python -m ml.replay SPEC_JSON (started by run_jobs; use `driftwatch replay`)", file=sys.stderr)
+        print(
+            "usage: python -m ml.replay SPEC_JSON (started by run_jobs; use `driftwatch replay`)",
+            file=sys.stderr,
+        )
         return 2
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     _worker(json.loads(args[0]))

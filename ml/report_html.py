@@ -57,13 +57,13 @@ ROOT_ID = "root_driftwatch"
 GENERATOR = "driftwatch safe Evidently report 1"
 
 GLOBAL_SCRIPT = "var global = globalThis"
-DRAW_SCRIPT = (
-    f'window.drawDashboard({DASHBOARD_VAR}, new Map(Object.entries({GRAPHS_VAR})), "{ROOT_ID}");'
-)
+DRAW_SCRIPT = f'window.drawDashboard({DASHBOARD_VAR}, new Map(Object.entries({GRAPHS_VAR})), "{ROOT_ID}");'
 
 COMMON_HEADERS = {"X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer"}
 _FRAMING = "frame-ancestors 'self'; base-uri 'none'; form-action 'none'"
-PAGE_CSP = f"default-src 'none'; style-src 'unsafe-inline'; img-src data:; {_FRAMING}; sandbox allow-same-origin"
+PAGE_CSP = (
+    f"default-src 'none'; style-src 'unsafe-inline'; img-src data:; {_FRAMING}; sandbox allow-same-origin"
+)
 
 WRAPPER_STYLE = "html,body{margin:0;height:100%}iframe{display:block;border:0;width:100%;height:100%}"
 
@@ -131,7 +131,9 @@ def parse_evidently_html(text: str) -> tuple[dict[str, Any], dict[str, Any]]:
         except ValueError as exc:
             raise ReportFormatError(f"not an Evidently report: {name} is not JSON ({exc}).") from None
         if not isinstance(value, dict):
-            raise ReportFormatError(f"not an Evidently report: {name} is a {type(value).__name__}, not an object.")
+            raise ReportFormatError(
+                f"not an Evidently report: {name} is a {type(value).__name__}, not an object."
+            )
         values.append(value)
     return values[0], values[1]
 
@@ -159,7 +161,7 @@ def safe_evidently_html(dashboard: dict[str, Any], graphs: dict[str, Any], scrip
   font-family: 'Material Icons';
   font-style: normal;
   font-weight: 400;
-  src: url(data:font/ttf;base64,{static['font']}) format('woff2');
+  src: url(data:font/ttf;base64,{static["font"]}) format('woff2');
 }}
 .center-align {{ text-align: center; }}
 .material-icons {{
@@ -173,7 +175,7 @@ def safe_evidently_html(dashboard: dict[str, Any], graphs: dict[str, Any], scrip
 <body>
 <div id="{ROOT_ID}"></div>
 <script>{GLOBAL_SCRIPT}</script>
-<script>{static['bundle']}</script>
+<script>{static["bundle"]}</script>
 <script>{DRAW_SCRIPT}</script>
 </body>
 </html>
@@ -214,8 +216,13 @@ def _evidently_static() -> dict[str, str]:
     static = Path(next(iter(spec.submodule_search_locations))) / "nbextension" / "static"
     bundle = (static / "index.js").read_text(encoding="utf-8")
     if "</script" in bundle.lower():  # Evidently's own page inlines it the same way
-        raise ReportFormatError(f"{static / 'index.js'}: the bundle contains '</script' and cannot be inlined.")
-    return {"bundle": bundle, "font": base64.b64encode((static / "material-ui-icons.woff2").read_bytes()).decode()}
+        raise ReportFormatError(
+            f"{static / 'index.js'}: the bundle contains '</script' and cannot be inlined."
+        )
+    return {
+        "bundle": bundle,
+        "font": base64.b64encode((static / "material-ui-icons.woff2").read_bytes()).decode(),
+    }
 
 
 @functools.cache

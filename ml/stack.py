@@ -223,9 +223,13 @@ class StackConfig:
             try:
                 kwargs["scheduler_idle_sleep"] = float(raw)
             except ValueError:
-                raise StackError(f"DRIFTWATCH_SCHEDULER_IDLE_SLEEP: expected seconds (a number). Got {raw!r}.") from None
+                raise StackError(
+                    f"DRIFTWATCH_SCHEDULER_IDLE_SLEEP: expected seconds (a number). Got {raw!r}."
+                ) from None
             if not 0 < kwargs["scheduler_idle_sleep"] <= 60:
-                raise StackError(f"DRIFTWATCH_SCHEDULER_IDLE_SLEEP: expected seconds in (0, 60]. Got {raw!r}.")
+                raise StackError(
+                    f"DRIFTWATCH_SCHEDULER_IDLE_SLEEP: expected seconds in (0, 60]. Got {raw!r}."
+                )
         return cls(
             home=Path(env["DRIFTWATCH_HOME"]) if env.get("DRIFTWATCH_HOME") else home_dir(),
             airflow_port=_env_int(env, "DRIFTWATCH_AIRFLOW_PORT", 8280),

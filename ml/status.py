@@ -58,8 +58,17 @@ def status(settings: Settings, *, registry: bool = True) -> dict[str, Any]:
                     champion["alias_drift"] = alias_drift(settings, h)
             except Exception as exc:  # noqa: BLE001 - status must answer even when MLflow is down
                 champion["alias_error"] = f"{type(exc).__name__}: {exc}"[:300]
-    held = [{"name": r["name"], "holder": r["holder"], "host": r.get("host"), "pid": r.get("pid"),
-             "since": r["acquired_at"]} for r in h.locks() if r["name"].endswith(f":{settings.name}")]
+    held = [
+        {
+            "name": r["name"],
+            "holder": r["holder"],
+            "host": r.get("host"),
+            "pid": r.get("pid"),
+            "since": r["acquired_at"],
+        }
+        for r in h.locks()
+        if r["name"].endswith(f":{settings.name}")
+    ]
     return {
         "locks": held,
         "dataset": settings.name,
@@ -105,8 +114,10 @@ def format_status(st: dict[str, Any]) -> str:
     else:
         lines.append("champion           none yet")
     for lock in st.get("locks") or []:
-        lines.append(f"lock               {lock['name']} held by {lock['holder']} (pid {lock['pid']} on "
-                     f"{lock['host']}, since {lock['since']}; taken over at once if that process is gone)")
+        lines.append(
+            f"lock               {lock['name']} held by {lock['holder']} (pid {lock['pid']} on "
+            f"{lock['host']}, since {lock['since']}; taken over at once if that process is gone)"
+        )
     lines += [
         f"last processed     {st['last_processed']}",
         f"days run           {st['days_run']}  (accepted {st['accepted']}, quarantined {st['quarantined']})",

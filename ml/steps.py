@@ -74,13 +74,23 @@ def batch_ready(dataset: str, day: str | dt.date) -> bool:
     s, _, d = _ctx(dataset, day)
     folder = s.partition_dir(d)
     if lake.partition_exists(s, d):
-        log.info("%s %s: batch found in %s (%s)", s.name, d, folder,
-                 ", ".join(p.name for p in lake.batch_files(folder)[:5]))
+        log.info(
+            "%s %s: batch found in %s (%s)",
+            s.name,
+            d,
+            folder,
+            ", ".join(p.name for p in lake.batch_files(folder)[:5]),
+        )
         return True
     quarantined = lake.quarantined_files(s, d)
     if quarantined:
-        log.info("%s %s: no batch in %s, but the day was quarantined by an earlier run: re-checking %s",
-                 s.name, d, folder, s.quarantine_dir(d))
+        log.info(
+            "%s %s: no batch in %s, but the day was quarantined by an earlier run: re-checking %s",
+            s.name,
+            d,
+            folder,
+            s.quarantine_dir(d),
+        )
         return True
     log.info("%s %s: waiting for the day's batch: no *.parquet file in %s yet", s.name, d, folder)
     return False
@@ -113,9 +123,12 @@ def validate(dataset: str, day: str | dt.date, dag_run_id: str | None = None) ->
         s.partition_dir(d).mkdir(parents=True, exist_ok=True)
         for f in files:
             shutil.copy2(f, s.partition_dir(d) / f.name)
-        log.warning("%s %s: quarantined batch passes validation now; restored to %s", s.name, d, s.partition_dir(d))
+        log.warning(
+            "%s %s: quarantined batch passes validation now; restored to %s", s.name, d, s.partition_dir(d)
+        )
     h.start_day(
-        s.name, d,
+        s.name,
+        d,
         status="accepted" if result.success else "invalid",
         rows=result.rows,
         validation=result.summary()[:4000],
@@ -141,13 +154,25 @@ def quarantine(dataset: str, day: str | dt.date, dag_run_id: str | None = None) 
     summary = row.get("validation") or "validation failed"
     if lake.partition_exists(s, d):
         target = lake.quarantine(
-            s, d, {"dataset": s.name, "day": d.isoformat(), "dag_run_id": dag_run_id, "failures": summary,
-                   "validation_report": (row.get("reports") or {}).get("validation")},
+            s,
+            d,
+            {
+                "dataset": s.name,
+                "day": d.isoformat(),
+                "dag_run_id": dag_run_id,
+                "failures": summary,
+                "validation_report": (row.get("reports") or {}).get("validation"),
+            },
         )
     else:  # a re-run of a day quarantined before: the evidence is already there
         target = s.quarantine_dir(d)
-    h.update_day(s.name, d, status="quarantined", decision="quarantine",
-                 reason=f"batch quarantined to {target}: {summary}"[:4000])
+    h.update_day(
+        s.name,
+        d,
+        status="quarantined",
+        decision="quarantine",
+        reason=f"batch quarantined to {target}: {summary}"[:4000],
+    )
     return {"path": str(target), "summary": summary[:1000]}
 
 
@@ -207,15 +232,20 @@ def monitor_reference(s: Settings, h: History, version: int) -> dict[str, Any]:
     holdout = lake.read_days(s, holdout_days)
     scores = _artifact(s, h, version, "holdout_scores.parquet")["score"].to_numpy()
     if len(scores) != len(holdout):
-        raise ModelError(f"{s.name} v{version}: {len(scores)} holdout scores for {len(holdout)} holdout rows "
-                         f"({record.get('holdout_days')}); the lake changed since it was trained")
+        raise ModelError(
+            f"{s.name} v{version}: {len(scores)} holdout scores for {len(holdout)} holdout rows "
+            f"({record.get('holdout_days')}); the lake changed since it was trained"
+        )
     y = lake.model_frame(s, holdout)[1].to_numpy()
     calibrator = monitor.fit_calibrator(scores, y)
     day_of = holdout[s.date_column].astype(str).str[:10].to_numpy()
     days = sorted(set(day_of))
-    calibration: dict[str, Any] = {"rows": len(holdout), "holdout_days": days,
-                                   "ece_raw": monitor.calibration_error(y, scores),
-                                   "estimated_on_holdout": monitor.estimate_performance(calibrator(scores))}
+    calibration: dict[str, Any] = {
+        "rows": len(holdout),
+        "holdout_days": days,
+        "ece_raw": monitor.calibration_error(y, scores),
+        "estimated_on_holdout": monitor.estimate_performance(calibrator(scores)),
+    }
     halves = [np.isin(day_of, days[0::2]), np.isin(day_of, days[1::2])]
     if all(len(set(y[m].tolist())) == 2 for m in halves):
         cross = np.empty(len(scores))
@@ -227,9 +257,18 @@ def monitor_reference(s: Settings, h: History, version: int) -> dict[str, Any]:
     bias = None
     if mon.bias.segments:
         kwargs = {"threshold": mon.bias.threshold, "min_rows": mon.bias.min_rows}
-        bias = monitor.segment_stats({c: holdout[c].to_numpy() for c in mon.bias.segments}, scores, y, **kwargs)
-        daily = [monitor.segment_stats({c: holdout[c].to_numpy()[day_of == d] for c in mon.bias.segments},
-                                       scores[day_of == d], y[day_of == d], **kwargs) for d in days]
+        bias = monitor.segment_stats(
+            {c: holdout[c].to_numpy() for c in mon.bias.segments}, scores, y, **kwargs
+        )
+        daily = [
+            monitor.segment_stats(
+                {c: holdout[c].to_numpy()[day_of == d] for c in mon.bias.segments},
+                scores[day_of == d],
+                y[day_of == d],
+                **kwargs,
+            )
+            for d in days
+        ]
         for col, info in bias.items():
             for key in ("positive_rate_gap", "accuracy_gap", "recall_gap"):
                 gaps = [one[col][key] for one in daily if one[col][key] is not None]
@@ -240,11 +279,21 @@ def monitor_reference(s: Settings, h: History, version: int) -> dict[str, Any]:
         model = _model(s, h, version)
         X, _ = lake.model_frame(s, _artifact(s, h, version, "reference.parquet"))
         importance = monitor.prediction_importance(
-            lambda frame: model.predict_proba(frame[s.features])[:, 1], X, s.features,
-            repeats=mon.attribution.repeats, seed=s.training.seed, max_rows=mon.attribution.rows,
+            lambda frame: model.predict_proba(frame[s.features])[:, 1],
+            X,
+            s.features,
+            repeats=mon.attribution.repeats,
+            seed=s.training.seed,
+            max_rows=mon.attribution.rows,
         )
-    out = {"version": version, "calibrator": calibrator.to_dict(), "calibration": calibration, "bias": bias,
-           "importance": importance, "holdout_auc": (record.get("holdout_metrics") or {}).get("roc_auc")}
+    out = {
+        "version": version,
+        "calibrator": calibrator.to_dict(),
+        "calibration": calibration,
+        "bias": bias,
+        "importance": importance,
+        "holdout_auc": (record.get("holdout_metrics") or {}).get("roc_auc"),
+    }
     cache.parent.mkdir(parents=True, exist_ok=True)
     tmp = cache.with_suffix(".tmp")
     tmp.write_text(json.dumps(out, default=float))
@@ -297,10 +346,19 @@ def monitor(dataset: str, day: str | dt.date) -> dict[str, Any]:
 
     bias = None
     if mon.bias.segments:
-        stats = mon_lib.segment_stats({c: batch[c].to_numpy() for c in mon.bias.segments}, scores, y,
-                                      threshold=mon.bias.threshold, min_rows=mon.bias.min_rows)
-        bias = mon_lib.bias_drift(ref["bias"], stats, max_positive_rate_gap_change=mon.bias.max_positive_rate_gap_change,
-                                  max_accuracy_gap_change=mon.bias.max_accuracy_gap_change)
+        stats = mon_lib.segment_stats(
+            {c: batch[c].to_numpy() for c in mon.bias.segments},
+            scores,
+            y,
+            threshold=mon.bias.threshold,
+            min_rows=mon.bias.min_rows,
+        )
+        bias = mon_lib.bias_drift(
+            ref["bias"],
+            stats,
+            max_positive_rate_gap_change=mon.bias.max_positive_rate_gap_change,
+            max_accuracy_gap_change=mon.bias.max_accuracy_gap_change,
+        )
         bias["segments"] = stats
 
     # labels of an earlier day arrive today: its realized quality, beside the estimate made on its day
@@ -315,21 +373,30 @@ def monitor(dataset: str, day: str | dt.date) -> dict[str, Any]:
         violated = bool(bias["violation"] or bias.get("labels_day_violation"))
         fields.update(bias=bias, bias_violation=violated)
         if violated and mon.bias.action != "record":
-            alerts += bias["reasons"] + [f"{bias['labels_day']} (labels arrived): {r}"
-                                         for r in bias.get("labels_day_reasons") or []]
+            alerts += bias["reasons"] + [
+                f"{bias['labels_day']} (labels arrived): {r}" for r in bias.get("labels_day_reasons") or []
+            ]
 
     attribution = None
     if mon.attribution.enabled and ref.get("importance"):
         model = _model(s, h, champion)
         X, _ = lake.model_frame(s, batch.assign(**{s.label: batch.get(s.label, 0)}))
         current = mon_lib.prediction_importance(
-            lambda frame: model.predict_proba(frame[s.features])[:, 1], X, s.features,
-            repeats=mon.attribution.repeats, seed=s.training.seed, max_rows=mon.attribution.rows,
+            lambda frame: model.predict_proba(frame[s.features])[:, 1],
+            X,
+            s.features,
+            repeats=mon.attribution.repeats,
+            seed=s.training.seed,
+            max_rows=mon.attribution.rows,
         )
-        attribution = mon_lib.attribution_drift(ref["importance"], current, min_ndcg=mon.attribution.min_ndcg,
-                                                k=mon.attribution.top_k or None)
-        fields.update(attribution=attribution, attribution_ndcg=attribution["ndcg"],
-                      attribution_violation=bool(attribution["violation"]))
+        attribution = mon_lib.attribution_drift(
+            ref["importance"], current, min_ndcg=mon.attribution.min_ndcg, k=mon.attribution.top_k or None
+        )
+        fields.update(
+            attribution=attribution,
+            attribution_ndcg=attribution["ndcg"],
+            attribution_violation=bool(attribution["violation"]),
+        )
         if attribution["violation"] and mon.attribution.action != "record":
             alerts.append(attribution["reason"])
 
@@ -338,19 +405,39 @@ def monitor(dataset: str, day: str | dt.date) -> dict[str, Any]:
         note = "labels arrive with the batch"
     else:
         realized = None
-        note = (f"labels arrive {s.label_delay_days} days later: the realized metrics of {d} are recorded on "
-                f"{d + dt.timedelta(days=s.label_delay_days)}")
+        note = (
+            f"labels arrive {s.label_delay_days} days later: the realized metrics of {d} are recorded on "
+            f"{d + dt.timedelta(days=s.label_delay_days)}"
+        )
         if arrived:
-            note += f"; today the labels of {arrived['day']} arrived (realized AUC {_fmt(arrived['quality'])})"
-    html = mon_lib.render_html(d.isoformat(), s.name, champion_version=champion, bias=bias, attribution=attribution,
-                               estimated=estimated, realized=realized, calibration=ref.get("calibration"),
-                               labels_note=note)
+            note += (
+                f"; today the labels of {arrived['day']} arrived (realized AUC {_fmt(arrived['quality'])})"
+            )
+    html = mon_lib.render_html(
+        d.isoformat(),
+        s.name,
+        champion_version=champion,
+        bias=bias,
+        attribution=attribution,
+        estimated=estimated,
+        realized=realized,
+        calibration=ref.get("calibration"),
+        labels_note=note,
+    )
     folder = s.report_dir(d)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / MONITOR_HTML).write_text(html)
-    summary = {"day": d.isoformat(), "champion_version": champion, "estimated_quality": estimated,
-               "realized_quality": realized, "calibration": ref.get("calibration"), "bias": bias,
-               "attribution": attribution, "labels_arrived": arrived, "alerts": alerts}
+    summary = {
+        "day": d.isoformat(),
+        "champion_version": champion,
+        "estimated_quality": estimated,
+        "realized_quality": realized,
+        "calibration": ref.get("calibration"),
+        "bias": bias,
+        "attribution": attribution,
+        "labels_arrived": arrived,
+        "alerts": alerts,
+    }
     (folder / MONITOR_JSON).write_text(json.dumps(summary, indent=1, default=float))
     h.update_day(s.name, d, **fields)
     h.add_reports(s.name, d, monitor=str(folder / MONITOR_HTML))
@@ -388,20 +475,35 @@ def _labels_arrive(s: Settings, h: History, labelled: dt.date, on: dt.date, metr
     y = lake.model_frame(s, batch)[1].to_numpy()
     scores = preds["score"].to_numpy()
     quality = metrics(y, scores)
-    champion = int(preds["champion_version"].iloc[0]) if "champion_version" in preds else row.get("champion_version")
+    champion = (
+        int(preds["champion_version"].iloc[0]) if "champion_version" in preds else row.get("champion_version")
+    )
     model = h.get_model(s.name, champion) if champion else None
     holdout_auc = ((model or {}).get("holdout_metrics") or {}).get("roc_auc")
     fields: dict[str, Any] = {"quality": quality, "labels_known_on": on.isoformat()}
     if holdout_auc is not None and quality.get("roc_auc") is not None:
         fields["quality_drop"] = float(holdout_auc) - float(quality["roc_auc"])
-    out: dict[str, Any] = {"day": labelled.isoformat(), "quality": quality, "quality_drop": fields.get("quality_drop")}
+    out: dict[str, Any] = {
+        "day": labelled.isoformat(),
+        "quality": quality,
+        "quality_drop": fields.get("quality_drop"),
+    }
     mon = s.monitoring
     if mon.bias.segments and champion:
         ref = monitor_reference(s, h, champion)
-        stats = mon_lib.segment_stats({c: batch[c].to_numpy() for c in mon.bias.segments}, scores, y,
-                                      threshold=mon.bias.threshold, min_rows=mon.bias.min_rows)
-        bias = mon_lib.bias_drift(ref["bias"], stats, max_positive_rate_gap_change=mon.bias.max_positive_rate_gap_change,
-                                  max_accuracy_gap_change=mon.bias.max_accuracy_gap_change)
+        stats = mon_lib.segment_stats(
+            {c: batch[c].to_numpy() for c in mon.bias.segments},
+            scores,
+            y,
+            threshold=mon.bias.threshold,
+            min_rows=mon.bias.min_rows,
+        )
+        bias = mon_lib.bias_drift(
+            ref["bias"],
+            stats,
+            max_positive_rate_gap_change=mon.bias.max_positive_rate_gap_change,
+            max_accuracy_gap_change=mon.bias.max_accuracy_gap_change,
+        )
         bias["segments"] = stats
         fields.update(bias=bias, bias_violation=bool(bias["violation"] or row.get("bias_violation")))
         out["bias"] = bias
@@ -428,14 +530,18 @@ def detect(dataset: str, day: str | dt.date) -> dict[str, Any]:
     preds = lake.read_predictions(s, d)
     model = h.get_model(s.name, champion) or {}
     result = drift.detect_drift(
-        s, d, current=current, reference=reference,
+        s,
+        d,
+        current=current,
+        reference=reference,
         current_scores=None if preds is None else preds["score"].to_numpy(),
         reference_scores=reference_scores,
         champion_holdout=model.get("holdout_metrics"),
     )
     pred = result.get("prediction_drift") or {}
     h.update_day(
-        s.name, d,
+        s.name,
+        d,
         drift_share=result["drift_share"],
         dataset_drift=bool(result["dataset_drift"]),
         drifted_columns=result["drifted_columns"],
@@ -461,18 +567,33 @@ def _monitoring_run(s: Settings, h: History, d: dt.date, champion: int) -> str:
 
     c = client(s)
     exp = experiment_id(s, "monitoring")
-    with h.lock(f"monitoring-run:{s.name}:{d.isoformat()}", holder=f"{os.getpid()}:{d.isoformat()}", timeout_s=60):
-        found = c.search_runs([exp], filter_string=f"tags.`driftwatch.logical_date` = '{d.isoformat()}'",
-                              max_results=1)
+    with h.lock(
+        f"monitoring-run:{s.name}:{d.isoformat()}", holder=f"{os.getpid()}:{d.isoformat()}", timeout_s=60
+    ):
+        found = c.search_runs(
+            [exp], filter_string=f"tags.`driftwatch.logical_date` = '{d.isoformat()}'", max_results=1
+        )
         if found:
             return found[0].info.run_id
-        return c.create_run(exp, run_name=f"{s.name}-{d}-monitoring",
-                            tags={"driftwatch.logical_date": d.isoformat(), "driftwatch.dataset": s.name,
-                                  "driftwatch.champion_version": str(champion)}).info.run_id
+        return c.create_run(
+            exp,
+            run_name=f"{s.name}-{d}-monitoring",
+            tags={
+                "driftwatch.logical_date": d.isoformat(),
+                "driftwatch.dataset": s.name,
+                "driftwatch.champion_version": str(champion),
+            },
+        ).info.run_id
 
 
-def _log_to_monitoring_run(s: Settings, h: History, d: dt.date, champion: int, metrics: dict[str, Any],
-                           artifacts: list[tuple[str, str | Path | None]]) -> None:
+def _log_to_monitoring_run(
+    s: Settings,
+    h: History,
+    d: dt.date,
+    champion: int,
+    metrics: dict[str, Any],
+    artifacts: list[tuple[str, str | Path | None]],
+) -> None:
     """One step's metrics (stamped with the logical date, one request) and artifacts [(folder, file)]."""
     from mlflow.entities import Metric
 
@@ -481,7 +602,9 @@ def _log_to_monitoring_run(s: Settings, h: History, d: dt.date, champion: int, m
     c = client(s)
     run_id = _monitoring_run(s, h, d, champion)
     timestamp = int(dt.datetime.combine(d, dt.time(), dt.UTC).timestamp() * 1000)
-    c.log_batch(run_id, metrics=[Metric(k, float(v), timestamp, 0) for k, v in metrics.items() if v is not None])
+    c.log_batch(
+        run_id, metrics=[Metric(k, float(v), timestamp, 0) for k, v in metrics.items() if v is not None]
+    )
     for folder, path in artifacts:
         if path and Path(path).is_file():
             c.log_artifact(run_id, str(path), artifact_path=folder)
@@ -496,12 +619,14 @@ def _log_drift_metrics(s: Settings, h: History, d: dt.date, champion: int, resul
     metrics["quality_drop"] = result.get("quality_drop")
     if result.get("prediction_drift"):
         metrics["prediction_drift"] = result["prediction_drift"]["score"]
-    _log_to_monitoring_run(s, h, d, champion, metrics,
-                           [("drift", result["html_path"]), ("drift", result.get("json_path"))])
+    _log_to_monitoring_run(
+        s, h, d, champion, metrics, [("drift", result["html_path"]), ("drift", result.get("json_path"))]
+    )
 
 
-def _log_monitor_metrics(s: Settings, h: History, d: dt.date, champion: int, fields: dict[str, Any],
-                         page: Path) -> None:
+def _log_monitor_metrics(
+    s: Settings, h: History, d: dt.date, champion: int, fields: dict[str, Any], page: Path
+) -> None:
     metrics: dict[str, Any] = {}
     for key, value in (fields.get("estimated_quality") or {}).items():
         if key in ("roc_auc", "accuracy"):
@@ -557,7 +682,9 @@ def decide(
         mon = s.monitoring
         if mon.bias.action == "retrain" and row.get("bias_violation"):
             bias = row.get("bias") or {}
-            first = (bias.get("reasons") or bias.get("labels_day_reasons") or ["a segment disparity moved"])[0]
+            first = (bias.get("reasons") or bias.get("labels_day_reasons") or ["a segment disparity moved"])[
+                0
+            ]
             triggers.append(f"bias drift ({first})")
         if mon.attribution.action == "retrain" and row.get("attribution_violation"):
             triggers.append(f"attribution nDCG {row['attribution_ndcg']:.2f} < {mon.attribution.min_ndcg}")
@@ -567,12 +694,15 @@ def decide(
                 parts.append(f"{drop_name} {drop:.3f} < {quality_limit}")
             reason = "no retrain: " + "; ".join(parts)
         else:
-            last = max((m["trained_on"] for m in h.models(s.name) if m["trained_on"] < d.isoformat()), default=None)
+            last = max(
+                (m["trained_on"] for m in h.models(s.name) if m["trained_on"] < d.isoformat()), default=None
+            )
             since = (d - dt.date.fromisoformat(last)).days if last else None
             new_rows = sum(  # rows a challenger could train on today: accepted, labels arrived
                 (r["rows"] or 0)
                 for r in h.days(s.name, until=d)
-                if r["status"] == "accepted" and (last is None or r["day"] > last)
+                if r["status"] == "accepted"
+                and (last is None or r["day"] > last)
                 and s.labels_known(dt.date.fromisoformat(r["day"]), d)
             )
             if since is not None and since < t.cooldown_days:
@@ -584,7 +714,9 @@ def decide(
             else:
                 retrain = True
                 reason = f"retrain: {' and '.join(triggers)}; {new_rows} new rows since {last}"
-    decision = "bootstrap" if bootstrap else "retrain" if retrain else ("collect" if champion is None else "skip")
+    decision = (
+        "bootstrap" if bootstrap else "retrain" if retrain else ("collect" if champion is None else "skip")
+    )
     h.update_day(s.name, d, decision=decision, reason=reason)
     log.info("%s %s: %s", s.name, d, reason)
     return {"retrain": retrain, "bootstrap": bootstrap, "reason": reason}
@@ -635,13 +767,20 @@ def train(
         if m["trained_on"] == d.isoformat() and m["data_digest"] == digest:
             log.info("reusing version %s trained for %s on the same data", m["version"], d)
             h.update_day(s.name, d, candidate_version=m["version"])
-            return {"version": m["version"], "run_id": m["run_id"], "experiment_id": m["experiment_id"],
-                    "model": s.registered_model, "holdout_auc": (m["holdout_metrics"] or {}).get("roc_auc"),
-                    "reused": True}
+            return {
+                "version": m["version"],
+                "run_id": m["run_id"],
+                "experiment_id": m["experiment_id"],
+                "model": s.registered_model,
+                "holdout_auc": (m["holdout_metrics"] or {}).get("roc_auc"),
+                "reused": True,
+            }
     adopted = _adopt_registered(s, h, d, split, digest)
     if adopted is not None:
         return adopted
-    registry.end_abandoned_runs(s, d, "the task that ran it was killed before it finished; a retry trains again")
+    registry.end_abandoned_runs(
+        s, d, "the task that ran it was killed before it finished; a retry trains again"
+    )
     train_df, holdout_df = load_split(s, split)
     model = fit(s, train_df, d, params)
     _, y_hold = lake.model_frame(s, holdout_df)
@@ -664,14 +803,28 @@ def train(
         pd.DataFrame({"score": reference_scores}).to_parquet(staged / "reference_scores.parquet", index=False)
         # the day's drift report, when there is one: the evidence that triggered this challenger travels
         # with it (a bootstrap or forced run may have none)
-        evidence = [p for p in (s.report_dir(d) / drift.REPORT_FILE, s.report_dir(d) / drift.SUMMARY_FILE)
-                    if p.is_file()]
+        evidence = [
+            p
+            for p in (s.report_dir(d) / drift.REPORT_FILE, s.report_dir(d) / drift.SUMMARY_FILE)
+            if p.is_file()
+        ]
         info = registry.log_challenger(
-            s, day=d, model=model, train=train_df, split=split.to_dict(), trigger=row.get("reason") or "",
-            digest=digest, params=params, reference=reference, dag_run_id=dag_run_id, dag_run_url=dag_run_url,
+            s,
+            day=d,
+            model=model,
+            train=train_df,
+            split=split.to_dict(),
+            trigger=row.get("reason") or "",
+            digest=digest,
+            params=params,
+            reference=reference,
+            dag_run_id=dag_run_id,
+            dag_run_url=dag_run_url,
             metrics={f"holdout_{k}": v for k, v in metrics.items()},
-            files={"data": [staged / "holdout_scores.parquet", staged / "reference_scores.parquet"],
-                   "trigger": evidence},
+            files={
+                "data": [staged / "holdout_scores.parquet", staged / "reference_scores.parquet"],
+                "trigger": evidence,
+            },
         )
         version = info["version"]
         cache = models_dir / f"v{version}"
@@ -680,16 +833,28 @@ def train(
         for name in ("holdout_scores.parquet", "reference_scores.parquet"):
             (staged / name).replace(cache / name)
     h.put_model(
-        s.name, version,
-        trained_on=d.isoformat(), run_id=info["run_id"], experiment_id=info["experiment_id"],
+        s.name,
+        version,
+        trained_on=d.isoformat(),
+        run_id=info["run_id"],
+        experiment_id=info["experiment_id"],
         train_days=[x.isoformat() for x in split.train_days],
         holdout_days=[x.isoformat() for x in split.holdout_days],
-        train_rows=len(train_df), data_digest=digest, holdout_metrics=metrics,
-        reference_path=str(cache / "reference.parquet"), trigger=row.get("reason"),
+        train_rows=len(train_df),
+        data_digest=digest,
+        holdout_metrics=metrics,
+        reference_path=str(cache / "reference.parquet"),
+        trigger=row.get("reason"),
     )
     h.update_day(s.name, d, candidate_version=version)
-    return {"version": version, "run_id": info["run_id"], "experiment_id": info["experiment_id"],
-            "model": s.registered_model, "holdout_auc": metrics["roc_auc"], "reused": False}
+    return {
+        "version": version,
+        "run_id": info["run_id"],
+        "experiment_id": info["experiment_id"],
+        "model": s.registered_model,
+        "holdout_auc": metrics["roc_auc"],
+        "reused": False,
+    }
 
 
 def _adopt_registered(s: Settings, h: History, d: dt.date, split: Any, digest: str) -> dict[str, Any] | None:
@@ -707,20 +872,29 @@ def _adopt_registered(s: Settings, h: History, d: dt.date, split: Any, digest: s
         if adopted is None and found["run_status"] == "FINISHED":
             adopted = found
             continue
-        registry.mark_failed(s, found["version"], d, "registered by a try that was killed before it finished; "
-                             f"{'version ' + str(adopted['version']) if adopted else 'a new version'} is used")
+        registry.mark_failed(
+            s,
+            found["version"],
+            d,
+            "registered by a try that was killed before it finished; "
+            f"{'version ' + str(adopted['version']) if adopted else 'a new version'} is used",
+        )
     if adopted is None:
         return None
     version, row = adopted["version"], h.get_day(s.name, d) or {}
-    metrics = {k[len("holdout_"):]: v for k, v in adopted["metrics"].items() if k.startswith("holdout_")}
+    metrics = {k[len("holdout_") :]: v for k, v in adopted["metrics"].items() if k.startswith("holdout_")}
     if "rows" in metrics:
         metrics["rows"] = int(metrics["rows"])
     h.put_model(
-        s.name, version,
-        trained_on=d.isoformat(), run_id=adopted["run_id"], experiment_id=adopted["experiment_id"],
+        s.name,
+        version,
+        trained_on=d.isoformat(),
+        run_id=adopted["run_id"],
+        experiment_id=adopted["experiment_id"],
         train_days=[x.isoformat() for x in split.train_days],
         holdout_days=[x.isoformat() for x in split.holdout_days],
-        train_rows=int(adopted["params"].get("train_rows", 0)) or None, data_digest=digest,
+        train_rows=int(adopted["params"].get("train_rows", 0)) or None,
+        data_digest=digest,
         holdout_metrics=metrics,
         reference_path=str(s.paths.models / s.name / f"v{version}" / "reference.parquet"),
         trigger=adopted["tags"].get(f"{registry.TAG}trigger") or row.get("reason"),
@@ -728,14 +902,27 @@ def _adopt_registered(s: Settings, h: History, d: dt.date, split: Any, digest: s
     h.update_day(s.name, d, candidate_version=version)
     if not adopted.get("description"):
         registry.client(s).update_model_version(
-            s.registered_model, str(version),
+            s.registered_model,
+            str(version),
             description=f"Challenger trained on {d} ({adopted['tags'].get(f'{registry.TAG}trigger', '')}). Training "
-            f"days {split.to_dict()['train_range']}, holdout {split.to_dict()['holdout_range']}. Awaiting evaluation.")
-    log.warning("%s %s: adopting version %s, registered by an earlier try of this task that was killed before "
-                "it recorded it (kill -9 or out of memory); not training it again", s.name, d, version)
-    return {"version": version, "run_id": adopted["run_id"], "experiment_id": adopted["experiment_id"],
-            "model": s.registered_model, "holdout_auc": metrics.get("roc_auc"), "reused": True,
-            "adopted": True}
+            f"days {split.to_dict()['train_range']}, holdout {split.to_dict()['holdout_range']}. Awaiting evaluation.",
+        )
+    log.warning(
+        "%s %s: adopting version %s, registered by an earlier try of this task that was killed before "
+        "it recorded it (kill -9 or out of memory); not training it again",
+        s.name,
+        d,
+        version,
+    )
+    return {
+        "version": version,
+        "run_id": adopted["run_id"],
+        "experiment_id": adopted["experiment_id"],
+        "model": s.registered_model,
+        "holdout_auc": metrics.get("roc_auc"),
+        "reused": True,
+        "adopted": True,
+    }
 
 
 # ---- evaluate -------------------------------------------------------------------------------------------
@@ -770,21 +957,38 @@ def evaluate(
     report.parent.mkdir(parents=True, exist_ok=True)
     report.write_text(json.dumps(result, indent=2, default=str))
     c = registry.client(s)
-    for key, value in {"eval_challenger_roc_auc": result["challenger"]["roc_auc"],
-                       "eval_challenger_log_loss": result["challenger"]["log_loss"],
-                       **({"eval_champion_roc_auc": result["champion"]["roc_auc"],
-                           "eval_gain_ci_low": result["bootstrap_ci"]["low"],
-                           "eval_gain_ci_high": result["bootstrap_ci"]["high"]} if champion else {}),
-                       **({"eval_worst_segment_auc_drop": result["checks"]["worst_segment_auc_drop"]["value"]}
-                          if "worst_segment_auc_drop" in result["checks"] else {})}.items():
+    for key, value in {
+        "eval_challenger_roc_auc": result["challenger"]["roc_auc"],
+        "eval_challenger_log_loss": result["challenger"]["log_loss"],
+        **(
+            {
+                "eval_champion_roc_auc": result["champion"]["roc_auc"],
+                "eval_gain_ci_low": result["bootstrap_ci"]["low"],
+                "eval_gain_ci_high": result["bootstrap_ci"]["high"],
+            }
+            if champion
+            else {}
+        ),
+        **(
+            {"eval_worst_segment_auc_drop": result["checks"]["worst_segment_auc_drop"]["value"]}
+            if "worst_segment_auc_drop" in result["checks"]
+            else {}
+        ),
+    }.items():
         if value is not None:
             c.log_metric(record["run_id"], key, float(value))
     c.log_artifact(record["run_id"], str(report), artifact_path="evaluation")
     h.update_day(s.name, d, evaluation=result)
     h.add_reports(s.name, d, evaluation=str(report))
-    return {"promote": bool(result["promote"]), "reason": result["reason"], "version": int(version),
-            "champion_version": champion, "run_id": record["run_id"], "experiment_id": record["experiment_id"],
-            "model": s.registered_model}
+    return {
+        "promote": bool(result["promote"]),
+        "reason": result["reason"],
+        "version": int(version),
+        "champion_version": champion,
+        "run_id": record["run_id"],
+        "experiment_id": record["experiment_id"],
+        "model": s.registered_model,
+    }
 
 
 def promote(dataset: str, day: str | dt.date, version: int, dag_run_id: str | None = None) -> dict[str, Any]:
@@ -800,13 +1004,23 @@ def promote(dataset: str, day: str | dt.date, version: int, dag_run_id: str | No
         raise ModelError(f"{s.name} {d}: no evaluation of version {version} recorded; run evaluate first")
     out = registry.promote(s, h, version=int(version), day=d, evaluation=evaluation, dag_run_id=dag_run_id)
     if not out["promoted"]:  # it was the champion already: nothing moved, the day says so
-        h.update_day(s.name, d, promotion="promoted",
-                     promotion_reason=f"version {version} was already the champion; nothing moved")
+        h.update_day(
+            s.name,
+            d,
+            promotion="promoted",
+            promotion_reason=f"version {version} was already the champion; nothing moved",
+        )
     model = h.get_model(s.name, int(version)) or {}
-    return {"promoted": bool(out.get("promoted")), "version": int(version), "previous": out.get("previous"),
-            "reason": evaluation["reason"], "run_id": model.get("run_id"),
-            "experiment_id": model.get("experiment_id"), "model": s.registered_model,
-            "recorded_before": bool(out.get("recorded_before"))}
+    return {
+        "promoted": bool(out.get("promoted")),
+        "version": int(version),
+        "previous": out.get("previous"),
+        "reason": evaluation["reason"],
+        "run_id": model.get("run_id"),
+        "experiment_id": model.get("experiment_id"),
+        "model": s.registered_model,
+        "recorded_before": bool(out.get("recorded_before")),
+    }
 
 
 def reject(dataset: str, day: str | dt.date, version: int) -> dict[str, Any]:
@@ -816,8 +1030,9 @@ def reject(dataset: str, day: str | dt.date, version: int) -> dict[str, Any]:
     evaluation = (h.get_day(s.name, d) or {}).get("evaluation")
     if not evaluation:
         raise ModelError(f"{s.name} {d}: no evaluation of version {version} recorded; run evaluate first")
-    registry.reject(s, version=int(version), day=d, evaluation=evaluation,
-                    champion=evaluation.get("champion_version"))
+    registry.reject(
+        s, version=int(version), day=d, evaluation=evaluation, champion=evaluation.get("champion_version")
+    )
     h.update_day(s.name, d, promotion="rejected", promotion_reason=evaluation["reason"])
     return {"rejected": int(version), "champion": evaluation.get("champion_version")}
 
@@ -864,8 +1079,10 @@ def record(
     repaired = _repair_registry(s, h, d, dag_run_id)
     champion = h.champion_at(s.name, d)
     h.update_day(s.name, d, dag_run_id=dag_run_id or row.get("dag_run_id"))
-    summary = {k: row.get(k) for k in ("status", "rows", "drift_share", "decision", "reason",
-                                         "candidate_version", "promotion")}
+    summary = {
+        k: row.get(k)
+        for k in ("status", "rows", "drift_share", "decision", "reason", "candidate_version", "promotion")
+    }
     summary["champion_after"] = champion
     summary["registry_repaired"] = repaired
     if problems:
@@ -884,16 +1101,23 @@ def _repair_registry(s: Settings, h: History, d: dt.date, dag_run_id: str | None
     try:
         drift = registry.repair(s, h, holder=f"record:{dag_run_id or d.isoformat()}")
     except Exception as exc:  # noqa: BLE001 - reported; the decisions of the day stand
-        log.warning("%s %s: could not compare the MLflow aliases with the audit log (%s: %s); "
-                    "`driftwatch status` shows the difference, `driftwatch repair` fixes it",
-                    s.name, d, type(exc).__name__, exc)
+        log.warning(
+            "%s %s: could not compare the MLflow aliases with the audit log (%s: %s); "
+            "`driftwatch status` shows the difference, `driftwatch repair` fixes it",
+            s.name,
+            d,
+            type(exc).__name__,
+            exc,
+        )
         return []
     if drift:
         alerts.send_once(s, alerts.registry_alert(s, d, drift, dag_run_id))
     return drift
 
 
-def record_failure(dataset: str, day: str | dt.date, task_id: str, error: str, dag_run_id: str | None = None) -> None:
+def record_failure(
+    dataset: str, day: str | dt.date, task_id: str, error: str, dag_run_id: str | None = None
+) -> None:
     """Called from the DAG's task failure callback: keep the error in the day's row (the run-level alert
     is the DAG's failure notifier). A promotion that an earlier try committed to the audit log stays a
     promotion: only its MLflow mirror is incomplete, and the day's `record` step completes it."""

@@ -107,7 +107,9 @@ def build_model(settings: Settings, params: Mapping[str, Any] | None = None) -> 
     from sklearn.preprocessing import OrdinalEncoder
 
     if settings.training.model != "hist_gradient_boosting":
-        raise ModelError(f"{settings.yaml_path}: training.model {settings.training.model!r} is not supported.")
+        raise ModelError(
+            f"{settings.yaml_path}: training.model {settings.training.model!r} is not supported."
+        )
     merged = {**dict(settings.training.params), **dict(params or {})}
     n_num = len(settings.numeric)
     n_cat = len(settings.categorical)
@@ -117,7 +119,9 @@ def build_model(settings: Settings, params: Mapping[str, Any] | None = None) -> 
             (
                 "cat",
                 # unseen categories become -1, which the booster treats as missing
-                OrdinalEncoder(handle_unknown="use_encoded_value", unknown_value=-1, encoded_missing_value=-1),
+                OrdinalEncoder(
+                    handle_unknown="use_encoded_value", unknown_value=-1, encoded_missing_value=-1
+                ),
                 list(settings.categorical),
             ),
         ],
@@ -135,7 +139,9 @@ def build_model(settings: Settings, params: Mapping[str, Any] | None = None) -> 
     return Pipeline([("encode", encode), ("model", booster)])
 
 
-def fit(settings: Settings, frame: pd.DataFrame, day: dt.date, params: Mapping[str, Any] | None = None) -> Pipeline:
+def fit(
+    settings: Settings, frame: pd.DataFrame, day: dt.date, params: Mapping[str, Any] | None = None
+) -> Pipeline:
     X, y = model_frame(settings, frame)
     if y.nunique() < 2:
         raise ModelError(f"{settings.name} on {day}: training data has a single class; cannot train.")

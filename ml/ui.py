@@ -45,11 +45,20 @@ from ml.exceptions import ReportFormatError
 log = logging.getLogger(__name__)
 
 URL_PREFIX = "/driftwatch"
-SERVED_SUFFIXES = {".html": "text/html", ".json": "application/json", ".png": "image/png",
-                   ".svg": "image/svg+xml"}
+SERVED_SUFFIXES = {
+    ".html": "text/html",
+    ".json": "application/json",
+    ".png": "image/png",
+    ".svg": "image/svg+xml",
+}
 
-app = FastAPI(title="driftwatch", description="driftwatch reports inside the Airflow UI", docs_url=None,
-              redoc_url=None, openapi_url=None)
+app = FastAPI(
+    title="driftwatch",
+    description="driftwatch reports inside the Airflow UI",
+    docs_url=None,
+    redoc_url=None,
+    openapi_url=None,
+)
 
 
 @app.middleware("http")
@@ -82,7 +91,9 @@ def _logical_day(session, dag_id: str, run_id: str) -> dt.date:
     from airflow.models.dagrun import DagRun
     from sqlalchemy import select
 
-    logical = session.scalar(select(DagRun.logical_date).where(DagRun.dag_id == dag_id, DagRun.run_id == run_id))
+    logical = session.scalar(
+        select(DagRun.logical_date).where(DagRun.dag_id == dag_id, DagRun.run_id == run_id)
+    )
     if logical is None:
         raise HTTPException(404, f"{dag_id}: no run {run_id!r} with a logical date")
     return dt.date(logical.year, logical.month, logical.day)
@@ -117,7 +128,9 @@ def _missing_page(title: str, text: str, status_code: int = 404) -> HTMLResponse
     )
 
 
-def _day_file(dag_id: str, run_id: str, session, name: str, what: str) -> tuple[Path | None, HTMLResponse | None]:
+def _day_file(
+    dag_id: str, run_id: str, session, name: str, what: str
+) -> tuple[Path | None, HTMLResponse | None]:
     """(the day's report file, None), or (None, the page saying why there is none)."""
     s = _settings_for_dag(dag_id)
     day = _logical_day(session, dag_id, run_id)
@@ -128,7 +141,9 @@ def _day_file(dag_id: str, run_id: str, session, name: str, what: str) -> tuple[
 
     row = History(s.history_url).get_day(s.name, day) or {}
     why = row.get("reason") or row.get("error") or "the run has not reached this step yet"
-    return None, _missing_page(f"No {what} for {s.name} {day}", f"Status: {row.get('status') or 'not run'}. {why}")
+    return None, _missing_page(
+        f"No {what} for {s.name} {day}", f"Status: {row.get('status') or 'not run'}. {why}"
+    )
 
 
 def _day_report(dag_id: str, run_id: str, session, name: str, what: str):
@@ -186,7 +201,10 @@ def dag_history(dag_id: DagId):
     from ml import plots
 
     s = _settings_for_dag(dag_id)
-    links = {"PNG": f"{URL_PREFIX}/dags/{dag_id}/history.png", "JSON": f"{URL_PREFIX}/dags/{dag_id}/history.json"}
+    links = {
+        "PNG": f"{URL_PREFIX}/dags/{dag_id}/history.png",
+        "JSON": f"{URL_PREFIX}/dags/{dag_id}/history.json",
+    }
     return HTMLResponse(plots.history_html(s, links=links))
 
 
@@ -216,9 +234,11 @@ def all_history():
     from ml import plots
     from ml.config import load_settings
 
-    return HTMLResponse(plots.overview_html(
-        [(load_settings(sp.dataset), f"{URL_PREFIX}/dags/{sp.dag_id}/history") for sp in specs]
-    ))
+    return HTMLResponse(
+        plots.overview_html(
+            [(load_settings(sp.dataset), f"{URL_PREFIX}/dags/{sp.dag_id}/history") for sp in specs]
+        )
+    )
 
 
 @app.get("/reports/{dag_id}/{relative:path}", dependencies=[CanReadRuns])
@@ -227,6 +247,8 @@ def report_file(dag_id: DagId, relative: str):
     no-script policy (an SVG or HTML page of ours runs nothing)."""
     s = _settings_for_dag(dag_id)
     path = safe_report_path(s.paths.reports / s.name, relative)
-    if path.suffix == ".html" and report_html.is_evidently_html(path.read_text(encoding="utf-8", errors="replace")):
+    if path.suffix == ".html" and report_html.is_evidently_html(
+        path.read_text(encoding="utf-8", errors="replace")
+    ):
         return _evidently_response(path)
     return FileResponse(path, media_type=SERVED_SUFFIXES[path.suffix])

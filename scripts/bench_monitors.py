@@ -43,16 +43,24 @@ def _ensure(dataset: str, end: dt.date) -> None:
 
 
 def _days(result: dict[str, Any], start: str | None, end: str | None) -> list[dict[str, Any]]:
-    return [d for d in result["days"] if (start is None or d["day"] >= start) and (end is None or d["day"] <= end)]
+    return [
+        d for d in result["days"] if (start is None or d["day"] >= start) and (end is None or d["day"] <= end)
+    ]
 
 
 def errors(result: dict[str, Any], start: str | None = None, end: str | None = None) -> dict[str, Any]:
     """Estimate vs realized over the days that have both (the realized AUC is the serving champion's on the
     day's labels, computed afterwards by the replay whatever the delay). Baseline: the champion's own
     holdout AUC taken as the day's estimate (what one assumes without any monitor)."""
-    days = [d for d in _days(result, start, end) if d.get("estimated_auc") is not None and d.get("auc") is not None]
+    days = [
+        d
+        for d in _days(result, start, end)
+        if d.get("estimated_auc") is not None and d.get("auc") is not None
+    ]
     pairs = [(d["estimated_auc"], d["auc"], d["estimated_accuracy"], d["accuracy"]) for d in days]
-    naive = [abs(d["champion_holdout_auc"] - d["auc"]) for d in days if d.get("champion_holdout_auc") is not None]
+    naive = [
+        abs(d["champion_holdout_auc"] - d["auc"]) for d in days if d.get("champion_holdout_auc") is not None
+    ]
     if not pairs:
         return {"days": 0}
     auc_err = [e - r for e, r, _, _ in pairs]
@@ -90,12 +98,19 @@ def flags(result: dict[str, Any], start: str | None = None, end: str | None = No
 
 def calibration(home: Path, dataset: str) -> list[dict[str, Any]]:
     out = []
-    for path in sorted((home / "models" / dataset).glob("v*/monitor_reference.json"),
-                       key=lambda p: int(p.parent.name[1:])):
+    for path in sorted(
+        (home / "models" / dataset).glob("v*/monitor_reference.json"), key=lambda p: int(p.parent.name[1:])
+    ):
         cal = json.loads(path.read_text()).get("calibration") or {}
         if cal:
-            out.append({"version": int(path.parent.name[1:]), "ece_raw": cal["ece_raw"],
-                        "ece_calibrated": cal["ece_calibrated"], "rows": cal["rows"]})
+            out.append(
+                {
+                    "version": int(path.parent.name[1:]),
+                    "ece_raw": cal["ece_raw"],
+                    "ece_calibrated": cal["ece_calibrated"],
+                    "rows": cal["rows"],
+                }
+            )
     return out
 
 
@@ -105,16 +120,29 @@ def _reuse(args: argparse.Namespace, s: Any, job: replay.Job) -> dict[str, Any]:
     if not path.is_file():
         raise SystemExit(f"bench_monitors: --same-day {args.same_day}: no {replay.RESULT_FILE} there")
     r = json.loads(path.read_text())
-    want = {"dataset": job.dataset, "policy": job.policy, "from": job.start.isoformat(),
-            "to": job.end.isoformat(), "label_delay_days": 0}
-    got = {"dataset": r.get("dataset"), "policy": r.get("policy"), "from": r.get("from"), "to": r.get("to"),
-           "label_delay_days": s.label_delay_days}
+    want = {
+        "dataset": job.dataset,
+        "policy": job.policy,
+        "from": job.start.isoformat(),
+        "to": job.end.isoformat(),
+        "label_delay_days": 0,
+    }
+    got = {
+        "dataset": r.get("dataset"),
+        "policy": r.get("policy"),
+        "from": r.get("from"),
+        "to": r.get("to"),
+        "label_delay_days": s.label_delay_days,
+    }
     if r.get("thresholds") != asdict(s.thresholds):
-        raise SystemExit(f"bench_monitors: --same-day {path} ran with other thresholds: {r.get('thresholds')}, "
-                         f"{s.name}.yaml has {asdict(s.thresholds)}")
+        raise SystemExit(
+            f"bench_monitors: --same-day {path} ran with other thresholds: {r.get('thresholds')}, "
+            f"{s.name}.yaml has {asdict(s.thresholds)}"
+        )
     if got != want:
-        raise SystemExit(f"bench_monitors: --same-day {path} is not the labels-with-the-batch run: {got}, "
-                         f"expected {want}")
+        raise SystemExit(
+            f"bench_monitors: --same-day {path} is not the labels-with-the-batch run: {got}, expected {want}"
+        )
     _echo(f"replay {job.key}: taken from {path}")
     return r
 
@@ -124,50 +152,78 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dataset", default="flights")
     p.add_argument("--from", dest="start", default="2013-01-01")
     p.add_argument("--to", dest="end", default="2013-12-31")
-    p.add_argument("--demo-to", default="2013-03-31", help="the demo range ends here: figures for it and the rest")
+    p.add_argument(
+        "--demo-to", default="2013-03-31", help="the demo range ends here: figures for it and the rest"
+    )
     p.add_argument("--delay", type=int, default=7, help="label_delay_days of the delayed run")
     p.add_argument("--parallel", type=int, default=2)
     p.add_argument("--workdir", default=str(Paths.from_env().home / "bench" / "monitors"))
     p.add_argument("--doc", default=str(DOC))
     p.add_argument("--results-json", default=str(RESULTS_JSON))
-    p.add_argument("--same-day", metavar="DIR", nargs="?",
-                   const=str(Paths.from_env().home / "bench" / "replays" / "drift"),
-                   help="take the labels-with-the-batch run from this finished replay instead of running it: a "
-                        "drift-policy replay of the same dataset and days with the YAML's own settings "
-                        "(DIR/result.json, DIR/home; without DIR, bench_replay.py's under DRIFTWATCH_HOME, "
-                        "which make bench passes)")
+    p.add_argument(
+        "--same-day",
+        metavar="DIR",
+        nargs="?",
+        const=str(Paths.from_env().home / "bench" / "replays" / "drift"),
+        help="take the labels-with-the-batch run from this finished replay instead of running it: a "
+        "drift-policy replay of the same dataset and days with the YAML's own settings "
+        "(DIR/result.json, DIR/home; without DIR, bench_replay.py's under DRIFTWATCH_HOME, "
+        "which make bench passes)",
+    )
     args = p.parse_args(argv)
     started = time.perf_counter()
     start, end = dt.date.fromisoformat(args.start), dt.date.fromisoformat(args.end)
     _ensure(args.dataset, end)
     s = load_settings(args.dataset)
     jobs = [
-        replay.Job("labels-late", args.dataset, "drift", start, end,
-                   overrides={"label_delay_days": args.delay, "monitoring.estimation.use_for_decisions": True}),
+        replay.Job(
+            "labels-late",
+            args.dataset,
+            "drift",
+            start,
+            end,
+            overrides={"label_delay_days": args.delay, "monitoring.estimation.use_for_decisions": True},
+        ),
         replay.Job("labels-same-day", args.dataset, "drift", start, end, overrides={"label_delay_days": 0}),
     ]
     root = Path(args.workdir)
     homes = {job.key: root / job.key / "home" for job in jobs}
     reused = _reuse(args, s, jobs[1]) if args.same_day else None
-    results = replay.run_jobs([j for j in jobs if not (reused and j is jobs[1])], root,
-                              parallel=args.parallel, echo=_echo)
+    results = replay.run_jobs(
+        [j for j in jobs if not (reused and j is jobs[1])], root, parallel=args.parallel, echo=_echo
+    )
     if reused:
         results[jobs[1].key], homes[jobs[1].key] = reused, Path(args.same_day) / "home"
     figures = {}
     for job in jobs:
         r = results[job.key]
         rest = (dt.date.fromisoformat(args.demo_to) + dt.timedelta(days=1)).isoformat()
-        figures[job.key] = {"errors": errors(r, None, args.demo_to), "flags": flags(r, None, args.demo_to),
-                            "errors_rest": errors(r, rest, None), "flags_rest": flags(r, rest, None),
-                            "wall_s": r["wall_s"],
-                            "calibration": calibration(homes[job.key], s.name),
-                            "reasons": [d["reason"] for d in r["days"] if d["trained"] and not d["bootstrap"]]}
+        figures[job.key] = {
+            "errors": errors(r, None, args.demo_to),
+            "flags": flags(r, None, args.demo_to),
+            "errors_rest": errors(r, rest, None),
+            "flags_rest": flags(r, rest, None),
+            "wall_s": r["wall_s"],
+            "calibration": calibration(homes[job.key], s.name),
+            "reasons": [d["reason"] for d in r["days"] if d["trained"] and not d["bootstrap"]],
+        }
     section = report(args, s, figures, time.perf_counter() - started)
     doc = Path(args.doc)
     doc.write_text(replay.replace_section(doc.read_text(), "monitors", section))
-    Path(args.results_json).write_text(json.dumps({"measured": dt.date.today().isoformat(), "from": args.start,
-                                                   "to": args.end, "delay": args.delay, **figures},
-                                                  indent=1, default=str) + "\n")
+    Path(args.results_json).write_text(
+        json.dumps(
+            {
+                "measured": dt.date.today().isoformat(),
+                "from": args.start,
+                "to": args.end,
+                "delay": args.delay,
+                **figures,
+            },
+            indent=1,
+            default=str,
+        )
+        + "\n"
+    )
     print(section)
     return 0
 
@@ -199,8 +255,12 @@ def report(args, s, figures: dict[str, Any], seconds: float) -> str:
         f"importance ({m.attribution.repeats} permutations, {m.attribution.rows} rows a side), violation when "
         f"nDCG < {m.attribution.min_ndcg}. Wall time {seconds / 60:.0f} min "
         f"(replays: {walls}"
-        + (f"; labels-same-day is `make bench`'s drift-triggered replay, {args.same_day}" if args.same_day
-           else f", {args.parallel} at a time on 2 cores") + ").",
+        + (
+            f"; labels-same-day is `make bench`'s drift-triggered replay, {args.same_day}"
+            if args.same_day
+            else f", {args.parallel} at a time on 2 cores"
+        )
+        + ").",
         "",
         "### Estimated vs realized quality of the serving champion",
         "",
@@ -247,12 +307,17 @@ def report(args, s, figures: dict[str, Any], seconds: float) -> str:
             "Calibration of each champion on its own holdout (expected calibration error, 10 bins): raw scores "
             + ", ".join(f"v{c['version']} {c['ece_raw']:.3f}" for c in cal)
             + "; after the isotonic calibrator (cross-fitted on halves of the holdout days) "
-            + ", ".join(f"v{c['version']} {c['ece_calibrated']:.3f}" for c in cal) + ".",
+            + ", ".join(f"v{c['version']} {c['ece_calibrated']:.3f}" for c in cal)
+            + ".",
         ]
     reasons = late["reasons"]
     if reasons:
-        lines += ["", f"Retrain reasons with the labels {args.delay} days late: "
-                  + "; ".join(f"`{r[:110]}`" for r in reasons[:6]) + ("; ..." if len(reasons) > 6 else "")]
+        lines += [
+            "",
+            f"Retrain reasons with the labels {args.delay} days late: "
+            + "; ".join(f"`{r[:110]}`" for r in reasons[:6])
+            + ("; ..." if len(reasons) > 6 else ""),
+        ]
     lines += [
         "",
         "How to read it: CBPE assumes the champion's calibrated probabilities stay right on new data "

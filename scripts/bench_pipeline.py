@@ -73,12 +73,18 @@ def collect(cfg: st.StackConfig, settings: Any) -> dict[str, Any]:
                 if start:  # seconds from the run's start: where the time between tasks goes
                     spans.append((ti["task_id"], (t0 - start).total_seconds(), (t1 - start).total_seconds()))
         day = run["logical_date"][:10]
-        runs.append({
-            "day": day, "state": run["state"], "kind": _kind(rows.get(day)),
-            "wall": (end - start).total_seconds() if start and end else None,
-            "tasks": tasks, "task_sum": sum(tasks.values()), "n_tasks": len(tasks),
-            "spans": sorted(spans, key=lambda x: x[1]),
-        })
+        runs.append(
+            {
+                "day": day,
+                "state": run["state"],
+                "kind": _kind(rows.get(day)),
+                "wall": (end - start).total_seconds() if start and end else None,
+                "tasks": tasks,
+                "task_sum": sum(tasks.values()),
+                "n_tasks": len(tasks),
+                "spans": sorted(spans, key=lambda x: x[1]),
+            }
+        )
     return {"runs": sorted(runs, key=lambda r: r["day"])}
 
 
@@ -87,9 +93,12 @@ def report(data: dict[str, Any], total_s: float, in_process: dict[str, dict[str,
     by_kind: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for r in runs:
         by_kind[r["kind"]].append(r)
-    out = [f"Backfill of {len(runs)} runs in {total_s:.0f} s ({total_s / 60:.1f} min), "
-           f"{total_s / max(1, len(runs)):.1f} s per run; failed runs: "
-           f"{sum(r['state'] != 'success' for r in data['runs'])}.", ""]
+    out = [
+        f"Backfill of {len(runs)} runs in {total_s:.0f} s ({total_s / 60:.1f} min), "
+        f"{total_s / max(1, len(runs)):.1f} s per run; failed runs: "
+        f"{sum(r['state'] != 'success' for r in data['runs'])}.",
+        "",
+    ]
     out.append("| day kind | runs | wall s mean | p50 | p90 | tasks run | task s (sum) | scheduling s |")
     out.append("|---|---:|---:|---:|---:|---:|---:|---:|")
     for kind in ("collect", "monitored", "retrain", "quarantined", "unknown"):
@@ -108,17 +117,31 @@ def report(data: dict[str, Any], total_s: float, in_process: dict[str, dict[str,
         if r["kind"] in ("monitored", "retrain"):
             for task, sec in r["tasks"].items():
                 per_task[task].append(sec)
-    out += ["", "| task (monitored + retrain days) | runs | duration s mean | p90 | in-process step s |",
-            "|---|---:|---:|---:|---:|"]
-    step_of = {"validate_batch": "validate", "score_batch": "score", "monitor_model": "monitor",
-               "detect_drift": "detect", "decide": "decide",
-               "train_challenger": "train", "evaluate_challenger": "evaluate", "promote_challenger": "promote",
-               "reject_challenger": "reject", "record": "record", "wait_for_batch": "batch_ready",
-               "quarantine_batch": "quarantine"}
+    out += [
+        "",
+        "| task (monitored + retrain days) | runs | duration s mean | p90 | in-process step s |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    step_of = {
+        "validate_batch": "validate",
+        "score_batch": "score",
+        "monitor_model": "monitor",
+        "detect_drift": "detect",
+        "decide": "decide",
+        "train_challenger": "train",
+        "evaluate_challenger": "evaluate",
+        "promote_challenger": "promote",
+        "reject_challenger": "reject",
+        "record": "record",
+        "wait_for_batch": "batch_ready",
+        "quarantine_batch": "quarantine",
+    }
     for task, secs in sorted(per_task.items(), key=lambda kv: -statistics.mean(kv[1])):
         ip = (in_process or {}).get(step_of.get(task, ""), {}).get("mean")
-        out.append(f"| {task} | {len(secs)} | {statistics.mean(secs):.2f} | {_pct(secs, 0.9):.2f} | "
-                   f"{'' if ip is None else f'{ip:.2f}'} |")
+        out.append(
+            f"| {task} | {len(secs)} | {statistics.mean(secs):.2f} | {_pct(secs, 0.9):.2f} | "
+            f"{'' if ip is None else f'{ip:.2f}'} |"
+        )
     return "\n".join(out)
 
 
@@ -127,11 +150,19 @@ def in_process_steps(home: Path, frm: dt.date, to: dt.date, lake: Path) -> dict[
     import subprocess
     import sys
 
-    env = {**os.environ, "DRIFTWATCH_HOME": str(home), "DRIFTWATCH_LAKE": str(lake), "MLFLOW_TRACKING_URI": ""}
+    env = {
+        **os.environ,
+        "DRIFTWATCH_HOME": str(home),
+        "DRIFTWATCH_LAKE": str(lake),
+        "MLFLOW_TRACKING_URI": "",
+    }
     env.pop("MLFLOW_TRACKING_URI")
     out = subprocess.run(
         [sys.executable, str(REPO_ROOT / "scripts" / "profile_steps.py"), frm.isoformat(), to.isoformat()],
-        env=env, capture_output=True, text=True, check=True,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     per_step: dict[str, list[float]] = defaultdict(list)
     for line in out.splitlines():
@@ -156,8 +187,14 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="dw-bench-"))
     lake = Path(args.lake) if args.lake else tmp / "lake"
     cfg = st.StackConfig.for_tests(tmp / "home", extra_env={"DRIFTWATCH_LAKE": str(lake)})
-    os.environ.update({"DRIFTWATCH_HOME": str(cfg.home), "DRIFTWATCH_LAKE": str(lake),
-                       "MLFLOW_TRACKING_URI": cfg.mlflow_tracking_uri, "MLFLOW_DISABLE_TELEMETRY": "true"})
+    os.environ.update(
+        {
+            "DRIFTWATCH_HOME": str(cfg.home),
+            "DRIFTWATCH_LAKE": str(lake),
+            "MLFLOW_TRACKING_URI": cfg.mlflow_tracking_uri,
+            "MLFLOW_DISABLE_TELEMETRY": "true",
+        }
+    )
     from ml.config import load_settings
 
     settings = load_settings("flights")

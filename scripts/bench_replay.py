@@ -50,13 +50,35 @@ SYNTHETIC_BASE = "synthetic_abrupt"
 SYNTHETIC_VARIANTS: dict[str, dict[str, Any]] = {
     "synthetic_none": {"days": 121, "drift": {"kind": "none"}},
     "synthetic_abrupt": {"days": 75},
-    "synthetic_gradual": {"days": 75, "drift": {"kind": "covariate", "speed": "gradual", "onset": "2024-02-15",
-                                                "ramp_days": 20, "shift": {"x1": 1.5, "x2": 1.5, "x4": 1.5}}},
-    "synthetic_concept": {"days": 75, "drift": {"kind": "concept", "speed": "abrupt", "onset": "2024-02-15",
-                                                "coef": {"x1": -1.2, "x2": 0.8}}},
-    "synthetic_concept_gradual": {"days": 75, "drift": {"kind": "concept", "speed": "gradual",
-                                                        "onset": "2024-02-15", "ramp_days": 20,
-                                                        "coef": {"x1": -1.2, "x2": 0.8}}},
+    "synthetic_gradual": {
+        "days": 75,
+        "drift": {
+            "kind": "covariate",
+            "speed": "gradual",
+            "onset": "2024-02-15",
+            "ramp_days": 20,
+            "shift": {"x1": 1.5, "x2": 1.5, "x4": 1.5},
+        },
+    },
+    "synthetic_concept": {
+        "days": 75,
+        "drift": {
+            "kind": "concept",
+            "speed": "abrupt",
+            "onset": "2024-02-15",
+            "coef": {"x1": -1.2, "x2": 0.8},
+        },
+    },
+    "synthetic_concept_gradual": {
+        "days": 75,
+        "drift": {
+            "kind": "concept",
+            "speed": "gradual",
+            "onset": "2024-02-15",
+            "ramp_days": 20,
+            "coef": {"x1": -1.2, "x2": 0.8},
+        },
+    },
 }
 
 
@@ -73,12 +95,19 @@ def _ensure_flights(dataset: str) -> None:
 
 
 def _thresholds(overrides: dict[str, Any] | None, yaml_values: dict[str, Any]) -> str:
-    values = {**{k: yaml_values[k] for k in THRESHOLD_KEYS}, **{k.split(".")[-1]: v for k, v in (overrides or {}).items()}}
+    values = {
+        **{k: yaml_values[k] for k in THRESHOLD_KEYS},
+        **{k.split(".")[-1]: v for k, v in (overrides or {}).items()},
+    }
     return f"drift_share {values['drift_share']}, quality_drop {values['quality_drop']}, cooldown {values['cooldown_days']} d"
 
 
 def _grid_overrides(share: float, drop: float, cooldown: int) -> dict[str, Any]:
-    return {"thresholds.drift_share": share, "thresholds.quality_drop": drop, "thresholds.cooldown_days": cooldown}
+    return {
+        "thresholds.drift_share": share,
+        "thresholds.quality_drop": drop,
+        "thresholds.cooldown_days": cooldown,
+    }
 
 
 # ---- tuning ---------------------------------------------------------------------------------------------
@@ -86,12 +115,17 @@ def tune(args: argparse.Namespace) -> None:
     s = load_settings(args.dataset)
     yaml_t = {k: getattr(s.thresholds, k) for k in THRESHOLD_KEYS}
     start, end = dt.date.fromisoformat(args.start), dt.date.fromisoformat(args.split) - dt.timedelta(days=1)
-    grid = [tuple(yaml_t[k] for k in THRESHOLD_KEYS), *[g for g in GRID if g != tuple(yaml_t[k] for k in THRESHOLD_KEYS)]]
+    grid = [
+        tuple(yaml_t[k] for k in THRESHOLD_KEYS),
+        *[g for g in GRID if g != tuple(yaml_t[k] for k in THRESHOLD_KEYS)],
+    ]
     # the every-day policy retrains on every scored day by definition: its count is the budget's base, so
     # it is not replayed here (its AUC over these months is in the bench's "tuning months" table)
     jobs = []
     for i, g in enumerate(grid):
-        jobs.append(replay.Job(f"drift-{i}", args.dataset, "drift", start, end, overrides=_grid_overrides(*g)))
+        jobs.append(
+            replay.Job(f"drift-{i}", args.dataset, "drift", start, end, overrides=_grid_overrides(*g))
+        )
     jobs.append(replay.Job("never", args.dataset, "never", start, end))
     t0 = time.perf_counter()
     results = replay.run_jobs(jobs, Path(args.workdir) / "tune", parallel=args.parallel, echo=_echo)
@@ -103,9 +137,16 @@ def tune(args: argparse.Namespace) -> None:
         candidates.append({"thresholds": dict(zip(THRESHOLD_KEYS, g, strict=True)), **m})
     chosen = replay.choose_thresholds(candidates, reference=daily, budget_share=args.budget)
     out = {
-        "dataset": s.name, "from": start.isoformat(), "to": end.isoformat(), "measured": dt.date.today().isoformat(),
-        "rule": replay.CHOICE_RULE.format(budget=f"{args.budget:.0%}"), "yaml": yaml_t,
-        "daily": daily, "never": never, "candidates": candidates, "chosen": chosen["thresholds"],
+        "dataset": s.name,
+        "from": start.isoformat(),
+        "to": end.isoformat(),
+        "measured": dt.date.today().isoformat(),
+        "rule": replay.CHOICE_RULE.format(budget=f"{args.budget:.0%}"),
+        "yaml": yaml_t,
+        "daily": daily,
+        "never": never,
+        "candidates": candidates,
+        "chosen": chosen["thresholds"],
         "seconds": round(time.perf_counter() - t0),
     }
     Path(args.tuning_json).write_text(json.dumps(out, indent=1, default=str) + "\n")
@@ -129,14 +170,19 @@ def tune(args: argparse.Namespace) -> None:
         mark = "**chosen**" if t == chosen["thresholds"] else ("flights.yaml" if t == yaml_t else "")
         if t == chosen["thresholds"] and t == yaml_t:
             mark = "**chosen** (= flights.yaml)"
-        lines.append(f"| {t['drift_share']} | {t['quality_drop']} | {t['cooldown_days']} | {c['mean_auc']:.4f} "
-                     f"| {c['mean_auc'] - never['mean_auc']:+.4f} | {c['retrains']} | {c['promotions']} "
-                     f"| {c['rejected']} | {mark} |")
+        lines.append(
+            f"| {t['drift_share']} | {t['quality_drop']} | {t['cooldown_days']} | {c['mean_auc']:.4f} "
+            f"| {c['mean_auc'] - never['mean_auc']:+.4f} | {c['retrains']} | {c['promotions']} "
+            f"| {c['rejected']} | {mark} |"
+        )
     if chosen["thresholds"] != yaml_t:
         changed = ", ".join(f"{k}: {v}" for k, v in chosen["thresholds"].items() if v != yaml_t[k])
-        lines += ["", f"flights.yaml keeps its own values (the demo, the tests and the Airflow year above use them); "
-                  f"`make bench` replays the chosen ones beside them, as environment overrides. To adopt them, set "
-                  f"`{changed}` under `thresholds:` in flights.yaml."]
+        lines += [
+            "",
+            f"flights.yaml keeps its own values (the demo, the tests and the Airflow year above use them); "
+            f"`make bench` replays the chosen ones beside them, as environment overrides. To adopt them, set "
+            f"`{changed}` under `thresholds:` in flights.yaml.",
+        ]
     section = "\n".join(lines)
     doc = Path(args.doc)
     doc.write_text(replay.replace_section(doc.read_text(), "tuning", section))
@@ -167,9 +213,15 @@ def _synthetic_datasets(root: Path) -> tuple[Path, Path, dict[str, Any]]:
         s = s.with_overrides(paths=replace(s.paths, lake=lake))
         synthetic.prepare(s, force=True, progress=False)
         stream = synthetic.stream_spec(s)
-        onsets[name] = {"onset": stream.drift.onset, "kind": stream.drift.kind, "speed": stream.drift.speed,
-                        "ramp_days": stream.drift.ramp_days, "start": stream.start, "end": stream.end,
-                        "original_start": s.original_start}
+        onsets[name] = {
+            "onset": stream.drift.onset,
+            "kind": stream.drift.kind,
+            "speed": stream.drift.speed,
+            "ramp_days": stream.drift.ramp_days,
+            "start": stream.start,
+            "end": stream.end,
+            "original_start": s.original_start,
+        }
     return datasets, lake, onsets
 
 
@@ -180,9 +232,15 @@ def _airflow(path: Path) -> dict[str, Any] | None:
     raw = json.loads(path.read_text())
     if "runs" in raw:  # the raw output of scripts/bench_pipeline.py --json
         days = sorted(r["day"] for r in raw["runs"])
-        return {"total_s": raw["total_s"], "days": len(days), "from": days[0][:10], "to": days[-1][:10],
-                "failed": sum(r.get("state") != "success" for r in raw["runs"]), "source": str(path),
-                "runs": raw["runs"]}
+        return {
+            "total_s": raw["total_s"],
+            "days": len(days),
+            "from": days[0][:10],
+            "to": days[-1][:10],
+            "failed": sum(r.get("state") != "success" for r in raw["runs"]),
+            "source": str(path),
+            "runs": raw["runs"],
+        }
     return raw
 
 
@@ -196,9 +254,23 @@ def _airflow_backfill(args: argparse.Namespace) -> None:
     _echo(f"airflow backfill {args.start}..{args.end} (scripts/bench_pipeline.py; tables in {log}) ...")
     t0 = time.perf_counter()
     with log.open("w") as out:
-        subprocess.run([sys.executable, str(REPO_ROOT / "scripts" / "bench_pipeline.py"), "--from", args.start,
-                        "--to", args.end, "--json", args.airflow_json, "--history-png", args.history_png],
-                       check=True, stdout=out, stderr=subprocess.STDOUT)
+        subprocess.run(
+            [
+                sys.executable,
+                str(REPO_ROOT / "scripts" / "bench_pipeline.py"),
+                "--from",
+                args.start,
+                "--to",
+                args.end,
+                "--json",
+                args.airflow_json,
+                "--history-png",
+                args.history_png,
+            ],
+            check=True,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     _echo(f"airflow backfill: done in {time.perf_counter() - t0:.0f} s")
 
 
@@ -212,8 +284,15 @@ def _by_kind(airflow: dict[str, Any], replayed: dict[str, Any]) -> list[dict[str
         if run.get("wall") is not None and walls.get(day):
             kinds.setdefault(run["kind"], []).append((run["wall"], walls[day]))
     order = ["collect", "monitored", "retrain", "quarantined", "unknown"]
-    return [{"kind": k, "days": len(v), "airflow_s": sum(a for a, _ in v) / len(v),
-             "replay_s": sum(r for _, r in v) / len(v)} for k, v in sorted(kinds.items(), key=lambda kv: order.index(kv[0]))]
+    return [
+        {
+            "kind": k,
+            "days": len(v),
+            "airflow_s": sum(a for a, _ in v) / len(v),
+            "replay_s": sum(r for _, r in v) / len(v),
+        }
+        for k, v in sorted(kinds.items(), key=lambda kv: order.index(kv[0]))
+    ]
 
 
 def bench(args: argparse.Namespace) -> None:
@@ -228,20 +307,37 @@ def bench(args: argparse.Namespace) -> None:
 
     # the flights.yaml drift replay (compared with the Airflow backfill) starts first, beside the longest one
     # (every day): one core each, before the pool gets crowded; the Airflow backfill runs alone afterwards
-    jobs = [replay.Job("drift", args.dataset, "drift", start, end),
-            replay.Job("daily", args.dataset, "daily", start, end)]
+    jobs = [
+        replay.Job("drift", args.dataset, "drift", start, end),
+        replay.Job("daily", args.dataset, "daily", start, end),
+    ]
     if tuned:
-        jobs.append(replay.Job("drift-tuned", args.dataset, "drift", start, end, overrides=_grid_overrides(
-            tuned["drift_share"], tuned["quality_drop"], tuned["cooldown_days"])))
-    jobs += [replay.Job("every-7", args.dataset, "every-7", start, end),
-             replay.Job("every-30", args.dataset, "every-30", start, end),
-             replay.Job("never", args.dataset, "never", start, end)]
+        jobs.append(
+            replay.Job(
+                "drift-tuned",
+                args.dataset,
+                "drift",
+                start,
+                end,
+                overrides=_grid_overrides(
+                    tuned["drift_share"], tuned["quality_drop"], tuned["cooldown_days"]
+                ),
+            )
+        )
+    jobs += [
+        replay.Job("every-7", args.dataset, "every-7", start, end),
+        replay.Job("every-30", args.dataset, "every-30", start, end),
+        replay.Job("never", args.dataset, "never", start, end),
+    ]
     onsets: dict[str, Any] = {}
     if not args.no_synthetic:
         datasets, lake, onsets = _synthetic_datasets(Path(args.workdir) / "synthetic")
         for name, o in onsets.items():
-            jobs.append(replay.Job(name, name, "drift", o["original_start"], o["end"], datasets=datasets,
-                                   source_lake=lake))
+            jobs.append(
+                replay.Job(
+                    name, name, "drift", o["original_start"], o["end"], datasets=datasets, source_lake=lake
+                )
+            )
     results = replay.run_jobs(jobs, Path(args.workdir) / "replays", parallel=args.parallel, echo=_echo)
     if not args.no_airflow:
         _airflow_backfill(args)
@@ -253,24 +349,60 @@ def bench(args: argparse.Namespace) -> None:
         elif key == "drift-tuned":
             r["label"] = f"drift-triggered, tuned on Jan-Apr ({_thresholds(jobs[2].overrides, yaml_t)})"
     order = [j.key for j in jobs if j.key in flights]
-    first_scored = min(dt.date.fromisoformat(d["day"]) for r in flights.values() for d in r["days"] if d["auc"] is not None)
+    first_scored = min(
+        dt.date.fromisoformat(d["day"]) for r in flights.values() for d in r["days"] if d["auc"] is not None
+    )
     full = {k: replay.summarize(flights[k]) for k in order}
     test = {k: replay.summarize(flights[k], start=split) for k in order}
     tune_period = {k: replay.summarize(flights[k], end=split - dt.timedelta(days=1)) for k in order}
     detections = {name: replay.detection(results[name], onsets[name]["onset"]) for name in onsets}
     airflow = _airflow(Path(args.airflow_json))
-    plot = replay.plot_auc({k: flights[k] for k in order}, Path(args.plot), split=split,
-                           title=f"{s.name}: champion AUC on each day's labels, {first_scored}..{end}, per retraining policy")
-    section = report(args, s, order, flights, full, test, tune_period, detections, onsets, airflow, plot,
-                     tuned, yaml_t, first_scored, split, time.perf_counter() - started)
+    plot = replay.plot_auc(
+        {k: flights[k] for k in order},
+        Path(args.plot),
+        split=split,
+        title=f"{s.name}: champion AUC on each day's labels, {first_scored}..{end}, per retraining policy",
+    )
+    section = report(
+        args,
+        s,
+        order,
+        flights,
+        full,
+        test,
+        tune_period,
+        detections,
+        onsets,
+        airflow,
+        plot,
+        tuned,
+        yaml_t,
+        first_scored,
+        split,
+        time.perf_counter() - started,
+    )
     doc = Path(args.doc)
     doc.write_text(replay.replace_section(doc.read_text(), "replay", section))
-    Path(args.results_json).write_text(json.dumps({
-        "measured": dt.date.today().isoformat(), "dataset": s.name, "from": start.isoformat(), "to": end.isoformat(),
-        "split": split.isoformat(), "full": full, "test": test, "tuning_period": tune_period,
-        "wall_s": {k: flights[k]["wall_s"] for k in order}, "detection": detections,
-        "airflow": {k: v for k, v in (airflow or {}).items() if k != "runs"} or None,
-    }, indent=1, default=str) + "\n")
+    Path(args.results_json).write_text(
+        json.dumps(
+            {
+                "measured": dt.date.today().isoformat(),
+                "dataset": s.name,
+                "from": start.isoformat(),
+                "to": end.isoformat(),
+                "split": split.isoformat(),
+                "full": full,
+                "test": test,
+                "tuning_period": tune_period,
+                "wall_s": {k: flights[k]["wall_s"] for k in order},
+                "detection": detections,
+                "airflow": {k: v for k, v in (airflow or {}).items() if k != "runs"} or None,
+            },
+            indent=1,
+            default=str,
+        )
+        + "\n"
+    )
     print(section)
     if not args.keep:
         _clean(Path(args.workdir) / "replays")
@@ -301,8 +433,24 @@ def _pct(a: float | None, b: float | None) -> str:
     return "n/a" if a is None or not b else f"{100 * a / b:.1f}%"
 
 
-def report(args, s, order, flights, full, test, tune_period, detections, onsets, airflow, plot, tuned, yaml_t,
-           first_scored, split, seconds) -> str:
+def report(
+    args,
+    s,
+    order,
+    flights,
+    full,
+    test,
+    tune_period,
+    detections,
+    onsets,
+    airflow,
+    plot,
+    tuned,
+    yaml_t,
+    first_scored,
+    split,
+    seconds,
+) -> str:
     end = args.end
     goal_key = "drift-tuned" if tuned else "drift"
     d, daily, never = full[goal_key], full.get("daily"), full.get("never")
@@ -348,25 +496,47 @@ def report(args, s, order, flights, full, test, tune_period, detections, onsets,
     # goals
     goals = []
     if daily and d:
-        goals.append(("drift-triggered mean AUC >= 99% of every day's", _pct(d["mean_auc"], daily["mean_auc"]),
-                      d["mean_auc"] >= 0.99 * daily["mean_auc"]))
-        goals.append(("drift-triggered retrains <= 10% of every day's",
-                      f"{d['retrains']} of {daily['retrains']} ({_pct(d['retrains'], daily['retrains'])})",
-                      d["retrains"] <= 0.10 * daily["retrains"]))
+        goals.append(
+            (
+                "drift-triggered mean AUC >= 99% of every day's",
+                _pct(d["mean_auc"], daily["mean_auc"]),
+                d["mean_auc"] >= 0.99 * daily["mean_auc"],
+            )
+        )
+        goals.append(
+            (
+                "drift-triggered retrains <= 10% of every day's",
+                f"{d['retrains']} of {daily['retrains']} ({_pct(d['retrains'], daily['retrains'])})",
+                d["retrains"] <= 0.10 * daily["retrains"],
+            )
+        )
     if never and d:
         gain = d["mean_auc"] - never["mean_auc"]
         goals.append(("drift-triggered mean AUC >= never retrain's + 0.03", f"{gain:+.4f}", gain >= 0.03))
-    abrupt = {k: v for k, v in detections.items() if onsets[k]["speed"] == "abrupt" and onsets[k]["kind"] != "none"}
+    abrupt = {
+        k: v for k, v in detections.items() if onsets[k]["speed"] == "abrupt" and onsets[k]["kind"] != "none"
+    }
     if abrupt:
         worst = [v["delay"] for v in abrupt.values()]
         ok = all(x is not None and x <= 3 for x in worst)
-        goals.append(("detection within 3 batches of an abrupt onset",
-                      ", ".join(f"{k}: {'not detected' if v['delay'] is None else v['delay']}" for k, v in abrupt.items()), ok))
+        goals.append(
+            (
+                "detection within 3 batches of an abrupt onset",
+                ", ".join(
+                    f"{k}: {'not detected' if v['delay'] is None else v['delay']}" for k, v in abrupt.items()
+                ),
+                ok,
+            )
+        )
     if "synthetic_none" in detections:
         fa = detections["synthetic_none"]
-        goals.append(("<= 1 false alarm per 100 drift-free batches",
-                      f"{fa['false_alarms']} in {fa['drift_free_batches']} ({fa['false_alarms_per_100']:.1f} per 100)",
-                      fa["false_alarms_per_100"] <= 1.0))
+        goals.append(
+            (
+                "<= 1 false alarm per 100 drift-free batches",
+                f"{fa['false_alarms']} in {fa['drift_free_batches']} ({fa['false_alarms_per_100']:.1f} per 100)",
+                fa["false_alarms_per_100"] <= 1.0,
+            )
+        )
     overhead = None
     if airflow and (airflow["from"], airflow["to"]) != (args.start, end):
         airflow = {**airflow, "mismatch": True}
@@ -374,14 +544,21 @@ def report(args, s, order, flights, full, test, tune_period, detections, onsets,
         r = flights["drift"]
         overhead = airflow["total_s"] / r["wall_s"]
         goals.append(("orchestration overhead <= 2x", f"{overhead:.2f}x", overhead <= 2.0))
-    lines += [f"### Goals ({'drift-triggered = the tuned thresholds' if tuned else 'drift-triggered = flights.yaml'}, all scored days)",
-              "", "| goal | measured | met |", "|---|---|---|"]
+    lines += [
+        f"### Goals ({'drift-triggered = the tuned thresholds' if tuned else 'drift-triggered = flights.yaml'}, all scored days)",
+        "",
+        "| goal | measured | met |",
+        "|---|---|---|",
+    ]
     lines += [f"| {g} | {m} | {'yes' if ok else '**no**'} |" for g, m, ok in goals]
     lines.append("")
     if tuned and "drift" in full:
         y = full["drift"]
-        lines += [f"With flights.yaml's own thresholds the drift-triggered policy reached {_pct(y['mean_auc'], daily['mean_auc'])} "
-                  f"of every day's mean AUC with {y['retrains']} retrains ({_pct(y['retrains'], daily['retrains'])} of every day's).", ""]
+        lines += [
+            f"With flights.yaml's own thresholds the drift-triggered policy reached {_pct(y['mean_auc'], daily['mean_auc'])} "
+            f"of every day's mean AUC with {y['retrains']} retrains ({_pct(y['retrains'], daily['retrains'])} of every day's).",
+            "",
+        ]
     lines += [
         "Caveats: one run with one seed per policy. A day's AUC on ~900 labels moves by a few hundredths from day "
         "to day; all policies are scored on the same days, so the noise in the difference of two yearly means "
@@ -410,18 +587,26 @@ def report(args, s, order, flights, full, test, tune_period, detections, onsets,
         ]
         for name, v in detections.items():
             o = onsets[name]
-            kind = "none" if o["kind"] == "none" else f"{o['kind']}, {o['speed']}" + (
-                f" over {o['ramp_days']} d" if o["speed"] == "gradual" else "")
+            kind = (
+                "none"
+                if o["kind"] == "none"
+                else f"{o['kind']}, {o['speed']}"
+                + (f" over {o['ramp_days']} d" if o["speed"] == "gradual" else "")
+            )
             lines.append(
                 f"| {name} | {kind} | {v['onset'] or '-'} | {'-' if o['kind'] == 'none' else ('not detected' if v['delay'] is None else v['delay'])} "
                 f"| {'-' if o['kind'] == 'none' else ('none' if v['retrain_delay'] is None else v['retrain_delay'])} "
-                f"| {v['drift_free_batches']} | {v['false_alarms']} | {v['false_alarms_per_100']:.1f} |")
+                f"| {v['drift_free_batches']} | {v['false_alarms']} | {v['false_alarms_per_100']:.1f} |"
+            )
         lines.append("")
     # overhead
     lines += ["### Orchestration overhead", ""]
     if airflow and airflow.get("mismatch"):
-        lines += [f"The saved Airflow backfill ({airflow['from']}..{airflow['to']}) is not of the replayed days "
-                  f"({args.start}..{end}): no ratio.", ""]
+        lines += [
+            f"The saved Airflow backfill ({airflow['from']}..{airflow['to']}) is not of the replayed days "
+            f"({args.start}..{end}): no ratio.",
+            "",
+        ]
     elif airflow:
         r = flights["drift"]
         lines += [
@@ -434,14 +619,21 @@ def report(args, s, order, flights, full, test, tune_period, detections, onsets,
             f"(Airflow / replay days; {airflow['total_s'] / r['process_wall_s']:.2f}x against the whole replay "
             "process). The replay ran on one core beside the every-day replay on the other (one thread each, "
             "nothing else running); the backfill ran alone on the machine"
-            + ("" if args.no_airflow else " after the replays") + ".",
+            + ("" if args.no_airflow else " after the replays")
+            + ".",
             "",
         ]
         kinds = _by_kind(airflow, r)
         if kinds:
-            lines += ["| day kind | days | Airflow s a day | replay s a day | ratio |", "|---|---:|---:|---:|---:|"]
-            lines += [f"| {k['kind']} | {k['days']} | {k['airflow_s']:.1f} | {k['replay_s']:.1f} | "
-                      f"{k['airflow_s'] / k['replay_s']:.1f}x |" for k in kinds]
+            lines += [
+                "| day kind | days | Airflow s a day | replay s a day | ratio |",
+                "|---|---:|---:|---:|---:|",
+            ]
+            lines += [
+                f"| {k['kind']} | {k['days']} | {k['airflow_s']:.1f} | {k['replay_s']:.1f} | "
+                f"{k['airflow_s'] / k['replay_s']:.1f}x |"
+                for k in kinds
+            ]
             lines += [
                 "",
                 "Under Airflow each step is its own task: a process forked from the scheduler's preloaded "
@@ -453,8 +645,11 @@ def report(args, s, order, flights, full, test, tune_period, detections, onsets,
                 "",
             ]
     else:
-        lines += [f"No saved Airflow backfill figure ({args.airflow_json}): run `make bench-pipeline` and save "
-                  "total seconds, days and range there.", ""]
+        lines += [
+            f"No saved Airflow backfill figure ({args.airflow_json}): run `make bench-pipeline` and save "
+            "total seconds, days and range there.",
+            "",
+        ]
     return "\n".join(lines)
 
 
@@ -469,14 +664,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--doc", default=str(DOC))
     p.add_argument("--plot", default=str(PLOT))
     p.add_argument("--airflow-json", default=str(AIRFLOW_JSON))
-    p.add_argument("--history-png", default=str(REPO_ROOT / "docs" / "history_2013.png"),
-                   help="the Airflow backfill's model-history plot")
+    p.add_argument(
+        "--history-png",
+        default=str(REPO_ROOT / "docs" / "history_2013.png"),
+        help="the Airflow backfill's model-history plot",
+    )
     p.add_argument("--tuning-json", default=str(TUNING_JSON))
     p.add_argument("--results-json", default=str(RESULTS_JSON))
     p.add_argument("--budget", type=float, default=0.10, help="tuning: retrain budget, share of every day's")
     p.add_argument("--no-synthetic", action="store_true")
-    p.add_argument("--no-airflow", action="store_true",
-                   help="reuse the Airflow backfill figures in --airflow-json instead of running the backfill (~30 min)")
+    p.add_argument(
+        "--no-airflow",
+        action="store_true",
+        help="reuse the Airflow backfill figures in --airflow-json instead of running the backfill (~30 min)",
+    )
     p.add_argument("--keep", action="store_true", help="keep each replay's home and lake under --workdir")
     p.add_argument("--tune", action="store_true", help="tune the drift thresholds on --from..--split instead")
     args = p.parse_args(argv)

@@ -16,9 +16,20 @@ import time
 
 from ml import pipeline, steps
 
-STEPS = ("batch_ready", "validate", "quarantine", "score", "monitor", "detect", "decide", "train", "evaluate",
-         "promote",
-         "reject", "record")
+STEPS = (
+    "batch_ready",
+    "validate",
+    "quarantine",
+    "score",
+    "monitor",
+    "detect",
+    "decide",
+    "train",
+    "evaluate",
+    "promote",
+    "reject",
+    "record",
+)
 
 
 def main(frm: str, to: str, dataset: str = "flights") -> None:
@@ -42,10 +53,22 @@ def main(frm: str, to: str, dataset: str = "flights") -> None:
         t0 = time.perf_counter()
         out = pipeline.run_day(dataset, day)
         total = time.perf_counter() - t0
-        kind = "retrain" if "train" in out else ("collect" if "drift" in out and out["drift"].get("skipped") else
-                                                 "monitored" if "drift" in out else "other")
+        kind = (
+            "retrain"
+            if "train" in out
+            else (
+                "collect"
+                if "drift" in out and out["drift"].get("skipped")
+                else "monitored"
+                if "drift" in out
+                else "other"
+            )
+        )
         by_kind[kind].append({**spent, "total": total})
-        print(f"{day} {kind:9s} {total:6.2f} s  " + " ".join(f"{k}={v:.2f}" for k, v in spent.items()), flush=True)
+        print(
+            f"{day} {kind:9s} {total:6.2f} s  " + " ".join(f"{k}={v:.2f}" for k, v in spent.items()),
+            flush=True,
+        )
         day += dt.timedelta(days=1)
     print("\n| kind | days | " + " | ".join(STEPS) + " | total |")
     print("|---|---:|" + "---:|" * (len(STEPS) + 1))

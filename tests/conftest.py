@@ -72,7 +72,8 @@ def flights_partitions(flights_frame, tmp_path_factory: pytest.TempPathFactory) 
     columns = load_settings(BUNDLED_DATASETS / "flights.yaml", environ={}).columns
     root = tmp_path_factory.mktemp("flights-partitions")
     wanted = flights_frame[
-        (flights_frame["date"] >= FLIGHTS_FIRST_DAY.isoformat()) & (flights_frame["date"] <= FLIGHTS_LAST_DAY.isoformat())
+        (flights_frame["date"] >= FLIGHTS_FIRST_DAY.isoformat())
+        & (flights_frame["date"] <= FLIGHTS_LAST_DAY.isoformat())
     ]
     for date, day in wanted.groupby("date", sort=True):
         partition = root / f"date={date}"

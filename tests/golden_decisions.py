@@ -21,7 +21,17 @@ GOLDEN = Path(__file__).resolve().parent / "golden"
 DATASET = "flights"
 START, END = dt.date(2013, 1, 1), dt.date(2013, 3, 31)
 # what a day decided, and the numbers it decided on (rounded: the last digits of a float are not a decision)
-DAY_KEYS = ("status", "champion", "decision", "trained", "bootstrap", "version", "promoted", "rejected", "failed")
+DAY_KEYS = (
+    "status",
+    "champion",
+    "decision",
+    "trained",
+    "bootstrap",
+    "version",
+    "promoted",
+    "rejected",
+    "failed",
+)
 ROUNDED = {"drift_share": 4, "quality_drop": 4, "auc": 4, "champion_holdout_auc": 4}
 
 
@@ -37,9 +47,14 @@ def decisions(result: dict[str, Any]) -> dict[str, Any]:
         row.update({k: None if d.get(k) is None else round(float(d[k]), n) for k, n in ROUNDED.items()})
         days[d["day"]] = row
     trained = [d for d in result["days"] if d.get("trained")]
-    last = max((d for d in result["days"] if d.get("champion") is not None), key=lambda d: d["day"], default=None)
+    last = max(
+        (d for d in result["days"] if d.get("champion") is not None), key=lambda d: d["day"], default=None
+    )
     return {
-        "dataset": result["dataset"], "policy": result["policy"], "from": result["from"], "to": result["to"],
+        "dataset": result["dataset"],
+        "policy": result["policy"],
+        "from": result["from"],
+        "to": result["to"],
         "summary": {
             "retrains": len(trained),
             "promoted": sum(bool(d.get("promoted")) for d in trained),
@@ -52,7 +67,9 @@ def decisions(result: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def replay(workdir: Path, start: dt.date = START, end: dt.date = END, source_lake: Path | None = None) -> dict:
+def replay(
+    workdir: Path, start: dt.date = START, end: dt.date = END, source_lake: Path | None = None
+) -> dict:
     """Replay the range under the drift-triggered policy in a fresh home (its own process) and return the
     result; the partitions come from `source_lake` (default: this process's lake)."""
     from ml.replay import Job, run_jobs
@@ -68,7 +85,9 @@ def replay(workdir: Path, start: dt.date = START, end: dt.date = END, source_lak
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--write", action="store_true", help="replay and rewrite the golden file")
-    p.add_argument("--from-result", type=Path, help="take an existing replay result.json instead of replaying")
+    p.add_argument(
+        "--from-result", type=Path, help="take an existing replay result.json instead of replaying"
+    )
     p.add_argument("--workdir", type=Path, default=Path("/tmp/driftwatch-golden"))
     args = p.parse_args(argv)
     result = json.loads(args.from_result.read_text()) if args.from_result else replay(args.workdir)

@@ -61,7 +61,9 @@ class Stack:
     def api(self, method: str, path: str, json: Any = None, **kwargs: Any) -> Any:
         return st.api(self.cfg, method, path, json, **kwargs)
 
-    def mlflow(self, method: str, path: str, json: Any = None, *, auth: bool = True) -> tuple[int, dict, bytes]:
+    def mlflow(
+        self, method: str, path: str, json: Any = None, *, auth: bool = True
+    ) -> tuple[int, dict, bytes]:
         """A request to the stack's MLflow server (`path` like /api/2.0/mlflow/experiments/create), as its
         admin or anonymously: (status, headers with lower-case names, body), errors included."""
         headers = {"Content-Type": "application/json"} if json is not None else {}
@@ -262,7 +264,11 @@ def _dataset_yaml(folder: Path) -> Path:
     raw["holdout_days"] = 2
     raw["wait"] = {"timeout_minutes": 1, "poke_seconds": 5}
     raw["thresholds"].update(
-        cooldown_days=0, min_new_rows=0, drift_share=0.5, quality_drop=0.5, min_bootstrap_auc=0.5,
+        cooldown_days=0,
+        min_new_rows=0,
+        drift_share=0.5,
+        quality_drop=0.5,
+        min_bootstrap_auc=0.5,
         bootstrap_resamples=300,
     )
     folder.mkdir(parents=True, exist_ok=True)
@@ -299,7 +305,9 @@ def pipeline(stack_factory, flights_frame, tmp_path_factory):
     settings = load_settings("flights")
     assert settings.original_end == dt.date(2013, 1, 5), "the test process must read the test dataset YAML"
     for day in DAYS:
-        frame = flights_frame[flights_frame["date"] == day.isoformat()][settings.columns].reset_index(drop=True)
+        frame = flights_frame[flights_frame["date"] == day.isoformat()][settings.columns].reset_index(
+            drop=True
+        )
         if day == DRIFT_DAY:
             frame = _inject_drift(frame)
         if day == BAD_DAY:
@@ -311,8 +319,6 @@ def pipeline(stack_factory, flights_frame, tmp_path_factory):
     result = stack.backfill(DAG_ID, DAYS[0], BAD_DAY, timeout=900)
     assert result["failed"] == 0 and result["success"] == len(DAYS) - 1, (result, stack.failure_report())
     return stack, settings
-
-
 
 
 # ---------------------------------------------------------------------------------------------- datasets added by YAML
@@ -343,11 +349,18 @@ def _late_labels_yaml(folder: Path) -> None:
     from the CBPE estimate; quality_drop -0.05 so that any estimate (even slightly above the holdout AUC)
     triggers a retrain."""
     raw = yaml.safe_load((BUNDLED_DATASETS / "flights.yaml").read_text())
-    raw.update(name=LATE_NAME, dag_id=LATE_DAG_ID, registered_model="flights-late", label_delay_days=LATE_DELAY,
-               holdout_days=2, original_window={"start": "2013-01-01", "end": "2013-01-05"},
-               wait={"timeout_minutes": 1, "poke_seconds": 5})
-    raw["thresholds"].update(cooldown_days=0, min_new_rows=0, quality_drop=-0.05, min_bootstrap_auc=0.5,
-                             bootstrap_resamples=300)
+    raw.update(
+        name=LATE_NAME,
+        dag_id=LATE_DAG_ID,
+        registered_model="flights-late",
+        label_delay_days=LATE_DELAY,
+        holdout_days=2,
+        original_window={"start": "2013-01-01", "end": "2013-01-05"},
+        wait={"timeout_minutes": 1, "poke_seconds": 5},
+    )
+    raw["thresholds"].update(
+        cooldown_days=0, min_new_rows=0, quality_drop=-0.05, min_bootstrap_auc=0.5, bootstrap_resamples=300
+    )
     raw["monitoring"]["estimation"]["use_for_decisions"] = True
     raw["monitoring"]["attribution"]["rows"] = 500
     (folder / f"{LATE_NAME}.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))

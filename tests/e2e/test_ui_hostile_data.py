@@ -40,9 +40,11 @@ TAGS = ("carrier", "dest", "column", "legacy")  # legacy: the payloads of Eviden
 
 def payload(tag: str) -> str:
     def js(channel: str) -> str:
-        return (f"try{{window.top.__pwned='{channel}'}}catch(e){{}};try{{window.__pwned='{channel}'}}catch(e){{}};"
-                f"document.documentElement.setAttribute('data-pwned','{channel}');document.title='PWNED';"
-                f"console.log('PWNED-{channel}');alert('PWNED-{channel}')")
+        return (
+            f"try{{window.top.__pwned='{channel}'}}catch(e){{}};try{{window.__pwned='{channel}'}}catch(e){{}};"
+            f"document.documentElement.setAttribute('data-pwned','{channel}');document.title='PWNED';"
+            f"console.log('PWNED-{channel}');alert('PWNED-{channel}')"
+        )
 
     # the attribute unquoted (the code has no space): json.dumps would escape a double quote, and the
     # handler would not survive in Evidently's own page
@@ -65,8 +67,13 @@ def _legacy_report() -> str:
 
     rng = np.random.default_rng(3)
     name = "legacy" + payload("legacy")
-    ref = pd.DataFrame({"temp": rng.normal(size=300), "carrier": rng.choice(["UA", "AA", "B6"], 300),
-                        name: rng.choice(["A1", "B2"], 300)})
+    ref = pd.DataFrame(
+        {
+            "temp": rng.normal(size=300),
+            "carrier": rng.choice(["UA", "AA", "B6"], 300),
+            name: rng.choice(["A1", "B2"], 300),
+        }
+    )
     cur = ref.copy()
     cur.loc[:40, ["carrier", name]] = payload("legacy")
     definition = DataDefinition(numerical_columns=["temp"], categorical_columns=["carrier", name])
@@ -89,11 +96,13 @@ def hostile(pipeline, flights_frame):
     dataset_yaml.write_text(yaml.safe_dump(raw, sort_keys=False))
     try:
         for day in (HOSTILE_DAY, COLUMN_DAY):
-            frame = flights_frame[flights_frame["date"] == day.isoformat()][settings.columns].reset_index(drop=True)
+            frame = flights_frame[flights_frame["date"] == day.isoformat()][settings.columns].reset_index(
+                drop=True
+            )
             if day == HOSTILE_DAY:
                 share = len(frame) // 50  # 2% of the rows each
                 frame.loc[: share - 1, "carrier"] = payload("carrier")
-                frame.loc[len(frame) // 2: len(frame) // 2 + share - 1, "dest"] = payload("dest")
+                frame.loc[len(frame) // 2 : len(frame) // 2 + share - 1, "dest"] = payload("dest")
             else:
                 frame[COLUMN] = "x"
             part = stack.lake / "flights" / f"date={day.isoformat()}"
@@ -243,8 +252,9 @@ def _record(ui, name: str, expect_present: set[str], shot: str) -> None:
     page.screenshot(path=SHOTS / shot, full_page=True)
     TABLE[name] = {"executed": executed, "present": sorted(present), "csp_reports": len(watch.violations)}
     _write_table()
-    assert expect_present <= present, (f"{name}: payloads {sorted(expect_present - present)} never reached the "
-                                       f"page; frames {watch.seen}")
+    assert expect_present <= present, (
+        f"{name}: payloads {sorted(expect_present - present)} never reached the page; frames {watch.seen}"
+    )
     assert executed == {}, f"{name}: payloads ran: {executed}"
 
 
@@ -277,7 +287,10 @@ def test_the_detectors_see_a_payload_run_on_evidentlys_own_page(browser, hostile
         page.set_content(hostile[2], wait_until="load")
         executed = watch.executions()
         TABLE["control: Evidently's own page, no driftwatch"] = {
-            "executed": executed, "present": ["legacy"], "csp_reports": 0}
+            "executed": executed,
+            "present": ["legacy"],
+            "csp_reports": 0,
+        }
         _write_table()
         channels = executed.get("legacy", [])
         assert {"alert", "console", "window.top.__pwned"} <= {c.split(":")[0] for c in channels}, executed
@@ -346,8 +359,10 @@ def test_the_report_route_opened_directly_is_sandboxed(ui):
 
     stack, _, _, page, watch = ui
     watch.reset()
-    page.goto(f"{stack.cfg.airflow_url}/driftwatch/dags/{DAG_ID}/runs/{st._q(_run_id(stack, HOSTILE_DAY))}"
-              "/drift/report")
+    page.goto(
+        f"{stack.cfg.airflow_url}/driftwatch/dags/{DAG_ID}/runs/{st._q(_run_id(stack, HOSTILE_DAY))}"
+        "/drift/report"
+    )
     page.wait_for_selector("text=Dataset Drift", timeout=90_000)
     # an opaque origin: the report cannot read the UI's storage nor send requests with the viewer's cookies
     assert page.evaluate("() => window.origin") == "null"

@@ -34,13 +34,25 @@ DAYS = [dt.date(2013, 1, d) for d in range(1, 10)]
 
 def _yaml(folder) -> None:
     raw = yaml.safe_load((BUNDLED_DATASETS / "flights.yaml").read_text())
-    raw.update(name=NAME, dag_id=DAG_ID, registered_model=MODEL, holdout_days=2,
-               original_window={"start": "2013-01-01", "end": "2013-01-04"},
-               wait={"timeout_minutes": 5, "poke_seconds": 2, "earlier_days_timeout_minutes": 15},
-               retries={"count": 1, "delay_seconds": 1})
+    raw.update(
+        name=NAME,
+        dag_id=DAG_ID,
+        registered_model=MODEL,
+        holdout_days=2,
+        original_window={"start": "2013-01-01", "end": "2013-01-04"},
+        wait={"timeout_minutes": 5, "poke_seconds": 2, "earlier_days_timeout_minutes": 15},
+        retries={"count": 1, "delay_seconds": 1},
+    )
     # every monitored day retrains (an AUC "drop" >= -1) and every challenger is promoted
-    raw["thresholds"].update(quality_drop=-1.0, cooldown_days=0, min_new_rows=0, min_delta=-1.0,
-                             logloss_tolerance=1.0, min_bootstrap_auc=0.5, bootstrap_resamples=200)
+    raw["thresholds"].update(
+        quality_drop=-1.0,
+        cooldown_days=0,
+        min_new_rows=0,
+        min_delta=-1.0,
+        logloss_tolerance=1.0,
+        min_bootstrap_auc=0.5,
+        bootstrap_resamples=200,
+    )
     raw["evaluation"]["segment_tolerance"] = 1.0
     raw["monitoring"]["attribution"]["rows"] = 300
     (folder / f"{NAME}.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
@@ -77,7 +89,9 @@ def _run(stack, day: dt.date) -> dict:
 
 
 def _tries(stack, day: dt.date) -> dict[str, int]:
-    return {ti["task_id"]: ti["try_number"] for ti in stack.task_instances(DAG_ID, _run(stack, day)["dag_run_id"])}
+    return {
+        ti["task_id"]: ti["try_number"] for ti in stack.task_instances(DAG_ID, _run(stack, day)["dag_run_id"])
+    }
 
 
 def _one_champion_everywhere(s) -> dict:
@@ -102,7 +116,9 @@ def _one_champion_everywhere(s) -> dict:
     assert not [r.info.run_id for r in runs if r.info.status == "RUNNING"], "a training run RUNNING for ever"
     for m in h.models(s.name):
         assert c.get_model_version(s.registered_model, str(m["version"])).tags.get("driftwatch.decision") in (
-            "promoted", "rejected"), f"version {m['version']} carries no decision"
+            "promoted",
+            "rejected",
+        ), f"version {m['version']} carries no decision"
     return {"champion": champion["version"], "versions": versions}
 
 
@@ -114,7 +130,9 @@ def test_killed_at_registration_and_after_the_audit_write_the_retries_converge(f
     result = stack.backfill(DAG_ID, DAYS[0], DAYS[3], timeout=900)
 
     assert result["failed"] == 0 and result["success"] == 4, (result, stack.failure_report())
-    assert faults.fired(armed, "train.after_register", NAME) and faults.fired(armed, "promote.after_audit", NAME)
+    assert faults.fired(armed, "train.after_register", NAME) and faults.fired(
+        armed, "promote.after_audit", NAME
+    )
     tries = _tries(stack, DAYS[3])
     assert (tries["train_challenger"], tries["promote_challenger"]) == (2, 2), tries
     log = stack.task_log(DAG_ID, _run(stack, DAYS[3])["dag_run_id"], "train_challenger")
@@ -122,7 +140,9 @@ def test_killed_at_registration_and_after_the_audit_write_the_retries_converge(f
     killed = stack.task_log(DAG_ID, _run(stack, DAYS[3])["dag_run_id"], "train_challenger", try_number=1)
     assert "fault injection: train.after_register" in killed
     created = [json.loads(line) for line in killed.splitlines() if "Created version" in line]
-    assert created and {line["level"] for line in created} == {"info"}, f"MLflow's news logged as errors: {created}"
+    assert created and {line["level"] for line in created} == {"info"}, (
+        f"MLflow's news logged as errors: {created}"
+    )
     log = stack.task_log(DAG_ID, _run(stack, DAYS[3])["dag_run_id"], "promote_challenger")
     assert "taken over from" in log and "no longer exists" in log, log[-3000:]
     assert _one_champion_everywhere(s) == {"champion": 1, "versions": [1]}
@@ -146,10 +166,14 @@ def test_killed_between_the_two_alias_moves_the_retry_converges(faulty):
 def test_a_manual_run_during_a_backfill_waits_for_the_earlier_days(faulty):
     stack, s, armed = faulty
     done: dict = {}
-    backfill = threading.Thread(target=lambda: done.update(stack.backfill(DAG_ID, DAYS[5], DAYS[7], timeout=900)))
+    backfill = threading.Thread(
+        target=lambda: done.update(stack.backfill(DAG_ID, DAYS[5], DAYS[7], timeout=900))
+    )
     backfill.start()
     deadline = time.monotonic() + 120
-    while not [r for r in stack.runs(DAG_ID) if r["run_type"] == "backfill" and r["logical_date"] >= "2013-01-06"]:
+    while not [
+        r for r in stack.runs(DAG_ID) if r["run_type"] == "backfill" and r["logical_date"] >= "2013-01-06"
+    ]:
         assert time.monotonic() < deadline, "the backfill created no runs"
         time.sleep(0.5)
     stack.trigger(DAG_ID, DAYS[8], wait=False)  # Jan 9, after the backfill's range, while it runs
@@ -162,9 +186,12 @@ def test_a_manual_run_during_a_backfill_waits_for_the_earlier_days(faulty):
 
     assert done.get("failed") == 0 and manual["state"] == "success", (done, manual, stack.failure_report())
     tis = {ti["task_id"]: ti for ti in stack.task_instances(DAG_ID, manual["dag_run_id"])}
-    last_backfilled = {ti["task_id"]: ti for ti in stack.task_instances(DAG_ID, _run(stack, DAYS[7])["dag_run_id"])}
-    assert tis["validate_batch"]["start_date"] >= last_backfilled["record"]["end_date"], \
+    last_backfilled = {
+        ti["task_id"]: ti for ti in stack.task_instances(DAG_ID, _run(stack, DAYS[7])["dag_run_id"])
+    }
+    assert tis["validate_batch"]["start_date"] >= last_backfilled["record"]["end_date"], (
         "the manual run did model work before the backfill's earlier days finished"
+    )
     log = stack.task_log(DAG_ID, manual["dag_run_id"], "wait_for_earlier_days")
     assert "waiting for the runs of earlier dates" in log
     from ml.history import History
@@ -174,6 +201,8 @@ def test_a_manual_run_during_a_backfill_waits_for_the_earlier_days(faulty):
         day = dt.date.fromisoformat(row["day"])
         if row.get("champion_version") is not None:
             served = h.champion_at(s.name, day - dt.timedelta(days=1))
-            assert row["champion_version"] == served, f"{day} was scored by v{row['champion_version']}, " \
+            assert row["champion_version"] == served, (
+                f"{day} was scored by v{row['champion_version']}, "
                 f"but champion --at {day - dt.timedelta(days=1)} says v{served}"
+            )
     _one_champion_everywhere(s)

@@ -28,7 +28,10 @@ def test_the_demo_range_decides_as_the_golden_file(tmp_path, monkeypatch):
     got = decisions(replay(tmp_path / "replays", START, END, source_lake=lake))
 
     assert got["summary"] == want["summary"]
-    changed = {day: {"golden": want["days"][day], "now": got["days"].get(day)}
-               for day in want["days"] if want["days"][day] != got["days"].get(day)}
+    changed = {
+        day: {"golden": want["days"][day], "now": got["days"].get(day)}
+        for day in want["days"]
+        if want["days"][day] != got["days"].get(day)
+    }
     assert not changed, f"{len(changed)} days decided differently: {json.dumps(changed, indent=1)[:4000]}"
     assert set(got["days"]) == set(want["days"])

@@ -80,7 +80,9 @@ def test_decisions_come_from_the_estimate_and_training_waits_for_labels(late):
         trained_on = dt.date.fromisoformat(model["trained_on"])
         used = [dt.date.fromisoformat(x) for x in model["train_days"] + model["holdout_days"]]
         unlabelled = [d for d in used if d > s.original_end and (trained_on - d).days < LATE_DELAY]
-        assert not unlabelled, f"v{model['version']} trained on {trained_on} with unlabelled days {unlabelled}"
+        assert not unlabelled, (
+            f"v{model['version']} trained on {trained_on} with unlabelled days {unlabelled}"
+        )
 
 
 def test_the_monitor_task_and_its_tab(late):
@@ -93,8 +95,11 @@ def test_the_monitor_task_and_its_tab(late):
     import http.client
 
     conn = http.client.HTTPConnection("127.0.0.1", stack.cfg.airflow_port, timeout=30)
-    conn.request("GET", f"/driftwatch/dags/{LATE_DAG_ID}/runs/{run['dag_run_id']}/monitor",
-                 headers={"Authorization": f"Bearer {token}"})
+    conn.request(
+        "GET",
+        f"/driftwatch/dags/{LATE_DAG_ID}/runs/{run['dag_run_id']}/monitor",
+        headers={"Authorization": f"Bearer {token}"},
+    )
     resp = conn.getresponse()
     body = resp.read().decode()
     assert resp.status == 200 and "Model monitor" in body and "nDCG" in body

@@ -21,6 +21,7 @@ from ml.config import REPO_ROOT
 
 pytestmark = pytest.mark.integration
 
+
 def _history(settings):
     from ml.history import History
 
@@ -54,7 +55,10 @@ def test_first_champion_is_bootstrapped_and_has_the_alias(pipeline):
 def test_status_cli_names_the_champion(pipeline):
     stack, settings = pipeline
     out = subprocess.run(
-        [sys.executable, "-m", "ml.cli", "status", "--json"], capture_output=True, text=True, check=True,
+        [sys.executable, "-m", "ml.cli", "status", "--json"],
+        capture_output=True,
+        text=True,
+        check=True,
         cwd=REPO_ROOT,
     )
     status = json.loads(out.stdout)
@@ -89,7 +93,9 @@ def test_a_real_day_does_not_retrain_and_the_injected_drift_does(pipeline):
     assert drifted["drift_share"] >= 0.5 and "drift share" in drifted["reason"]
     assert drifted["candidate_version"] is not None
     assert drifted["promotion"] in ("promoted", "rejected")
-    version = _client(settings).get_model_version(settings.registered_model, str(drifted["candidate_version"]))
+    version = _client(settings).get_model_version(
+        settings.registered_model, str(drifted["candidate_version"])
+    )
     assert version.tags["driftwatch.decision"] == drifted["promotion"]
     assert "Decision on 2013-01-07" in version.description
 

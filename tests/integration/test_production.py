@@ -312,8 +312,11 @@ def test_the_celery_workers_ran_the_tasks(production):
         for run in st.dag_runs(production.cfg, dag_id):
             tis = st.task_instances(production.cfg, dag_id, run["dag_run_id"])
             # skip_retrain is an EmptyOperator: the scheduler marks it done, no worker runs it
-            tasks += sum(ti["state"] in ("success", "failed", "up_for_reschedule")
-                         and ti["operator"] != "EmptyOperator" for ti in tis)
+            tasks += sum(
+                ti["state"] in ("success", "failed", "up_for_reschedule")
+                and ti["operator"] != "EmptyOperator"
+                for ti in tis
+            )
     assert sum(executed.values()) >= tasks > 0, executed
     assert all(n > 0 for n in executed.values()), f"a worker ran nothing: {executed}"
     scheduler = st.component_log(production.cfg, "scheduler").read_text(errors="replace")

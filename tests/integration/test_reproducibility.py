@@ -22,8 +22,17 @@ from ml.config import REPO_ROOT
 pytestmark = pytest.mark.integration
 
 RANGE = [d for d in DAYS if d <= BAD_DAY]
-DECISION_KEYS = ("status", "rows", "champion_version", "drift_share", "dataset_drift", "drifted_columns",
-                 "decision", "candidate_version", "promotion")
+DECISION_KEYS = (
+    "status",
+    "rows",
+    "champion_version",
+    "drift_share",
+    "dataset_drift",
+    "drifted_columns",
+    "decision",
+    "candidate_version",
+    "promotion",
+)
 EXACT_KEYS = (*DECISION_KEYS, "reason", "promotion_reason", "quality", "evaluation")
 
 
@@ -36,8 +45,11 @@ def _days(settings, keys) -> dict[str, dict]:
     if bad and bad.get("reason"):
         # a re-run validates the quarantined copy of the bad file: the same failures, at another location
         file = "part-0.parquet"
-        for where in (settings.quarantine_dir(BAD_DAY) / file, settings.partition_dir(BAD_DAY) / file,
-                      (settings.partition_dir(BAD_DAY) / file).relative_to(settings.paths.lake)):
+        for where in (
+            settings.quarantine_dir(BAD_DAY) / file,
+            settings.partition_dir(BAD_DAY) / file,
+            (settings.partition_dir(BAD_DAY) / file).relative_to(settings.paths.lake),
+        ):
             bad["reason"] = bad["reason"].replace(str(where), "<file>")
     return out
 
@@ -45,9 +57,11 @@ def _days(settings, keys) -> dict[str, dict]:
 def _events(settings) -> list[tuple]:
     from ml.history import History
 
-    return [(e["alias"], e["logical_date"], e["before_version"], e["after_version"], e["reason"])
-            for e in History(settings.history_url).alias_events(settings.name)
-            if e["logical_date"] <= BAD_DAY.isoformat()]
+    return [
+        (e["alias"], e["logical_date"], e["before_version"], e["after_version"], e["reason"])
+        for e in History(settings.history_url).alias_events(settings.name)
+        if e["logical_date"] <= BAD_DAY.isoformat()
+    ]
 
 
 def _registry(settings) -> tuple[list[int], int]:
@@ -96,11 +110,23 @@ def test_day_by_day_runs_without_airflow_reach_the_same_decisions(pipeline, tmp_
         target.mkdir(parents=True)
         shutil.copy2(source / "part-0.parquet", target / "part-0.parquet")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "MLFLOW_TRACKING"))}
-    env.update(DRIFTWATCH_HOME=str(home), DRIFTWATCH_LAKE=str(lake), PYTHONPATH=str(REPO_ROOT),
-               DRIFTWATCH_DATASETS=os.environ["DRIFTWATCH_DATASETS"], MLFLOW_DISABLE_TELEMETRY="true")
-    subprocess.run([sys.executable, "-c", REPLAY, json.dumps([d.isoformat() for d in RANGE])], env=env,
-                   check=True, timeout=600, capture_output=True)
-    replay = settings.with_overrides(history_url=f"sqlite:///{home / 'driftwatch.db'}",
-                                     tracking_uri=f"sqlite:///{home / 'mlflow' / 'mlflow.db'}")
+    env.update(
+        DRIFTWATCH_HOME=str(home),
+        DRIFTWATCH_LAKE=str(lake),
+        PYTHONPATH=str(REPO_ROOT),
+        DRIFTWATCH_DATASETS=os.environ["DRIFTWATCH_DATASETS"],
+        MLFLOW_DISABLE_TELEMETRY="true",
+    )
+    subprocess.run(
+        [sys.executable, "-c", REPLAY, json.dumps([d.isoformat() for d in RANGE])],
+        env=env,
+        check=True,
+        timeout=600,
+        capture_output=True,
+    )
+    replay = settings.with_overrides(
+        history_url=f"sqlite:///{home / 'driftwatch.db'}",
+        tracking_uri=f"sqlite:///{home / 'mlflow' / 'mlflow.db'}",
+    )
     assert _days(replay, DECISION_KEYS) == _days(settings, DECISION_KEYS)
     assert [e[:4] for e in _events(replay)] == [e[:4] for e in _events(settings)]

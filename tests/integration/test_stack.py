@@ -194,7 +194,14 @@ def test_databases_secrets_and_everything_the_stack_wrote_are_private(smoke):
     files, the artifact the MLflow server stored), and its directories are 0700."""
     s, _ = smoke
     cfg = s.cfg
-    named = [cfg.airflow_db, cfg.mlflow_db, cfg.history_db, cfg.mlflow_auth_db, cfg.secrets_file, cfg.password_file]
+    named = [
+        cfg.airflow_db,
+        cfg.mlflow_db,
+        cfg.history_db,
+        cfg.mlflow_auth_db,
+        cfg.secrets_file,
+        cfg.password_file,
+    ]
     assert {str(p): oct(_mode(p)) for p in named} == {str(p): "0o600" for p in named}
     assert list(cfg.log_dir.rglob("attempt=*.log")) and list(cfg.mlflow_artifacts.rglob("note.txt"))
     inputs = (cfg.dags_folder, s.lake)  # the test's own files: the DAG it added, the (empty) lake

@@ -33,8 +33,13 @@ def synthetic(yaml_datasets):
     stack, folder = yaml_datasets
     mp = use_stack_env(stack, folder)  # the test process reads the same YAML and stores as the tasks
     try:
-        out = subprocess.run([sys.executable, "-m", "ml.cli", "prepare", NAME], capture_output=True, text=True,
-                             cwd=REPO_ROOT, timeout=300)
+        out = subprocess.run(
+            [sys.executable, "-m", "ml.cli", "prepare", NAME],
+            capture_output=True,
+            text=True,
+            cwd=REPO_ROOT,
+            timeout=300,
+        )
         assert out.returncode == 0, out.stderr
         parts = sorted(p.name for p in (stack.lake / NAME).glob("date=*"))
         assert parts == [f"date={d.isoformat()}" for d in DAYS], parts
@@ -84,7 +89,11 @@ def test_the_registry_holds_the_streams_champion(synthetic):
     assert float(champion.tags["holdout.roc_auc"]) > 0.6  # the label rule is learnable
     from ml.history import History
 
-    trained = [r["day"] for r in History(settings.history_url).days(NAME) if r["decision"] in ("bootstrap", "retrain")]
+    trained = [
+        r["day"]
+        for r in History(settings.history_url).days(NAME)
+        if r["decision"] in ("bootstrap", "retrain")
+    ]
     assert trained[:2] == ["2024-01-05", ONSET.isoformat()], trained  # Jan 9 may retrain again (no cooldown)
     versions = client.search_model_versions("name='synthetic-short'")
     assert len(versions) == len(trained)  # one registered version per training, nothing else

@@ -58,28 +58,45 @@ def ui(pipeline):
 
 def test_airflow_plugins_lists_the_views_and_links(ui):
     stack, _, _ = ui
-    out = subprocess.run([st._bin("airflow"), "plugins", "--output", "json"], env=stack.env, capture_output=True,
-                         text=True, timeout=120, check=True).stdout
-    (plugin,) = [p for p in json.loads(out[out.index("["):]) if p["name"] == "driftwatch"]
+    out = subprocess.run(
+        [st._bin("airflow"), "plugins", "--output", "json"],
+        env=stack.env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    ).stdout
+    (plugin,) = [p for p in json.loads(out[out.index("[") :]) if p["name"] == "driftwatch"]
     views = {(v["name"], v["destination"]) for v in plugin["external_views"]}
-    assert {("Drift report", "dag_run"), ("Model monitor", "dag_run"), ("Validation", "dag_run"),
-            ("Model history", "nav"), ("Model history", "dag")} <= views
+    assert {
+        ("Drift report", "dag_run"),
+        ("Model monitor", "dag_run"),
+        ("Validation", "dag_run"),
+        ("Model history", "nav"),
+        ("Model history", "dag"),
+    } <= views
     assert "MLflowRunLink" in str(plugin["operator_extra_links"])
     assert "MLflowModelLink" in str(plugin["operator_extra_links"])
     api_plugins = stack.api("GET", "/api/v2/plugins")["plugins"]
     (served,) = [p for p in api_plugins if p["name"] == "driftwatch"]
     assert {v["href"] for v in served["external_views"]} >= {
-        "/driftwatch/dags/{DAG_ID}/runs/{RUN_ID}/drift", "/driftwatch/history"}
+        "/driftwatch/dags/{DAG_ID}/runs/{RUN_ID}/drift",
+        "/driftwatch/history",
+    }
 
 
 def test_pages_answer_only_to_an_authenticated_user(ui):
     stack, _, token = ui
     run = _run_id(stack, DRIFT_DAY)
-    paths = [f"/driftwatch/dags/{DAG_ID}/runs/{run}/drift", f"/driftwatch/dags/{DAG_ID}/runs/{run}/drift/report",
-             f"/driftwatch/dags/{DAG_ID}/runs/{run}/validation",
-             f"/driftwatch/dags/{DAG_ID}/runs/{run}/monitor",
-             f"/driftwatch/dags/{DAG_ID}/history", "/driftwatch/history",
-             f"/driftwatch/reports/{DAG_ID}/date={DRIFT_DAY}/drift.html"]
+    paths = [
+        f"/driftwatch/dags/{DAG_ID}/runs/{run}/drift",
+        f"/driftwatch/dags/{DAG_ID}/runs/{run}/drift/report",
+        f"/driftwatch/dags/{DAG_ID}/runs/{run}/validation",
+        f"/driftwatch/dags/{DAG_ID}/runs/{run}/monitor",
+        f"/driftwatch/dags/{DAG_ID}/history",
+        "/driftwatch/history",
+        f"/driftwatch/reports/{DAG_ID}/date={DRIFT_DAY}/drift.html",
+    ]
     for path in paths:
         assert _get(stack, path)[0] == 401, path
         assert _get(stack, path, token="not-a-token")[0] in (401, 403), path
@@ -111,8 +128,9 @@ def test_monitor_tab_serves_the_days_model_monitor_report(ui):
     from ml.history import History
 
     stack, settings, token = ui
-    status, ctype, body = _get(stack, f"/driftwatch/dags/{DAG_ID}/runs/{_run_id(stack, DRIFT_DAY)}/monitor",
-                               token=token)
+    status, ctype, body = _get(
+        stack, f"/driftwatch/dags/{DAG_ID}/runs/{_run_id(stack, DRIFT_DAY)}/monitor", token=token
+    )
     assert status == 200 and ctype.startswith("text/html")
     assert body == (settings.report_dir(DRIFT_DAY) / "model_monitor.html").read_text()
     row = History(settings.history_url).get_day(settings.name, DRIFT_DAY)
@@ -122,19 +140,22 @@ def test_monitor_tab_serves_the_days_model_monitor_report(ui):
 
 def test_validation_tab_shows_the_failure_of_the_quarantined_batch(ui):
     stack, _, token = ui
-    status, _, body = _get(stack, f"/driftwatch/dags/{DAG_ID}/runs/{_run_id(stack, BAD_DAY)}/validation",
-                           token=token)
+    status, _, body = _get(
+        stack, f"/driftwatch/dags/{DAG_ID}/runs/{_run_id(stack, BAD_DAY)}/validation", token=token
+    )
     assert status == 200
     assert "distance" in body  # the missing column is named
-    status, _, good = _get(stack, f"/driftwatch/dags/{DAG_ID}/runs/{_run_id(stack, DRIFT_DAY)}/validation",
-                           token=token)
+    status, _, good = _get(
+        stack, f"/driftwatch/dags/{DAG_ID}/runs/{_run_id(stack, DRIFT_DAY)}/validation", token=token
+    )
     assert status == 200 and good != body
 
 
 def test_a_day_without_a_report_explains_why(ui):
     stack, _, token = ui
-    status, _, body = _get(stack, f"/driftwatch/dags/{DAG_ID}/runs/{_run_id(stack, COLLECT_DAY)}/drift",
-                           token=token)
+    status, _, body = _get(
+        stack, f"/driftwatch/dags/{DAG_ID}/runs/{_run_id(stack, COLLECT_DAY)}/drift", token=token
+    )
     assert status == 404 and "driftwatch-missing" in body and "collecting the original window" in body
     assert _get(stack, f"/driftwatch/dags/{DAG_ID}/runs/no_such_run/drift", token=token)[0] == 404
     assert _get(stack, "/driftwatch/dags/not_a_driftwatch_dag/history", token=token)[0] in (403, 404)
@@ -171,7 +192,9 @@ def test_report_files_outside_the_store_are_refused(ui, path):
 
 def test_report_files_inside_the_store_are_served(ui):
     stack, settings, token = ui
-    status, ctype, body = _get(stack, f"/driftwatch/reports/{DAG_ID}/date={DRIFT_DAY}/drift.json", token=token)
+    status, ctype, body = _get(
+        stack, f"/driftwatch/reports/{DAG_ID}/date={DRIFT_DAY}/drift.json", token=token
+    )
     assert status == 200 and ctype.startswith("application/json")
     assert json.loads(body) == json.loads((settings.report_dir(DRIFT_DAY) / "drift.json").read_text())
 
@@ -261,14 +284,28 @@ def test_a_failed_run_raises_one_failure_alert(ui, flights_frame):
     assert failures[0]["url"].endswith(f"/dags/{DAG_ID}/runs/{st._q(run_id)}")
 
 
-@pytest.mark.parametrize("conf", [{"drift_share": 2}, {"force_retrain": "yes"}, {"dataset": "other"},
-                                  {"min_delta": "high"}, {"model_params": [1, 2]}])
+@pytest.mark.parametrize(
+    "conf",
+    [
+        {"drift_share": 2},
+        {"force_retrain": "yes"},
+        {"dataset": "other"},
+        {"min_delta": "high"},
+        {"model_params": [1, 2]},
+    ],
+)
 def test_a_manual_run_with_invalid_params_is_refused(ui, conf):
     stack, _, _ = ui
     with pytest.raises(st.ApiError) as err:
-        stack.api("POST", f"/api/v2/dags/{DAG_ID}/dagRuns",
-                  {"logical_date": "2013-02-20T00:00:00Z", "dag_run_id": f"bad_params_{len(str(conf))}",
-                   "conf": conf})
+        stack.api(
+            "POST",
+            f"/api/v2/dags/{DAG_ID}/dagRuns",
+            {
+                "logical_date": "2013-02-20T00:00:00Z",
+                "dag_run_id": f"bad_params_{len(str(conf))}",
+                "conf": conf,
+            },
+        )
     assert err.value.status == 400, err.value
     assert list(conf)[0] in str(err.value)
     assert not [r for r in stack.runs(DAG_ID) if r["dag_run_id"].startswith("bad_params_")]

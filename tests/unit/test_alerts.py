@@ -16,19 +16,24 @@ from ml.exceptions import ConfigError
 DAY = dt.date(2013, 1, 8)
 
 
-@pytest.mark.parametrize(("value", "expected"), [
-    ("", ("file", None)),
-    ("file:///var/log/dw/alerts.log", ("file", "/var/log/dw/alerts.log")),
-    ("https://hooks.example.com/x?y=1", ("webhook", "https://hooks.example.com/x?y=1")),
-    ("mailto:ml-oncall@example.com,b@example.com", ("mailto", "ml-oncall@example.com,b@example.com")),
-])
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("", ("file", None)),
+        ("file:///var/log/dw/alerts.log", ("file", "/var/log/dw/alerts.log")),
+        ("https://hooks.example.com/x?y=1", ("webhook", "https://hooks.example.com/x?y=1")),
+        ("mailto:ml-oncall@example.com,b@example.com", ("mailto", "ml-oncall@example.com,b@example.com")),
+    ],
+)
 def test_target_parses_the_setting(settings, value, expected):
     scheme, where = alerts.target(settings, {alerts.TARGET_ENV: value})
     assert scheme == expected[0]
     assert where == (expected[1] or str(settings.paths.alerts))
 
 
-@pytest.mark.parametrize("value", ["alerts.log", "file://relative/path", "ftp://x/y", "mailto:nobody", "https://"])
+@pytest.mark.parametrize(
+    "value", ["alerts.log", "file://relative/path", "ftp://x/y", "mailto:nobody", "https://"]
+)
 def test_a_bad_target_is_refused_with_the_allowed_forms(settings, value):
     with pytest.raises(ConfigError, match=r"DRIFTWATCH_ALERT_TARGET: expected file:///absolute/path"):
         alerts.target(settings, {alerts.TARGET_ENV: value})
@@ -39,13 +44,23 @@ def _lines(path) -> list[dict]:
 
 
 def test_default_target_appends_json_lines(settings):
-    a = alerts.quarantine_alert(settings, DAY, {"path": "/q/date=2013-01-08", "summary": "missing 'distance'"}, "r1")
+    a = alerts.quarantine_alert(
+        settings, DAY, {"path": "/q/date=2013-01-08", "summary": "missing 'distance'"}, "r1"
+    )
     assert alerts.deliver(settings, a) == f"file:{settings.paths.alerts}"
-    alerts.deliver(settings, alerts.promotion_alert(settings, DAY, {"version": 3, "previous": 2,
-                                                                    "reason": "gain CI above 0"}, "r2"))
+    alerts.deliver(
+        settings,
+        alerts.promotion_alert(
+            settings, DAY, {"version": 3, "previous": 2, "reason": "gain CI above 0"}, "r2"
+        ),
+    )
     first, second = _lines(settings.paths.alerts)
-    assert (first["kind"], first["day"], first["path"], first["dag_run_id"]) == ("quarantine", "2013-01-08",
-                                                                                  "/q/date=2013-01-08", "r1")
+    assert (first["kind"], first["day"], first["path"], first["dag_run_id"]) == (
+        "quarantine",
+        "2013-01-08",
+        "/q/date=2013-01-08",
+        "r1",
+    )
     assert "missing 'distance'" in first["message"]
     assert (second["kind"], second["version"], second["previous"]) == ("promotion", 3, 2)
 
@@ -105,13 +120,24 @@ def test_notifier_builds_each_alert_from_the_task_result_and_history(settings):
 
     logical = dt.datetime(2013, 1, 8, tzinfo=dt.UTC)
     q = DriftwatchNotifier("quarantine", "flights").build(
-        {"ti": _TI("quarantine_batch", {"path": "/q/x", "summary": "bad"}), "logical_date": logical, "run_id": "r"})
+        {
+            "ti": _TI("quarantine_batch", {"path": "/q/x", "summary": "bad"}),
+            "logical_date": logical,
+            "run_id": "r",
+        }
+    )
     assert (q["kind"], q["day"], q["path"], q["dag_run_id"]) == ("quarantine", "2013-01-08", "/q/x", "r")
     p = DriftwatchNotifier("promotion", "flights").build(
-        {"ti": _TI("promote_challenger", {"version": 4, "previous": 3, "reason": "ok"}), "logical_date": logical,
-         "run_id": "r"})
+        {
+            "ti": _TI("promote_challenger", {"version": 4, "previous": 3, "reason": "ok"}),
+            "logical_date": logical,
+            "run_id": "r",
+        }
+    )
     assert (p["kind"], p["version"], p["previous"]) == ("promotion", 4, 3)
-    History(settings.history_url).update_day("flights", DAY, error="train_challenger failed: ValueError: boom")
+    History(settings.history_url).update_day(
+        "flights", DAY, error="train_challenger failed: ValueError: boom"
+    )
     f = DriftwatchNotifier("failure", "flights").build({"logical_date": logical, "run_id": "manual__x"})
     assert f["kind"] == "failure" and "ValueError: boom" in f["message"]
     assert f["url"].endswith("/dags/retraining_pipeline/runs/manual__x")

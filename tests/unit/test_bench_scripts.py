@@ -24,8 +24,15 @@ def _script(name: str):
 
 def _replay_dir(tmp_path: Path, **change) -> Path:
     s = load_settings("flights")
-    result = {"dataset": "flights", "policy": "drift", "from": "2013-01-01", "to": "2013-03-31",
-              "thresholds": asdict(s.thresholds), "days": [], "wall_s": 1.0}
+    result = {
+        "dataset": "flights",
+        "policy": "drift",
+        "from": "2013-01-01",
+        "to": "2013-03-31",
+        "thresholds": asdict(s.thresholds),
+        "days": [],
+        "wall_s": 1.0,
+    }
     result.update(change)
     work = tmp_path / "drift"
     work.mkdir(exist_ok=True)
@@ -34,8 +41,14 @@ def _replay_dir(tmp_path: Path, **change) -> Path:
 
 
 def _job() -> replay.Job:
-    return replay.Job("labels-same-day", "flights", "drift", dt.date(2013, 1, 1), dt.date(2013, 3, 31),
-                      overrides={"label_delay_days": 0})
+    return replay.Job(
+        "labels-same-day",
+        "flights",
+        "drift",
+        dt.date(2013, 1, 1),
+        dt.date(2013, 3, 31),
+        overrides={"label_delay_days": 0},
+    )
 
 
 def test_same_day_replay_is_reused_only_when_it_is_the_same_run(tmp_path):
@@ -44,8 +57,11 @@ def test_same_day_replay_is_reused_only_when_it_is_the_same_run(tmp_path):
     args = argparse.Namespace(same_day=str(_replay_dir(tmp_path)))
     assert bench_monitors._reuse(args, s, _job())["policy"] == "drift"
 
-    for change, word in (({"to": "2013-12-31"}, "2013-12-31"), ({"policy": "daily"}, "daily"),
-                         ({"thresholds": {**asdict(s.thresholds), "cooldown_days": 7}}, "other thresholds")):
+    for change, word in (
+        ({"to": "2013-12-31"}, "2013-12-31"),
+        ({"policy": "daily"}, "daily"),
+        ({"thresholds": {**asdict(s.thresholds), "cooldown_days": 7}}, "other thresholds"),
+    ):
         args = argparse.Namespace(same_day=str(_replay_dir(tmp_path, **change)))
         with pytest.raises(SystemExit, match=word):
             bench_monitors._reuse(args, s, _job())
@@ -69,5 +85,8 @@ def test_clean_keeps_only_the_drift_replays_model_references(tmp_path):
     bench_replay._clean(tmp_path)
 
     kept = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file())
-    assert kept == ["daily/result.json", "drift/home/models/flights/v3/monitor_reference.json",
-                    "drift/result.json"]
+    assert kept == [
+        "daily/result.json",
+        "drift/home/models/flights/v3/monitor_reference.json",
+        "drift/result.json",
+    ]

@@ -47,7 +47,14 @@ def test_flights_yaml_loads_with_typed_values():
     assert type(s.holdout_days) is int and s.holdout_days == raw["holdout_days"]
 
     t = s.thresholds
-    for name in ("drift_share", "quality_drop", "min_delta", "logloss_tolerance", "min_bootstrap_auc", "confidence"):
+    for name in (
+        "drift_share",
+        "quality_drop",
+        "min_delta",
+        "logloss_tolerance",
+        "min_bootstrap_auc",
+        "confidence",
+    ):
         assert type(getattr(t, name)) is float, name
         assert getattr(t, name) == raw["thresholds"][name], name
     for name in ("cooldown_days", "min_new_rows", "bootstrap_resamples"):
@@ -87,7 +94,9 @@ def test_env_override_through_the_environ_argument_does_not_leak():
 def test_bad_env_override_is_rejected_with_its_key_path(monkeypatch):
     monkeypatch.setenv("DRIFTWATCH__THRESHOLDS__DRIFT_SHARE", "1.5")
 
-    with pytest.raises(ConfigError, match=r"thresholds\.drift_share: expected a share in \(0, 1\]\. Got 1\.5"):
+    with pytest.raises(
+        ConfigError, match=r"thresholds\.drift_share: expected a share in \(0, 1\]\. Got 1\.5"
+    ):
         load_settings("flights")
 
 
@@ -99,8 +108,10 @@ def test_holdout_longer_than_the_window_is_rejected(tmp_path):
 
     with pytest.raises(
         ConfigError,
-        match=re.escape(f"{path}: holdout_days: must be at least 1 and shorter than the original window "
-                        f"({window_days} days). Got {window_days}."),
+        match=re.escape(
+            f"{path}: holdout_days: must be at least 1 and shorter than the original window "
+            f"({window_days} days). Got {window_days}."
+        ),
     ):
         load_settings(path)
 
@@ -110,7 +121,9 @@ def test_share_threshold_above_one_is_rejected(tmp_path):
     raw["thresholds"]["drift_share"] = 1.5
     path = _write(tmp_path, raw)
 
-    with pytest.raises(ConfigError, match=re.escape(f"{path}: thresholds.drift_share: expected a share in (0, 1]. Got 1.5")):
+    with pytest.raises(
+        ConfigError, match=re.escape(f"{path}: thresholds.drift_share: expected a share in (0, 1]. Got 1.5")
+    ):
         load_settings(path)
 
 
@@ -145,7 +158,9 @@ def test_non_numeric_threshold_is_rejected(tmp_path):
     raw["thresholds"]["cooldown_days"] = "a week"
     path = _write(tmp_path, raw)
 
-    with pytest.raises(ConfigError, match=re.escape("thresholds.cooldown_days: expected an integer. Got 'a week'")):
+    with pytest.raises(
+        ConfigError, match=re.escape("thresholds.cooldown_days: expected an integer. Got 'a week'")
+    ):
         load_settings(path)
 
 
@@ -157,7 +172,9 @@ def test_window_ending_before_it_starts_is_rejected(tmp_path):
 
     with pytest.raises(
         ConfigError,
-        match=re.escape(f"{path}: original_window: end {start - dt.timedelta(days=1)} is before start {start}."),
+        match=re.escape(
+            f"{path}: original_window: end {start - dt.timedelta(days=1)} is before start {start}."
+        ),
     ):
         load_settings(path)
 
@@ -169,7 +186,8 @@ def test_feature_both_numeric_and_categorical_is_rejected(tmp_path):
     path = _write(tmp_path, raw)
 
     with pytest.raises(
-        ConfigError, match=re.escape(f"{path}: features: ['{shared}'] listed as both numeric and categorical.")
+        ConfigError,
+        match=re.escape(f"{path}: features: ['{shared}'] listed as both numeric and categorical."),
     ):
         load_settings(path)
 
@@ -178,8 +196,10 @@ def test_unknown_dataset_lists_the_known_ones():
     known = list_datasets()
     assert "flights" in known
 
-    with pytest.raises(ConfigError, match=re.escape("dataset 'no-such-dataset': no file") + ".*"
-                       + re.escape(f"Known datasets: {known}.")):
+    with pytest.raises(
+        ConfigError,
+        match=re.escape("dataset 'no-such-dataset': no file") + ".*" + re.escape(f"Known datasets: {known}."),
+    ):
         load_settings("no-such-dataset")
 
 
@@ -243,14 +263,33 @@ def test_flights_declares_the_model_monitors():
     "path, value, match",
     [
         (("monitoring", "bias", "segments"), ["origin", "gate"], r"monitoring\.bias\.segments: \['gate'\]"),
-        (("monitoring", "bias", "action"), "page", r"monitoring\.bias\.action: expected one of record \| alert"),
-        (("monitoring", "attribution", "min_ndcg"), 1.5, r"monitoring\.attribution\.min_ndcg: expected a value in"),
-        (("monitoring", "attribution", "rows"), "many", r"monitoring\.attribution\.rows: expected an integer"),
-        (("monitoring", "estimation", "use_for_decisions"), "yes",
-         r"monitoring\.estimation\.use_for_decisions: expected true or false"),
+        (
+            ("monitoring", "bias", "action"),
+            "page",
+            r"monitoring\.bias\.action: expected one of record \| alert",
+        ),
+        (
+            ("monitoring", "attribution", "min_ndcg"),
+            1.5,
+            r"monitoring\.attribution\.min_ndcg: expected a value in",
+        ),
+        (
+            ("monitoring", "attribution", "rows"),
+            "many",
+            r"monitoring\.attribution\.rows: expected an integer",
+        ),
+        (
+            ("monitoring", "estimation", "use_for_decisions"),
+            "yes",
+            r"monitoring\.estimation\.use_for_decisions: expected true or false",
+        ),
         (("monitoring", "bais"), {}, r"monitoring: unknown keys \['bais'\]"),
         (("label_delay_days",), -2, r"label_delay_days: expected a whole number of days >= 0\. Got -2"),
-        (("label_delay_days",), "week", r"label_delay_days: expected a whole number of days >= 0\. Got 'week'"),
+        (
+            ("label_delay_days",),
+            "week",
+            r"label_delay_days: expected a whole number of days >= 0\. Got 'week'",
+        ),
     ],
 )
 def test_bad_monitoring_values_are_rejected_naming_the_key(tmp_path, path, value, match):

@@ -55,9 +55,16 @@ def _killed_at(point: str, tmp_path: Path, **spec) -> str:
     """Run the step in a child process with `point` armed; assert it died of SIGKILL there."""
     folder = tmp_path / "faults"
     faults.arm(folder, point)
-    proc = subprocess.run([sys.executable, "-c", WORKER, json.dumps(spec, default=str)],
-                          env={**os.environ, faults.ENV: str(folder)}, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == -signal.SIGKILL, f"expected SIGKILL at {point}; rc {proc.returncode}\n{proc.stderr[-3000:]}"
+    proc = subprocess.run(
+        [sys.executable, "-c", WORKER, json.dumps(spec, default=str)],
+        env={**os.environ, faults.ENV: str(folder)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == -signal.SIGKILL, (
+        f"expected SIGKILL at {point}; rc {proc.returncode}\n{proc.stderr[-3000:]}"
+    )
     assert faults.fired(folder, point)
     return proc.stderr
 
@@ -95,7 +102,9 @@ def _alias(s, alias: str) -> int | None:
 
 
 def _events(h: History, s, alias: str) -> list[tuple]:
-    return [(e["logical_date"], e["before_version"], e["after_version"]) for e in h.alias_events(s.name, alias)]
+    return [
+        (e["logical_date"], e["before_version"], e["after_version"]) for e in h.alias_events(s.name, alias)
+    ]
 
 
 # ---------------------------------------------------------------------------------------------- promotion
@@ -104,10 +113,14 @@ def champion_v1(s, evaluations, tmp_path):
     """v1 champion since D1, v2 registered and evaluated for D2 (the day's row accepted, retrain decided)."""
     c = registry.client(s)
     c.create_registered_model(s.registered_model)
-    v1, v2 = (int(c.create_model_version(s.registered_model, str(tmp_path / "m"), run_id=None).version)
-              for _ in range(2))
+    v1, v2 = (
+        int(c.create_model_version(s.registered_model, str(tmp_path / "m"), run_id=None).version)
+        for _ in range(2)
+    )
     h = History(s.history_url)
-    registry.promote(s, h, version=v1, day=D1, evaluation=copy.deepcopy(evaluations["bootstrap"]), dag_run_id="d1")
+    registry.promote(
+        s, h, version=v1, day=D1, evaluation=copy.deepcopy(evaluations["bootstrap"]), dag_run_id="d1"
+    )
     h.start_day(s.name, D2, status="accepted", decision="retrain", candidate_version=v2)
     better = copy.deepcopy(evaluations["better"])
     better.update(challenger_version=v2, champion_version=v1)
@@ -123,19 +136,27 @@ def _assert_one_champion(s, h: History, v1: int, v2: int, better: dict) -> None:
     assert (row["promotion"], row["candidate_version"]) == ("promoted", v2)
     assert h.champion_at(s.name, D2) == v2
     st = status(s)
-    assert (st["champion"]["version"], st["champion"]["alias_version"], st["champion"]["alias_drift"]) == (v2, v2, [])
+    assert (st["champion"]["version"], st["champion"]["alias_version"], st["champion"]["alias_drift"]) == (
+        v2,
+        v2,
+        [],
+    )
     assert h.locks() == [] and st["locks"] == []
     tags = registry.client(s).get_model_version(s.registered_model, str(v2)).tags
     assert (tags["driftwatch.decision"], tags["driftwatch.promoted_on"]) == ("promoted", D2.isoformat())
     assert tags["driftwatch.replaced_version"] == str(v1)
 
 
-@pytest.mark.parametrize("point", ["promote.after_lock", "promote.after_audit", "promote.after_tags",
-                                   "promote.after_champion_alias"])
+@pytest.mark.parametrize(
+    "point",
+    ["promote.after_lock", "promote.after_audit", "promote.after_tags", "promote.after_champion_alias"],
+)
 def test_a_promotion_killed_at_each_point_converges_on_retry(s, champion_v1, tmp_path, point):
     h, v1, v2, better = champion_v1
     _killed_at(point, tmp_path, what="promote", day=D2.isoformat(), version=v2, evaluation=better)
-    assert [lock["holder"] for lock in h.locks()] == [f"promote:try-1:v{v2}"], "the killed holder left its lock"
+    assert [lock["holder"] for lock in h.locks()] == [f"promote:try-1:v{v2}"], (
+        "the killed holder left its lock"
+    )
     committed = point != "promote.after_lock"
     assert h.champion_at(s.name, D2) == (v2 if committed else v1)  # the commit point is the audit transaction
 
@@ -149,15 +170,26 @@ def test_a_promotion_killed_at_each_point_converges_on_retry(s, champion_v1, tmp
 
 
 def test_a_promotion_killed_after_its_commit_and_never_retried_is_repaired_by_the_days_record(
-        s, champion_v1, tmp_path):
+    s, champion_v1, tmp_path
+):
     h, v1, v2, better = champion_v1
-    _killed_at("promote.after_audit", tmp_path, what="promote", day=D2.isoformat(), version=v2, evaluation=better)
+    _killed_at(
+        "promote.after_audit", tmp_path, what="promote", day=D2.isoformat(), version=v2, evaluation=better
+    )
     steps.record_failure("flights", D2, "promote_challenger", "the task process was killed", "try-1")
     assert status(s)["champion"]["alias_drift"] == [
         {"alias": "champion", "audit": v2, "mlflow": v1, "since": D2.isoformat(), "reason": better["reason"]},
-        {"alias": "previous", "audit": v1, "mlflow": None, "since": D2.isoformat(), "reason": f"replaced by version {v2}"},
+        {
+            "alias": "previous",
+            "audit": v1,
+            "mlflow": None,
+            "since": D2.isoformat(),
+            "reason": f"replaced by version {v2}",
+        },
     ]
-    assert h.get_day(s.name, D2)["promotion"] == "promoted", "a committed promotion must not be recorded as failed"
+    assert h.get_day(s.name, D2)["promotion"] == "promoted", (
+        "a committed promotion must not be recorded as failed"
+    )
 
     with pytest.raises(Exception, match="promote_challenger failed"):  # the run still fails: a step failed
         steps.record("flights", D2, "try-1", failed_tasks={"promote_challenger": "failed"})
@@ -181,7 +213,9 @@ def test_record_after_a_retry_that_succeeded_reports_success_not_the_stale_error
 def test_an_alias_moved_by_hand_is_detected_and_repaired(s, champion_v1):
     h, v1, v2, better = champion_v1
     steps.promote("flights", D2, v2, "run")
-    registry.client(s).set_registered_model_alias(s.registered_model, "champion", str(v1))  # outside driftwatch
+    registry.client(s).set_registered_model_alias(
+        s.registered_model, "champion", str(v1)
+    )  # outside driftwatch
 
     assert [d["alias"] for d in status(s)["champion"]["alias_drift"]] == ["champion"]
     repaired = registry.repair(s, h)
@@ -203,12 +237,16 @@ def small_window(dw_env, monkeypatch, add_partitions):
     s = load_settings("flights")
     add_partitions(s, [dt.date(2013, 1, d) for d in range(1, 6)])
     h = History(s.history_url)
-    h.start_day(s.name, dt.date(2013, 1, 5), status="accepted", decision="bootstrap", reason="bootstrap: test")
+    h.start_day(
+        s.name, dt.date(2013, 1, 5), status="accepted", decision="bootstrap", reason="bootstrap: test"
+    )
     return s, h
 
 
 def _versions(s) -> list[int]:
-    return sorted(int(m.version) for m in registry.client(s).search_model_versions(f"name = '{s.registered_model}'"))
+    return sorted(
+        int(m.version) for m in registry.client(s).search_model_versions(f"name = '{s.registered_model}'")
+    )
 
 
 def _training_runs(s) -> list:

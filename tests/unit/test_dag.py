@@ -24,20 +24,32 @@ HEAVY = ("pandas", "sklearn", "mlflow", "evidently", "great_expectations")
 
 
 def _env(tmp: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("AIRFLOW", "DRIFTWATCH__")) and k != "DRIFTWATCH_DATASETS"}
-    env.update(AIRFLOW_HOME=str(tmp / "airflow"), AIRFLOW__CORE__LOAD_EXAMPLES="False",
-               DRIFTWATCH_HOME=str(tmp / "driftwatch"))
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("AIRFLOW", "DRIFTWATCH__")) and k != "DRIFTWATCH_DATASETS"
+    }
+    env.update(
+        AIRFLOW_HOME=str(tmp / "airflow"),
+        AIRFLOW__CORE__LOAD_EXAMPLES="False",
+        DRIFTWATCH_HOME=str(tmp / "driftwatch"),
+    )
     return env
 
 
 def _run(code: str, tmp: Path) -> str:
-    proc = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], cwd=REPO_ROOT, env=_env(tmp),
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        cwd=REPO_ROOT,
+        env=_env(tmp),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     lines = [line for line in proc.stdout.splitlines() if line.startswith(MARKER)]
     assert lines, f"no summary printed; stdout:\n{proc.stdout[-2000:]}\nstderr:\n{proc.stderr[-2000:]}"
-    return lines[-1][len(MARKER):]
+    return lines[-1][len(MARKER) :]
 
 
 @pytest.fixture(scope="module")
@@ -77,29 +89,56 @@ def test_dag_folder_imports_without_errors(bag):
 
 def test_pipeline_has_exactly_the_documented_tasks(dag):
     assert set(dag["tasks"]) == {
-        "wait_for_earlier_days", "wait_for_batch", "validate_batch", "quarantine_batch", "score_batch", "monitor_model", "detect_drift",
+        "wait_for_earlier_days",
+        "wait_for_batch",
+        "validate_batch",
+        "quarantine_batch",
+        "score_batch",
+        "monitor_model",
+        "detect_drift",
         "decide",
-        "skip_retrain", "train_challenger", "evaluate_challenger", "promote_challenger", "reject_challenger",
+        "skip_retrain",
+        "train_challenger",
+        "evaluate_challenger",
+        "promote_challenger",
+        "reject_challenger",
         "record",
     }
 
 
-@pytest.mark.parametrize("task_id, downstream", [
-    ("wait_for_earlier_days", {"validate_batch"}),
-    ("wait_for_batch", {"validate_batch"}),
-    ("validate_batch", {"quarantine_batch", "score_batch"}),
-    ("score_batch", {"monitor_model", "detect_drift"}),  # side by side
-    ("monitor_model", {"decide"}),
-    ("detect_drift", {"decide"}),
-    ("decide", {"train_challenger", "skip_retrain"}),
-    ("evaluate_challenger", {"promote_challenger", "reject_challenger"}),
-    ("quarantine_batch", {"record"}),
-    ("skip_retrain", {"record"}),
-    ("promote_challenger", {"record"}),
-    ("reject_challenger", {"record"}),
-    ("record", set()),
-], ids=["earlier", "wait", "validate", "score", "monitor", "detect", "decide", "evaluate", "quarantine", "skip", "promote", "reject",
-        "record"])
+@pytest.mark.parametrize(
+    "task_id, downstream",
+    [
+        ("wait_for_earlier_days", {"validate_batch"}),
+        ("wait_for_batch", {"validate_batch"}),
+        ("validate_batch", {"quarantine_batch", "score_batch"}),
+        ("score_batch", {"monitor_model", "detect_drift"}),  # side by side
+        ("monitor_model", {"decide"}),
+        ("detect_drift", {"decide"}),
+        ("decide", {"train_challenger", "skip_retrain"}),
+        ("evaluate_challenger", {"promote_challenger", "reject_challenger"}),
+        ("quarantine_batch", {"record"}),
+        ("skip_retrain", {"record"}),
+        ("promote_challenger", {"record"}),
+        ("reject_challenger", {"record"}),
+        ("record", set()),
+    ],
+    ids=[
+        "earlier",
+        "wait",
+        "validate",
+        "score",
+        "monitor",
+        "detect",
+        "decide",
+        "evaluate",
+        "quarantine",
+        "skip",
+        "promote",
+        "reject",
+        "record",
+    ],
+)
 def test_branches_and_wiring(dag, task_id, downstream):
     assert set(dag["tasks"][task_id]["downstream"]) == downstream
 

@@ -19,13 +19,24 @@ def history(settings) -> History:
     return History(settings.history_url)
 
 
-def _crown(settings, history: History, version: int, trained_on: dt.date, promoted_on: dt.date | None = None) -> None:
+def _crown(
+    settings, history: History, version: int, trained_on: dt.date, promoted_on: dt.date | None = None
+) -> None:
     """A champion as the pipeline leaves it: the model row and the alias event (no MLflow)."""
-    history.put_model(settings.name, version, trained_on=trained_on.isoformat(), run_id=f"run-{version}",
-                      holdout_metrics={"roc_auc": 0.7})
+    history.put_model(
+        settings.name,
+        version,
+        trained_on=trained_on.isoformat(),
+        run_id=f"run-{version}",
+        holdout_metrics={"roc_auc": 0.7},
+    )
     history.add_alias_event(
-        dataset=settings.name, model=settings.registered_model, alias="champion",
-        logical_date=(promoted_on or trained_on).isoformat(), before_version=None, after_version=version,
+        dataset=settings.name,
+        model=settings.registered_model,
+        alias="champion",
+        logical_date=(promoted_on or trained_on).isoformat(),
+        before_version=None,
+        after_version=version,
         reason="test champion",
     )
 
@@ -35,7 +46,9 @@ def _accept(settings, history: History, days, rows: int = ROWS_PER_DAY) -> None:
         history.start_day(settings.name, day, status="accepted", rows=rows)
 
 
-def _measure(settings, history: History, day: dt.date, drift_share: float | None, quality_drop: float | None = None):
+def _measure(
+    settings, history: History, day: dt.date, drift_share: float | None, quality_drop: float | None = None
+):
     history.update_day(settings.name, day, drift_share=drift_share, quality_drop=quality_drop)
 
 
@@ -96,7 +109,9 @@ def test_feature_share_over_the_threshold_retrains(settings, history, champion_d
 
 
 def test_quality_drop_over_the_threshold_retrains(settings, history, champion_day):
-    _measure(settings, history, champion_day, drift_share=0.0, quality_drop=settings.thresholds.quality_drop + 0.01)
+    _measure(
+        settings, history, champion_day, drift_share=0.0, quality_drop=settings.thresholds.quality_drop + 0.01
+    )
 
     out = steps.decide(settings, champion_day)
 
@@ -160,7 +175,9 @@ def test_too_few_new_rows_block_a_retrain(settings, history):
     out = steps.decide(settings, day)
 
     assert out["retrain"] is False
-    assert f"only {2 * rows} new rows since {end} (minimum {settings.thresholds.min_new_rows})" in out["reason"]
+    assert (
+        f"only {2 * rows} new rows since {end} (minimum {settings.thresholds.min_new_rows})" in out["reason"]
+    )
 
 
 def test_force_bypasses_thresholds_cooldown_and_rows(settings, history):

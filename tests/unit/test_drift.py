@@ -34,6 +34,7 @@ SWAPPED = {"carrier": {"UA": "OO", "OO": "UA", "B6": "HA", "HA": "B6"}, "origin"
 COLUMN_KEYS = {"method", "score", "threshold", "drifted"}
 QUALITY_KEYS = {"roc_auc", "accuracy", "f1", "log_loss", "positive_rate", "rows"}
 
+
 @pytest.fixture(scope="module")
 def env(tmp_path_factory, flights_partitions):
     """Flights settings with reports in a temporary home, reading real partitions (tests/conftest.py)."""

@@ -16,7 +16,9 @@ from ml.evaluate import auc, classification_metrics, compare, paired_bootstrap_a
 @pytest.fixture
 def fast_settings(settings):
     """The flights settings with fewer bootstrap resamples, to keep the tests fast."""
-    return settings.with_overrides(thresholds=dataclasses.replace(settings.thresholds, bootstrap_resamples=300))
+    return settings.with_overrides(
+        thresholds=dataclasses.replace(settings.thresholds, bootstrap_resamples=300)
+    )
 
 
 def _calibrated(n: int, seed: int, noise: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

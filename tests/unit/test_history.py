@@ -28,8 +28,13 @@ def history(dw_env) -> History:
 
 def _champion(history: History, day: str, version: int) -> None:
     history.add_alias_event(
-        dataset=DATASET, model="flights-delay", alias="champion", logical_date=day,
-        before_version=None, after_version=version, reason="test",
+        dataset=DATASET,
+        model="flights-delay",
+        alias="champion",
+        logical_date=day,
+        before_version=None,
+        after_version=version,
+        reason="test",
     )
 
 
@@ -55,7 +60,12 @@ def test_update_day_merges_into_the_existing_row(history):
     history.update_day(DATASET, DAY, decision="skip")
 
     row = history.get_day(DATASET, DAY)
-    assert (row["status"], row["rows"], row["drift_share"], row["decision"]) == ("accepted", 900, 0.25, "skip")
+    assert (row["status"], row["rows"], row["drift_share"], row["decision"]) == (
+        "accepted",
+        900,
+        0.25,
+        "skip",
+    )
 
 
 def test_update_day_creates_a_missing_row(history):
@@ -74,20 +84,37 @@ def test_rows_are_kept_per_dataset_and_day(history):
     history.start_day(DATASET, DAY + dt.timedelta(days=1), status="accepted")
     history.start_day("other", DAY, status="quarantined")
 
-    assert [r["day"] for r in history.days(DATASET)] == [DAY.isoformat(), (DAY + dt.timedelta(days=1)).isoformat()]
+    assert [r["day"] for r in history.days(DATASET)] == [
+        DAY.isoformat(),
+        (DAY + dt.timedelta(days=1)).isoformat(),
+    ]
     assert [r["day"] for r in history.days(DATASET, until=DAY)] == [DAY.isoformat()]
     assert history.get_day("other", DAY)["status"] == "quarantined"
 
 
 def test_json_fields_round_trip(history):
     quality = {"roc_auc": 0.71, "log_loss": 0.48, "accuracy": 0.8, "f1": None}
-    evaluation = {"promote": False, "checks": {"roc_auc_gain_ci_low": {"value": -0.01, "passed": False}},
-                  "bootstrap_ci": {"low": -0.01, "high": 0.02}}
-    history.start_day(DATASET, DAY, status="accepted", drifted_columns=["temp", "dewp"],
-                      reports={"validation": "/x/validation.html"})
+    evaluation = {
+        "promote": False,
+        "checks": {"roc_auc_gain_ci_low": {"value": -0.01, "passed": False}},
+        "bootstrap_ci": {"low": -0.01, "high": 0.02},
+    }
+    history.start_day(
+        DATASET,
+        DAY,
+        status="accepted",
+        drifted_columns=["temp", "dewp"],
+        reports={"validation": "/x/validation.html"},
+    )
     history.update_day(DATASET, DAY, quality=quality, evaluation=evaluation)
-    history.put_model(DATASET, 3, trained_on="2013-02-01", train_days=["2013-01-01", "2013-01-02"],
-                      holdout_days=["2013-01-03"], holdout_metrics=quality)
+    history.put_model(
+        DATASET,
+        3,
+        trained_on="2013-02-01",
+        train_days=["2013-01-01", "2013-01-02"],
+        holdout_days=["2013-01-03"],
+        holdout_metrics=quality,
+    )
 
     row = history.get_day(DATASET, DAY)
     model = history.get_model(DATASET, 3)
@@ -123,10 +150,12 @@ def test_champion_at_follows_logical_date_not_insertion_order(history):
 
 def test_champion_at_ignores_other_aliases_and_datasets(history):
     _champion(history, "2013-02-01", 2)
-    history.add_alias_event(dataset=DATASET, model="flights-delay", alias="previous", logical_date="2013-02-10",
-                            after_version=1)
-    history.add_alias_event(dataset="other", model="other", alias="champion", logical_date="2013-02-10",
-                            after_version=9)
+    history.add_alias_event(
+        dataset=DATASET, model="flights-delay", alias="previous", logical_date="2013-02-10", after_version=1
+    )
+    history.add_alias_event(
+        dataset="other", model="other", alias="champion", logical_date="2013-02-10", after_version=9
+    )
 
     assert history.champion_at(DATASET, dt.date(2013, 2, 20)) == 2
 
@@ -197,10 +226,13 @@ def test_lock_of_another_name_is_independent(history):
 
 def test_stale_lock_is_taken_over(history):
     with history.engine.begin() as conn:
-        conn.execute(locks.insert().values(
-            name="promote:flights", holder="dead-worker",
-            acquired_at=dt.datetime.now(dt.UTC) - dt.timedelta(hours=1),
-        ))
+        conn.execute(
+            locks.insert().values(
+                name="promote:flights",
+                holder="dead-worker",
+                acquired_at=dt.datetime.now(dt.UTC) - dt.timedelta(hours=1),
+            )
+        )
 
     with history.lock("promote:flights", "alive", timeout_s=1, stale_s=900):
         assert _holders(history, "promote:flights") == ["alive"]
@@ -209,10 +241,13 @@ def test_stale_lock_is_taken_over(history):
 
 def test_recent_lock_is_not_taken_over(history):
     with history.engine.begin() as conn:
-        conn.execute(locks.insert().values(
-            name="promote:flights", holder="busy-worker",
-            acquired_at=dt.datetime.now(dt.UTC) - dt.timedelta(seconds=60),
-        ))
+        conn.execute(
+            locks.insert().values(
+                name="promote:flights",
+                holder="busy-worker",
+                acquired_at=dt.datetime.now(dt.UTC) - dt.timedelta(seconds=60),
+            )
+        )
 
     with pytest.raises(PromotionLockedError, match="held by another process"):
         with history.lock("promote:flights", "alive", timeout_s=0.3, stale_s=900):
@@ -228,10 +263,17 @@ def _dead_pid() -> int:
 
 def test_lock_of_a_killed_holder_on_this_host_is_taken_over_at_once(history):
     with history.engine.begin() as conn:
-        conn.execute(locks.insert().values(
-            name="promote:flights", holder="killed-task", acquired_at=dt.datetime.now(dt.UTC),
-            heartbeat_at=dt.datetime.now(dt.UTC), host=socket.gethostname(), pid=_dead_pid(), pid_started="1",
-        ))
+        conn.execute(
+            locks.insert().values(
+                name="promote:flights",
+                holder="killed-task",
+                acquired_at=dt.datetime.now(dt.UTC),
+                heartbeat_at=dt.datetime.now(dt.UTC),
+                host=socket.gethostname(),
+                pid=_dead_pid(),
+                pid_started="1",
+            )
+        )
     started = time.monotonic()
 
     with history.lock("promote:flights", "retry", timeout_s=30, stale_s=900):
@@ -243,10 +285,17 @@ def test_lock_of_a_killed_holder_on_this_host_is_taken_over_at_once(history):
 
 def test_lock_whose_pid_now_belongs_to_another_process_is_taken_over(history):
     with history.engine.begin() as conn:
-        conn.execute(locks.insert().values(
-            name="promote:flights", holder="killed-long-ago", acquired_at=dt.datetime.now(dt.UTC),
-            heartbeat_at=dt.datetime.now(dt.UTC), host=socket.gethostname(), pid=os.getpid(), pid_started="1",
-        ))
+        conn.execute(
+            locks.insert().values(
+                name="promote:flights",
+                holder="killed-long-ago",
+                acquired_at=dt.datetime.now(dt.UTC),
+                heartbeat_at=dt.datetime.now(dt.UTC),
+                host=socket.gethostname(),
+                pid=os.getpid(),
+                pid_started="1",
+            )
+        )
 
     with history.lock("promote:flights", "retry", timeout_s=2, stale_s=900):
         assert _holders(history, "promote:flights") == ["retry"]
@@ -258,11 +307,17 @@ def test_lock_of_a_live_process_is_waited_for_and_named_in_the_error(history):
         from ml.history import _process_started
 
         with history.engine.begin() as conn:
-            conn.execute(locks.insert().values(
-                name="promote:flights", holder="busy-task", acquired_at=dt.datetime.now(dt.UTC),
-                heartbeat_at=dt.datetime.now(dt.UTC), host=socket.gethostname(), pid=sleeper.pid,
-                pid_started=_process_started(sleeper.pid),
-            ))
+            conn.execute(
+                locks.insert().values(
+                    name="promote:flights",
+                    holder="busy-task",
+                    acquired_at=dt.datetime.now(dt.UTC),
+                    heartbeat_at=dt.datetime.now(dt.UTC),
+                    host=socket.gethostname(),
+                    pid=sleeper.pid,
+                    pid_started=_process_started(sleeper.pid),
+                )
+            )
         with pytest.raises(PromotionLockedError, match=rf"'busy-task' \(pid {sleeper.pid} on "):
             with history.lock("promote:flights", "retry", timeout_s=0.5, stale_s=900):
                 pass
@@ -275,10 +330,16 @@ def test_lock_of_a_live_process_is_waited_for_and_named_in_the_error(history):
 
 def test_lock_of_another_host_is_taken_over_when_its_heartbeat_stops(history):
     with history.engine.begin() as conn:
-        conn.execute(locks.insert().values(
-            name="promote:flights", holder="lost-worker", acquired_at=dt.datetime.now(dt.UTC) - dt.timedelta(seconds=5),
-            heartbeat_at=dt.datetime.now(dt.UTC) - dt.timedelta(seconds=5), host="another-host", pid=1,
-        ))
+        conn.execute(
+            locks.insert().values(
+                name="promote:flights",
+                holder="lost-worker",
+                acquired_at=dt.datetime.now(dt.UTC) - dt.timedelta(seconds=5),
+                heartbeat_at=dt.datetime.now(dt.UTC) - dt.timedelta(seconds=5),
+                host="another-host",
+                pid=1,
+            )
+        )
 
     with pytest.raises(PromotionLockedError):
         with history.lock("promote:flights", "retry", timeout_s=0.3, stale_s=60):
@@ -326,15 +387,29 @@ def test_a_database_from_before_the_monitors_gets_their_columns(tmp_path):
     url = f"sqlite:///{tmp_path / 'old.db'}"
     old = sa.create_engine(url)
     with old.begin() as conn:
-        conn.execute(sa.text("CREATE TABLE dw_days (dataset VARCHAR(100) NOT NULL, day VARCHAR(10) NOT NULL, "
-                             "status VARCHAR(20), rows INTEGER, PRIMARY KEY (dataset, day))"))
-        conn.execute(sa.text("INSERT INTO dw_days (dataset, day, status, rows) VALUES ('f', '2013-02-01', 'accepted', 900)"))
+        conn.execute(
+            sa.text(
+                "CREATE TABLE dw_days (dataset VARCHAR(100) NOT NULL, day VARCHAR(10) NOT NULL, "
+                "status VARCHAR(20), rows INTEGER, PRIMARY KEY (dataset, day))"
+            )
+        )
+        conn.execute(
+            sa.text(
+                "INSERT INTO dw_days (dataset, day, status, rows) VALUES ('f', '2013-02-01', 'accepted', 900)"
+            )
+        )
     old.dispose()
     h = History(url)
-    h.update_day("f", dt.date(2013, 2, 1), attribution_ndcg=0.93, bias={"violation": False}, bias_violation=False)
+    h.update_day(
+        "f", dt.date(2013, 2, 1), attribution_ndcg=0.93, bias={"violation": False}, bias_violation=False
+    )
     row = h.get_day("f", dt.date(2013, 2, 1))
-    assert (row["status"], row["rows"], row["attribution_ndcg"], row["bias"]) == ("accepted", 900, 0.93,
-                                                                                 {"violation": False})
+    assert (row["status"], row["rows"], row["attribution_ndcg"], row["bias"]) == (
+        "accepted",
+        900,
+        0.93,
+        {"violation": False},
+    )
     assert row["estimated_quality"] is None and row["labels_known_on"] is None
 
 
@@ -378,8 +453,10 @@ def test_a_new_database_opened_by_two_processes_at_once(tmp_path):
 
     def the_other_process_creates_it_first(target, connection, **_):
         with sqlite3.connect(path) as other:
-            other.execute("CREATE TABLE IF NOT EXISTS dw_locks (name VARCHAR(200) PRIMARY KEY, "
-                          "holder VARCHAR(200) NOT NULL, acquired_at DATETIME NOT NULL)")
+            other.execute(
+                "CREATE TABLE IF NOT EXISTS dw_locks (name VARCHAR(200) PRIMARY KEY, "
+                "holder VARCHAR(200) NOT NULL, acquired_at DATETIME NOT NULL)"
+            )
 
     sa.event.listen(locks, "before_create", the_other_process_creates_it_first)
     try:
@@ -387,4 +464,6 @@ def test_a_new_database_opened_by_two_processes_at_once(tmp_path):
     finally:
         sa.event.remove(locks, "before_create", the_other_process_creates_it_first)
         engine.cache_clear()
-    assert {"dw_locks", "dw_days", "dw_models"} <= set(sa.inspect(sa.create_engine(f"sqlite:///{path}")).get_table_names())
+    assert {"dw_locks", "dw_days", "dw_models"} <= set(
+        sa.inspect(sa.create_engine(f"sqlite:///{path}")).get_table_names()
+    )

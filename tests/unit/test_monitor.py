@@ -73,12 +73,16 @@ def test_segment_stats_rejects_misaligned_or_bad_input():
 
 
 def test_bias_drift_flags_only_a_gap_that_grew_beyond_its_limit():
-    ref = {"origin": {"positive_rate_gap": 0.10, "accuracy_gap": 0.05},
-           "carrier": {"positive_rate_gap": 0.30, "accuracy_gap": None},
-           "only_in_reference": {"positive_rate_gap": 0.0, "accuracy_gap": 0.0}}
-    cur = {"origin": {"positive_rate_gap": 0.32, "accuracy_gap": 0.06},
-           "carrier": {"positive_rate_gap": 0.05, "accuracy_gap": 0.4},
-           "only_today": {"positive_rate_gap": 0.9, "accuracy_gap": 0.9}}
+    ref = {
+        "origin": {"positive_rate_gap": 0.10, "accuracy_gap": 0.05},
+        "carrier": {"positive_rate_gap": 0.30, "accuracy_gap": None},
+        "only_in_reference": {"positive_rate_gap": 0.0, "accuracy_gap": 0.0},
+    }
+    cur = {
+        "origin": {"positive_rate_gap": 0.32, "accuracy_gap": 0.06},
+        "carrier": {"positive_rate_gap": 0.05, "accuracy_gap": 0.4},
+        "only_today": {"positive_rate_gap": 0.9, "accuracy_gap": 0.9},
+    }
     out = m.bias_drift(ref, cur, max_positive_rate_gap_change=0.15, max_accuracy_gap_change=0.15)
     assert set(out["columns"]) == {"origin", "carrier"}
     assert out["violation"] and out["columns"]["origin"]["violation"]
@@ -87,20 +91,31 @@ def test_bias_drift_flags_only_a_gap_that_grew_beyond_its_limit():
     assert out["columns"]["carrier"]["positive_rate_gap_change"] == pytest.approx(-0.25)
     assert out["columns"]["origin"]["positive_rate_gap_change"] == pytest.approx(0.22)
     assert out["columns"]["origin"]["reference_positive_rate_gap"] == 0.10
-    assert out["reasons"] == ["origin: positive-prediction rate gap 0.32 vs 0.10 in the reference (+0.22 > 0.15)"]
+    assert out["reasons"] == [
+        "origin: positive-prediction rate gap 0.32 vs 0.10 in the reference (+0.22 > 0.15)"
+    ]
     calm = m.bias_drift(ref, cur, max_positive_rate_gap_change=0.5, max_accuracy_gap_change=0.5)
     assert not calm["violation"] and calm["reasons"] == []
 
 
 def test_bias_drift_accuracy_gap_and_the_limit_itself():
     ref = {"carrier": {"positive_rate_gap": 0.25, "accuracy_gap": 0.125}}
-    at_limit = m.bias_drift(ref, {"carrier": {"positive_rate_gap": 0.5, "accuracy_gap": 0.125}},
-                            max_positive_rate_gap_change=0.25, max_accuracy_gap_change=0.25)
+    at_limit = m.bias_drift(
+        ref,
+        {"carrier": {"positive_rate_gap": 0.5, "accuracy_gap": 0.125}},
+        max_positive_rate_gap_change=0.25,
+        max_accuracy_gap_change=0.25,
+    )
     assert not at_limit["violation"]  # a change equal to the limit is allowed
-    worse = m.bias_drift(ref, {"carrier": {"positive_rate_gap": 0.25, "accuracy_gap": 0.5}},
-                         max_positive_rate_gap_change=0.25, max_accuracy_gap_change=0.25)
+    worse = m.bias_drift(
+        ref,
+        {"carrier": {"positive_rate_gap": 0.25, "accuracy_gap": 0.5}},
+        max_positive_rate_gap_change=0.25,
+        max_accuracy_gap_change=0.25,
+    )
     assert worse["violation"] and worse["reasons"] == [
-        "carrier: accuracy gap 0.50 vs 0.12 in the reference (+0.38 > 0.25)"]
+        "carrier: accuracy gap 0.50 vs 0.12 in the reference (+0.38 > 0.25)"
+    ]
 
 
 def test_segment_stats_feed_bias_drift():
@@ -122,9 +137,14 @@ def x1_model():
     from sklearn.linear_model import LogisticRegression
 
     rng = np.random.default_rng(1)
-    frame = pd.DataFrame({"x1": rng.normal(size=3000), "noise": rng.normal(size=3000),
-                          "cat": pd.Categorical(rng.choice(["u", "v"], size=3000)),
-                          "obj": rng.choice(["p", "q"], size=3000)})
+    frame = pd.DataFrame(
+        {
+            "x1": rng.normal(size=3000),
+            "noise": rng.normal(size=3000),
+            "cat": pd.Categorical(rng.choice(["u", "v"], size=3000)),
+            "obj": rng.choice(["p", "q"], size=3000),
+        }
+    )
     y = (rng.random(3000) < 1 / (1 + np.exp(-2 * frame["x1"]))).astype(int)
     model = LogisticRegression().fit(frame[["x1", "noise"]], y)
     return frame, (lambda f: model.predict_proba(f[["x1", "noise"]])[:, 1])
@@ -180,7 +200,9 @@ def test_ndcg_matches_model_monitors_formula():
     assert m.ndcg(base, {"a": 10, "b": 5, "c": 1}) == 1.0  # only the order counts
     assert m.ndcg(base, {"a": 1, "b": 2, "c": 3}) == pytest.approx((1 + 2 / math.log2(3) + 3 / 2) / idcg)
     assert m.ndcg(base, {"c": 5, "a": 1, "b": 0}, k=1) == pytest.approx(1 / 3)
-    assert m.ndcg(base, {"c": 5, "a": 1, "b": 0}, k=2) == pytest.approx((1 + 3 / math.log2(3)) / (3 + 2 / math.log2(3)))
+    assert m.ndcg(base, {"c": 5, "a": 1, "b": 0}, k=2) == pytest.approx(
+        (1 + 3 / math.log2(3)) / (3 + 2 / math.log2(3))
+    )
     assert m.ndcg(base, {"a": 1, "b": 2, "c": 3}, k=10) == m.ndcg(base, {"a": 1, "b": 2, "c": 3})  # k capped
     assert m.ndcg({"a": 0.0, "b": 0.0}, {"a": 1.0}) == 1.0  # iDCG 0
 
@@ -306,16 +328,28 @@ def test_estimate_performance_on_hand_computed_and_degenerate_inputs():
 
 # ---- render_html -----------------------------------------------------------------------------------------
 def test_report_escapes_values_and_shows_the_scores():
-    stats = m.segment_stats({"carrier": np.array(["<script>x</script>"] * 60 + ["AA"] * 60)},
-                            np.linspace(0, 1, 120), None)
-    bias = m.bias_drift({"carrier": {"positive_rate_gap": 0.1}}, stats, max_positive_rate_gap_change=0.1,
-                        max_accuracy_gap_change=0.1)
+    stats = m.segment_stats(
+        {"carrier": np.array(["<script>x</script>"] * 60 + ["AA"] * 60)}, np.linspace(0, 1, 120), None
+    )
+    bias = m.bias_drift(
+        {"carrier": {"positive_rate_gap": 0.1}},
+        stats,
+        max_positive_rate_gap_change=0.1,
+        max_accuracy_gap_change=0.1,
+    )
     bias["segments"] = stats
     attribution = m.attribution_drift({"a": 2.0, "b": 1.0}, {"a": 0.5, "b": 1.5})
-    page = m.render_html("2013-02-01", "flights<b>", champion_version=3, bias=bias, attribution=attribution,
-                         estimated=m.estimate_performance(np.array([0.9, 0.1, 0.7])), realized={"roc_auc": 0.71},
-                         calibration={"ece_raw": 0.05, "ece_calibrated": 0.0123, "rows": 100},
-                         labels_note="labels arrive 7 days later; realized metrics appear on 2013-02-08")
+    page = m.render_html(
+        "2013-02-01",
+        "flights<b>",
+        champion_version=3,
+        bias=bias,
+        attribution=attribution,
+        estimated=m.estimate_performance(np.array([0.9, 0.1, 0.7])),
+        realized={"roc_auc": 0.71},
+        calibration={"ece_raw": 0.05, "ece_calibrated": 0.0123, "rows": 100},
+        labels_note="labels arrive 7 days later; realized metrics appear on 2013-02-08",
+    )
     assert "<title>Model monitor — flights&lt;b&gt; 2013-02-01</title>" in page
     assert "<script>x" not in page and "&lt;script&gt;x&lt;/script&gt;" in page
     assert f"nDCG {attribution['ndcg']:.3f}" in page and "0.710" in page and "0.012" in page
@@ -325,6 +359,15 @@ def test_report_escapes_values_and_shows_the_scores():
 
 
 def test_report_says_what_was_not_computed():
-    empty = m.render_html("2013-02-01", "flights", champion_version=None, bias=None, attribution=None,
-                          estimated=None, realized=None, calibration=None, labels_note="")
+    empty = m.render_html(
+        "2013-02-01",
+        "flights",
+        champion_version=None,
+        bias=None,
+        attribution=None,
+        estimated=None,
+        realized=None,
+        calibration=None,
+        labels_note="",
+    )
     assert empty.count("not computed") == 4  # performance, calibration, bias, attribution

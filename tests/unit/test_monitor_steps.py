@@ -52,9 +52,14 @@ def same_day_labels(dw_env, monkeypatch, add_partitions):
 
 @pytest.fixture
 def delayed_labels(dw_env, monkeypatch, add_partitions):
-    s = _setup(monkeypatch, add_partitions, DRIFTWATCH__LABEL_DELAY_DAYS="3",
-               DRIFTWATCH__THRESHOLDS__COOLDOWN_DAYS="0", DRIFTWATCH__THRESHOLDS__MIN_NEW_ROWS="0",
-               DRIFTWATCH__THRESHOLDS__QUALITY_DROP="-0.05")  # any estimate triggers a retrain
+    s = _setup(
+        monkeypatch,
+        add_partitions,
+        DRIFTWATCH__LABEL_DELAY_DAYS="3",
+        DRIFTWATCH__THRESHOLDS__COOLDOWN_DAYS="0",
+        DRIFTWATCH__THRESHOLDS__MIN_NEW_ROWS="0",
+        DRIFTWATCH__THRESHOLDS__QUALITY_DROP="-0.05",
+    )  # any estimate triggers a retrain
     assert s.label_delay_days == 3
     result = replay.replay("flights", replay.parse_policy("drift"), DAYS, progress=False)
     return s, result, _rows(s)
@@ -86,19 +91,34 @@ def test_every_monitored_day_carries_the_three_monitors(same_day_labels):
 
 def test_the_estimate_tracks_the_realized_auc_when_the_concept_holds(same_day_labels):
     _, _, rows = same_day_labels
-    pairs = [(r["estimated_quality"]["roc_auc"], r["quality"]["roc_auc"]) for d, r in rows.items()
-             if d >= FIRST_MONITORED.isoformat()]
+    pairs = [
+        (r["estimated_quality"]["roc_auc"], r["quality"]["roc_auc"])
+        for d, r in rows.items()
+        if d >= FIRST_MONITORED.isoformat()
+    ]
     error = sum(abs(e - r) for e, r in pairs) / len(pairs)
     assert error < 0.06, pairs  # a day's realized AUC on ~900 flights is itself +-0.02
 
 
 def test_history_json_carries_the_monitors(same_day_labels):
-    out = subprocess.run([sys.executable, "-m", "ml.cli", "history", "--json"], capture_output=True, text=True,
-                         cwd=REPO_ROOT, check=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "ml.cli", "history", "--json"],
+        capture_output=True,
+        text=True,
+        cwd=REPO_ROOT,
+        check=True,
+    )
     rows = {r["day"]: r for r in json.loads(out.stdout)}
     day = rows[FIRST_MONITORED.isoformat()]
-    for key in ("estimated_quality", "quality", "bias", "bias_violation", "attribution_ndcg",
-                "attribution_violation", "labels_known_on"):
+    for key in (
+        "estimated_quality",
+        "quality",
+        "bias",
+        "bias_violation",
+        "attribution_ndcg",
+        "attribution_violation",
+        "labels_known_on",
+    ):
         assert day[key] is not None, key
     assert day["bias"]["columns"]["origin"]["positive_rate_gap"] is not None
 
@@ -143,18 +163,28 @@ def test_delayed_labels_decide_from_the_estimate_and_train_only_on_labelled_days
 
 
 def test_a_bias_violation_can_trigger_a_retrain(dw_env, monkeypatch, add_partitions):
-    s = _setup(monkeypatch, add_partitions, DRIFTWATCH__MONITORING__BIAS__MAX_POSITIVE_RATE_GAP_CHANGE="0",
-               DRIFTWATCH__MONITORING__BIAS__MAX_ACCURACY_GAP_CHANGE="0",
-               DRIFTWATCH__MONITORING__BIAS__ACTION="retrain", DRIFTWATCH__THRESHOLDS__COOLDOWN_DAYS="0",
-               DRIFTWATCH__THRESHOLDS__MIN_NEW_ROWS="0", DRIFTWATCH__THRESHOLDS__QUALITY_DROP="1.0",
-               DRIFTWATCH__THRESHOLDS__DRIFT_SHARE="1.0")
+    s = _setup(
+        monkeypatch,
+        add_partitions,
+        DRIFTWATCH__MONITORING__BIAS__MAX_POSITIVE_RATE_GAP_CHANGE="0",
+        DRIFTWATCH__MONITORING__BIAS__MAX_ACCURACY_GAP_CHANGE="0",
+        DRIFTWATCH__MONITORING__BIAS__ACTION="retrain",
+        DRIFTWATCH__THRESHOLDS__COOLDOWN_DAYS="0",
+        DRIFTWATCH__THRESHOLDS__MIN_NEW_ROWS="0",
+        DRIFTWATCH__THRESHOLDS__QUALITY_DROP="1.0",
+        DRIFTWATCH__THRESHOLDS__DRIFT_SHARE="1.0",
+    )
     replay.replay("flights", replay.parse_policy("drift"), DAYS[:13], progress=False)
     rows = _rows(s)
     flagged = [r for d, r in sorted(rows.items()) if r.get("bias_violation")]
     assert flagged, "with no tolerance, a wider gap than the reference's on some day is a violation"
     first = flagged[0]
     assert first["decision"] == "retrain" and "bias drift (" in first["reason"], first["reason"]
-    calm = [r for d, r in sorted(rows.items()) if d >= FIRST_MONITORED.isoformat() and r["bias_violation"] is False]
+    calm = [
+        r
+        for d, r in sorted(rows.items())
+        if d >= FIRST_MONITORED.isoformat() and r["bias_violation"] is False
+    ]
     for r in calm:  # nothing else can trigger (drift share 1.0, AUC drop 1.0)
         assert r["decision"] == "skip", (r["day"], r["reason"])
 
@@ -169,8 +199,15 @@ def test_one_monitoring_run_a_day_carries_both_monitors(same_day_labels):
     assert days == [d.isoformat() for d in DAYS if d >= FIRST_MONITORED]  # one run a monitored day
     run = next(r for r in runs if r.data.tags["driftwatch.logical_date"] == FIRST_MONITORED.isoformat())
     # detect_drift's and monitor_model's metrics, logged by each step into the same run
-    assert {"drift_share", "batch_roc_auc", "estimated_roc_auc", "estimated_accuracy", "attribution_ndcg",
-            "bias_origin_positive_rate_gap", "bias_carrier_accuracy_gap"} <= set(run.data.metrics)
+    assert {
+        "drift_share",
+        "batch_roc_auc",
+        "estimated_roc_auc",
+        "estimated_accuracy",
+        "attribution_ndcg",
+        "bias_origin_positive_rate_gap",
+        "bias_carrier_accuracy_gap",
+    } <= set(run.data.metrics)
     assert {a.path for a in c.list_artifacts(run.info.run_id)} == {"drift", "monitor"}
     assert {r.info.status for r in runs} == {"FINISHED"}
     assert [a.path for a in c.list_artifacts(run.info.run_id, "monitor")] == ["monitor/model_monitor.html"]
@@ -201,8 +238,15 @@ def test_two_steps_creating_the_day_s_run_at_once_get_the_same_run(dw_env, setti
     ready, go = tmp_path / "ready", tmp_path / "go"
     ready.mkdir()
     go.mkdir()
-    procs = [subprocess.Popen([sys.executable, "-c", _CREATE_RUNS, str(ready), str(go), name], cwd=REPO_ROOT,
-                              stdout=subprocess.PIPE, text=True) for name in ("monitor", "detect")]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", _CREATE_RUNS, str(ready), str(go), name],
+            cwd=REPO_ROOT,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for name in ("monitor", "detect")
+    ]
     for i in range(4):
         deadline = time.monotonic() + 120
         while not all((ready / f"{n}-{i}").exists() for n in ("monitor", "detect")):

@@ -18,24 +18,56 @@ def _fill(settings) -> None:
     h = History(settings.history_url)
     for i in range(10):
         day = D + dt.timedelta(days=i)
-        fields = {"status": "accepted", "rows": 900, "champion_version": 1 if i < 6 else 2,
-                  "drift_share": 0.1 * i, "quality": {"roc_auc": 0.70 - 0.01 * i}, "decision": "skip",
-                  "reason": "below thresholds"}
+        fields = {
+            "status": "accepted",
+            "rows": 900,
+            "champion_version": 1 if i < 6 else 2,
+            "drift_share": 0.1 * i,
+            "quality": {"roc_auc": 0.70 - 0.01 * i},
+            "decision": "skip",
+            "reason": "below thresholds",
+        }
         if i == 3:
-            fields = {"status": "quarantined", "decision": "quarantine", "reason": "batch quarantined: 'distance'"}
+            fields = {
+                "status": "quarantined",
+                "decision": "quarantine",
+                "reason": "batch quarantined: 'distance'",
+            }
         if i == 5:
-            fields.update(decision="retrain", reason="retrain: drift share 0.5", candidate_version=2,
-                          promotion="promoted", promotion_reason="promoted: gain CI above 0")
+            fields.update(
+                decision="retrain",
+                reason="retrain: drift share 0.5",
+                candidate_version=2,
+                promotion="promoted",
+                promotion_reason="promoted: gain CI above 0",
+            )
         if i == 8:
-            fields.update(decision="retrain", reason="retrain: AUC drop", candidate_version=3,
-                          promotion="rejected", promotion_reason="rejected: gain CI straddles 0")
+            fields.update(
+                decision="retrain",
+                reason="retrain: AUC drop",
+                candidate_version=3,
+                promotion="rejected",
+                promotion_reason="rejected: gain CI straddles 0",
+            )
         h.start_day(settings.name, day, **fields)
-    h.add_alias_event(dataset=settings.name, model=settings.registered_model, alias="champion",
-                      logical_date=(D - dt.timedelta(days=1)).isoformat(), before_version=None, after_version=1,
-                      reason="first champion")
-    h.add_alias_event(dataset=settings.name, model=settings.registered_model, alias="champion",
-                      logical_date=(D + dt.timedelta(days=5)).isoformat(), before_version=1, after_version=2,
-                      reason="promoted: gain CI above 0")
+    h.add_alias_event(
+        dataset=settings.name,
+        model=settings.registered_model,
+        alias="champion",
+        logical_date=(D - dt.timedelta(days=1)).isoformat(),
+        before_version=None,
+        after_version=1,
+        reason="first champion",
+    )
+    h.add_alias_event(
+        dataset=settings.name,
+        model=settings.registered_model,
+        alias="champion",
+        logical_date=(D + dt.timedelta(days=5)).isoformat(),
+        before_version=1,
+        after_version=2,
+        reason="promoted: gain CI above 0",
+    )
 
 
 def test_timeline_carries_every_day_and_event(settings):
@@ -47,7 +79,9 @@ def test_timeline_carries_every_day_and_event(settings):
     assert data["days"][3]["status"] == "quarantined" and data["days"][3]["drift_share"] is None
     assert data["days"][2]["roc_auc"] == pytest.approx(0.68)
     assert [(p["day"], p["version"]) for p in data["promotions"]] == [
-        ((D - dt.timedelta(days=1)).isoformat(), 1), ((D + dt.timedelta(days=5)).isoformat(), 2)]
+        ((D - dt.timedelta(days=1)).isoformat(), 1),
+        ((D + dt.timedelta(days=5)).isoformat(), 2),
+    ]
     assert data["drift_threshold"] == settings.thresholds.drift_share
 
 
@@ -61,7 +95,7 @@ def test_write_history_writes_png_svg_and_a_self_contained_page(settings, tmp_pa
     page = paths["html"].read_text()
     assert page.count("<svg") == 1 and "<?xml" not in page  # inlined, no prolog inside HTML
     assert "src=" not in page and "<script" not in page  # opens offline, nothing to fetch
-    events = page[page.index('id="history-events"'):]
+    events = page[page.index('id="history-events"') :]
     assert "quarantined" in events and "promoted v2" in events and "rejected v3" in events
     assert "gain CI straddles 0" in events
 
@@ -98,15 +132,30 @@ def store(tmp_path) -> Path:
 def test_report_path_inside_the_store_is_served(store):
     from ml.ui import safe_report_path
 
-    assert safe_report_path(store, "date=2013-01-07/drift.html") == (store / "date=2013-01-07" / "drift.html").resolve()
+    assert (
+        safe_report_path(store, "date=2013-01-07/drift.html")
+        == (store / "date=2013-01-07" / "drift.html").resolve()
+    )
 
 
-@pytest.mark.parametrize("relative", [
-    "", "/etc/passwd", "../secret.json", "date=2013-01-07/../../secret.json", "./date=2013-01-07/drift.html",
-    "date=2013-01-07//drift.html", "date=2013-01-07\\..\\..\\secret.json", "date=2013-01-07/\x00drift.html",
-    "date=2013-01-07/escape.json", "outside/secret.json", "date=2013-01-07", "date=2013-01-07/notes.txt",
-    "date=2013-01-07/missing.html",
-])
+@pytest.mark.parametrize(
+    "relative",
+    [
+        "",
+        "/etc/passwd",
+        "../secret.json",
+        "date=2013-01-07/../../secret.json",
+        "./date=2013-01-07/drift.html",
+        "date=2013-01-07//drift.html",
+        "date=2013-01-07\\..\\..\\secret.json",
+        "date=2013-01-07/\x00drift.html",
+        "date=2013-01-07/escape.json",
+        "outside/secret.json",
+        "date=2013-01-07",
+        "date=2013-01-07/notes.txt",
+        "date=2013-01-07/missing.html",
+    ],
+)
 def test_report_paths_outside_or_unserved_are_refused(store, relative):
     from fastapi import HTTPException
 

@@ -106,13 +106,17 @@ while True:
 """
 
 
-def _wait(paths: list[Path], procs: dict[str, subprocess.Popen], logs: Path, timeout: float, what: str) -> None:
+def _wait(
+    paths: list[Path], procs: dict[str, subprocess.Popen], logs: Path, timeout: float, what: str
+) -> None:
     deadline = time.monotonic() + timeout
     while not all(p.exists() for p in paths):
         for name, proc in procs.items():
             if proc.poll() is not None:
-                pytest.fail(f"worker {name} exited ({proc.returncode}) waiting for {what}:\n"
-                            f"{(logs / f'{name}.log').read_text()[-4000:]}")
+                pytest.fail(
+                    f"worker {name} exited ({proc.returncode}) waiting for {what}:\n"
+                    f"{(logs / f'{name}.log').read_text()[-4000:]}"
+                )
         if time.monotonic() > deadline:
             pytest.fail(f"timed out after {timeout} s waiting for {what}")
         time.sleep(0.002)
@@ -154,16 +158,19 @@ def workers(tmp_path_factory, template_store) -> Iterator[Workers]:
     home = root / "home"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DRIFTWATCH", "MLFLOW_"))}
     env.update(
-        DRIFTWATCH_HOME=str(home), DRIFTWATCH_LAKE=str(home / "lake"),
+        DRIFTWATCH_HOME=str(home),
+        DRIFTWATCH_LAKE=str(home / "lake"),
         DRIFTWATCH_DB_URL=f"sqlite:///{home / 'unused.db'}",
         MLFLOW_TRACKING_URI=f"sqlite:///{template_store}",
-        MLFLOW_DISABLE_TELEMETRY="true", DO_NOT_TRACK="true",
+        MLFLOW_DISABLE_TELEMETRY="true",
+        DO_NOT_TRACK="true",
     )
     procs = {}
     for name in WORKERS:
         log = (root / f"{name}.log").open("w")
-        procs[name] = subprocess.Popen([sys.executable, "-c", WORKER, str(root), name], env=env,
-                                       stdout=log, stderr=subprocess.STDOUT)
+        procs[name] = subprocess.Popen(
+            [sys.executable, "-c", WORKER, str(root), name], env=env, stdout=log, stderr=subprocess.STDOUT
+        )
     try:
         _wait([root / f"ready-{w}" for w in WORKERS], procs, root, 300, "the workers to start")
         yield Workers(root, procs)
@@ -203,7 +210,9 @@ def round_settings(settings, template_store):
 def _register(s, n: int, source: Path) -> list[int]:
     c = registry.client(s)
     c.create_registered_model(s.registered_model)
-    return [int(c.create_model_version(s.registered_model, str(source), run_id=None).version) for _ in range(n)]
+    return [
+        int(c.create_model_version(s.registered_model, str(source), run_id=None).version) for _ in range(n)
+    ]
 
 
 def _timeline(history: History, s, alias: str) -> list[dict[str, Any]]:
@@ -223,7 +232,9 @@ def _check_consistent(s, history: History, results: dict[str, dict[str, Any]]) -
 
     champion_events = _timeline(history, s, "champion")
     for earlier, later in zip(champion_events, champion_events[1:], strict=False):
-        assert later["before_version"] == earlier["after_version"], f"broken before/after chain: {champion_events}"
+        assert later["before_version"] == earlier["after_version"], (
+            f"broken before/after chain: {champion_events}"
+        )
     last = champion_events[-1]
     # one `previous` event per champion change that replaced a champion, naming the replaced version
     previous_events = _timeline(history, s, "previous")
@@ -231,13 +242,17 @@ def _check_consistent(s, history: History, results: dict[str, dict[str, Any]]) -
         e["before_version"] for e in champion_events if e["before_version"] is not None
     ]
     for earlier, later in zip(previous_events, previous_events[1:], strict=False):
-        assert later["before_version"] == earlier["after_version"], f"broken previous chain: {previous_events}"
+        assert later["before_version"] == earlier["after_version"], (
+            f"broken previous chain: {previous_events}"
+        )
 
     c = MlflowClient(tracking_uri=s.tracking_uri, registry_uri=s.tracking_uri)
     aliases = {k: int(v) for k, v in c.get_registered_model(s.registered_model).aliases.items()}
     assert aliases == {"champion": last["after_version"], "previous": last["before_version"]}
-    versions = [c.get_model_version(s.registered_model, v.version)  # search leaves `aliases` empty
-                for v in c.search_model_versions(f"name='{s.registered_model}'")]
+    versions = [
+        c.get_model_version(s.registered_model, v.version)  # search leaves `aliases` empty
+        for v in c.search_model_versions(f"name='{s.registered_model}'")
+    ]
     assert [int(v.version) for v in versions if "champion" in v.aliases] == [last["after_version"]]
     tag = json.loads(c.get_registered_model(s.registered_model).tags["driftwatch.audit.champion"])
     assert tag["version"] == last["after_version"]
@@ -256,15 +271,28 @@ def test_two_processes_promoting_at_once_leave_one_champion_and_a_complete_audit
     v1, v2, v3 = _register(s, 3, tmp_path / "model")
     established = round_ % 2 == 0
     if established:
-        registry.promote(s, history, version=v1, day=DAY - dt.timedelta(days=1),
-                         evaluation=copy.deepcopy(evaluation), dag_run_id="setup")
+        registry.promote(
+            s,
+            history,
+            version=v1,
+            day=DAY - dt.timedelta(days=1),
+            evaluation=copy.deepcopy(evaluation),
+            dag_run_id="setup",
+        )
     raced = (v2, v3) if established else (v1, v2)
 
-    results = workers.race({
-        "tracking_uri": s.tracking_uri, "history_url": s.history_url, "model": s.registered_model,
-        "evaluation": evaluation,
-        "jobs": {w: {"kind": "promote", "version": v, "day": DAY.isoformat()} for w, v in zip(WORKERS, raced, strict=True)},
-    })
+    results = workers.race(
+        {
+            "tracking_uri": s.tracking_uri,
+            "history_url": s.history_url,
+            "model": s.registered_model,
+            "evaluation": evaluation,
+            "jobs": {
+                w: {"kind": "promote", "version": v, "day": DAY.isoformat()}
+                for w, v in zip(WORKERS, raced, strict=True)
+            },
+        }
+    )
 
     last = _check_consistent(s, history, results)
     events = _timeline(history, s, "champion")
@@ -272,10 +300,18 @@ def test_two_processes_promoting_at_once_leave_one_champion_and_a_complete_audit
     assert {e["after_version"] for e in events[-2:]} == set(raced)
     assert events[0]["before_version"] is None
     winner, loser = sorted(results.values(), key=lambda r: r["acquired"])
-    assert winner["out"] == {"promoted": True, "champion": events[-2]["after_version"],
-                             "previous": v1 if established else None, "recorded_before": False}
-    assert loser["out"] == {"promoted": True, "champion": last["after_version"],
-                            "previous": events[-2]["after_version"], "recorded_before": False}
+    assert winner["out"] == {
+        "promoted": True,
+        "champion": events[-2]["after_version"],
+        "previous": v1 if established else None,
+        "recorded_before": False,
+    }
+    assert loser["out"] == {
+        "promoted": True,
+        "champion": last["after_version"],
+        "previous": events[-2]["after_version"],
+        "recorded_before": False,
+    }
     assert {e["dag_run_id"] for e in events[-2:]} == {f"{w}-{workers.round - 1}" for w in WORKERS}
 
 
@@ -286,13 +322,22 @@ def test_a_rollback_racing_a_promotion_keeps_the_chain(workers, round_settings, 
     history = History(s.history_url)
     v1, v2, v3 = _register(s, 3, tmp_path / "model")
     for version, day in ((v1, DAY - dt.timedelta(days=2)), (v2, DAY - dt.timedelta(days=1))):
-        registry.promote(s, history, version=version, day=day, evaluation=copy.deepcopy(evaluation), dag_run_id="setup")
+        registry.promote(
+            s, history, version=version, day=day, evaluation=copy.deepcopy(evaluation), dag_run_id="setup"
+        )
 
-    results = workers.race({
-        "tracking_uri": s.tracking_uri, "history_url": s.history_url, "model": s.registered_model,
-        "evaluation": evaluation,
-        "jobs": {"a": {"kind": "rollback"}, "b": {"kind": "promote", "version": v3, "day": DAY.isoformat()}},
-    })
+    results = workers.race(
+        {
+            "tracking_uri": s.tracking_uri,
+            "history_url": s.history_url,
+            "model": s.registered_model,
+            "evaluation": evaluation,
+            "jobs": {
+                "a": {"kind": "rollback"},
+                "b": {"kind": "promote", "version": v3, "day": DAY.isoformat()},
+            },
+        }
+    )
 
     last = _check_consistent(s, history, results)
     if results["a"]["acquired"] < results["b"]["acquired"]:  # rolled back to v1, then v3 promoted over it

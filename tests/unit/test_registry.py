@@ -45,15 +45,29 @@ def mlflow_store(tmp_path_factory, flights_frame):
         s = load_settings("flights").with_overrides(registered_model="flights-source")
         train = flights_frame[flights_frame["date"].isin(TRAIN_DAYS)].reset_index(drop=True)
         model = fit(s, train, D1, {"max_iter": 10})
-        split = {"train_days": TRAIN_DAYS[:2], "holdout_days": TRAIN_DAYS[2:],
-                 "train_range": f"{TRAIN_DAYS[0]}..{TRAIN_DAYS[1]}", "holdout_range": f"{TRAIN_DAYS[2]}..{TRAIN_DAYS[2]}"}
+        split = {
+            "train_days": TRAIN_DAYS[:2],
+            "holdout_days": TRAIN_DAYS[2:],
+            "train_range": f"{TRAIN_DAYS[0]}..{TRAIN_DAYS[1]}",
+            "holdout_range": f"{TRAIN_DAYS[2]}..{TRAIN_DAYS[2]}",
+        }
         evidence = [home / "drift.html", home / "drift.json"]
         for path in evidence:
             path.write_text("{}")
         info = registry.log_challenger(
-            s, day=D1, model=model, train=train, split=split, trigger="bootstrap: test", digest="abc123",
-            params={}, reference=train.head(100), dag_run_id="manual__test", dag_run_url=None,
-            metrics={"holdout_roc_auc": 0.7}, files={"trigger": evidence},
+            s,
+            day=D1,
+            model=model,
+            train=train,
+            split=split,
+            trigger="bootstrap: test",
+            digest="abc123",
+            params={},
+            reference=train.head(100),
+            dag_run_id="manual__test",
+            dag_run_url=None,
+            metrics={"holdout_roc_auc": 0.7},
+            files={"trigger": evidence},
         )
         registry._experiment_id.cache_clear()
         yield {"uri": uri, "settings": s, "info": info, "model": model, "train": train}
@@ -77,8 +91,10 @@ def _register(s, mlflow_store, n: int) -> list[int]:
     c = registry.client(s)
     source = c.get_model_version("flights-source", str(mlflow_store["info"]["version"]))
     c.create_registered_model(s.registered_model)
-    return [int(c.create_model_version(s.registered_model, source.source, run_id=source.run_id).version)
-            for _ in range(n)]
+    return [
+        int(c.create_model_version(s.registered_model, source.source, run_id=source.run_id).version)
+        for _ in range(n)
+    ]
 
 
 def _scores(seed: int = 0, n: int = 1000):
@@ -96,8 +112,11 @@ def evaluations(mlflow_store) -> dict[str, dict]:
     s = mlflow_store["settings"]
     s = s.with_overrides(thresholds=dataclasses.replace(s.thresholds, bootstrap_resamples=200))
     y, strong, weak = _scores()
-    out = {"bootstrap": compare(s, y, None, strong), "better": compare(s, y, weak, strong),
-           "worse": compare(s, y, strong, weak)}
+    out = {
+        "bootstrap": compare(s, y, None, strong),
+        "better": compare(s, y, weak, strong),
+        "worse": compare(s, y, strong, weak),
+    }
     assert [out[k]["promote"] for k in ("bootstrap", "better", "worse")] == [True, True, False]
     return out
 
@@ -118,8 +137,10 @@ def _alias(s, alias: str) -> int | None:
 
 
 def _events(history: History, s, alias: str) -> list[tuple]:
-    return [(e["logical_date"], e["before_version"], e["after_version"])
-            for e in history.alias_events(s.name, alias)]
+    return [
+        (e["logical_date"], e["before_version"], e["after_version"])
+        for e in history.alias_events(s.name, alias)
+    ]
 
 
 def test_log_challenger_registers_a_loadable_tagged_version(mlflow_store):
@@ -134,8 +155,10 @@ def test_log_challenger_registers_a_loadable_tagged_version(mlflow_store):
     assert version.tags["driftwatch.data_digest"] == "abc123"
     assert "Awaiting evaluation" in version.description
     assert c.get_run(info["run_id"]).info.status == "FINISHED"  # complete before the version existed
-    assert sorted(a.path for a in c.list_artifacts(info["run_id"], "trigger")) == ["trigger/drift.html",
-                                                                                  "trigger/drift.json"]
+    assert sorted(a.path for a in c.list_artifacts(info["run_id"], "trigger")) == [
+        "trigger/drift.html",
+        "trigger/drift.json",
+    ]
     X = mlflow_store["train"][s.features]
     np.testing.assert_array_equal(loaded.predict_proba(X), mlflow_store["model"].predict_proba(X))
 
@@ -143,8 +166,7 @@ def test_log_challenger_registers_a_loadable_tagged_version(mlflow_store):
 def test_promote_moves_champion_and_previous_with_an_audit_trail(reg, history, mlflow_store, ev):
     v1, v2 = _register(reg, mlflow_store, 2)
 
-    first = registry.promote(reg, history, version=v1, day=D1, evaluation=ev("bootstrap"),
-                             dag_run_id="run-1")
+    first = registry.promote(reg, history, version=v1, day=D1, evaluation=ev("bootstrap"), dag_run_id="run-1")
     better = ev("better")
     second = registry.promote(reg, history, version=v2, day=D2, evaluation=better, dag_run_id="run-2")
 
@@ -178,8 +200,9 @@ def test_promote_again_for_the_same_day_and_version_adds_no_event(reg, history, 
     assert _alias(reg, "champion") == v2 and _alias(reg, "previous") == v1
 
 
-def test_promote_interrupted_between_audit_rows_is_completed_by_its_retry(reg, history, mlflow_store, ev,
-                                                                          monkeypatch):
+def test_promote_interrupted_between_audit_rows_is_completed_by_its_retry(
+    reg, history, mlflow_store, ev, monkeypatch
+):
     """A promotion that fails after writing the `champion` row but before the `previous` row must not
     leave a half-written audit log that the retry then takes as done."""
     v1, v2 = _register(reg, mlflow_store, 2)
@@ -222,10 +245,16 @@ def test_the_promotion_and_the_days_row_are_one_transaction(reg, history, mlflow
     registry.promote(reg, history, version=v2, day=D2, evaluation=better, dag_run_id="run-2")
 
     row = history.get_day(reg.name, D2)
-    assert (row["promotion"], row["promotion_reason"], row["candidate_version"]) == ("promoted", better["reason"], v2)
+    assert (row["promotion"], row["promotion_reason"], row["candidate_version"]) == (
+        "promoted",
+        better["reason"],
+        v2,
+    )
 
 
-def test_rerun_of_an_old_days_promotion_leaves_the_alias_on_the_later_champion(reg, history, mlflow_store, ev):
+def test_rerun_of_an_old_days_promotion_leaves_the_alias_on_the_later_champion(
+    reg, history, mlflow_store, ev
+):
     v1, v2 = _register(reg, mlflow_store, 2)
     bootstrap = ev("bootstrap")
     registry.promote(reg, history, version=v1, day=D1, evaluation=bootstrap, dag_run_id=None)

@@ -16,10 +16,24 @@ D = dt.date(2013, 3, 1)
 
 
 def _day(i: int, **fields) -> dict:
-    row = {"day": (D + dt.timedelta(days=i)).isoformat(), "status": "accepted", "champion": 1, "auc": None,
-           "accuracy": None, "drift_share": None, "quality_drop": None, "decision": "skip", "trained": False,
-           "bootstrap": False, "version": None, "promoted": False, "rejected": False, "failed": False,
-           "train_cpu_s": 0.0, "reason": None}
+    row = {
+        "day": (D + dt.timedelta(days=i)).isoformat(),
+        "status": "accepted",
+        "champion": 1,
+        "auc": None,
+        "accuracy": None,
+        "drift_share": None,
+        "quality_drop": None,
+        "decision": "skip",
+        "trained": False,
+        "bootstrap": False,
+        "version": None,
+        "promoted": False,
+        "rejected": False,
+        "failed": False,
+        "train_cpu_s": 0.0,
+        "reason": None,
+    }
     row.update(fields)
     return row
 
@@ -27,9 +41,14 @@ def _day(i: int, **fields) -> dict:
 # ---- policies -------------------------------------------------------------------------------------------
 @pytest.mark.parametrize(
     ("name", "every", "drift", "label"),
-    [("never", None, False, "never retrain"), ("daily", 1, False, "every day"), ("every-1", 1, False, "every day"),
-     ("every-7", 7, False, "every 7 days"), ("every-30", 30, False, "every 30 days"),
-     ("drift", None, True, "drift-triggered")],
+    [
+        ("never", None, False, "never retrain"),
+        ("daily", 1, False, "every day"),
+        ("every-1", 1, False, "every day"),
+        ("every-7", 7, False, "every 7 days"),
+        ("every-30", 30, False, "every 30 days"),
+        ("drift", None, True, "drift-triggered"),
+    ],
 )
 def test_policies_parse(name, every, drift, label):
     p = replay.parse_policy(name)
@@ -70,15 +89,27 @@ def test_costliest_policies_run_first():
 # ---- metrics --------------------------------------------------------------------------------------------
 def test_summary_means_counts_and_periods():
     rows = [
-        _day(0, champion=None, decision="bootstrap", trained=True, bootstrap=True, promoted=True, train_cpu_s=7.0),
+        _day(
+            0,
+            champion=None,
+            decision="bootstrap",
+            trained=True,
+            bootstrap=True,
+            promoted=True,
+            train_cpu_s=7.0,
+        ),
         _day(1, auc=0.70, accuracy=0.80),
         _day(2, auc=None, accuracy=0.90),  # one-class day: no AUC, and left out of both means
         _day(3, auc=0.60, accuracy=0.70, trained=True, promoted=True, train_cpu_s=2.0, decision="retrain"),
         _day(4, status="quarantined", champion=2),
         _day(5, auc=0.80, accuracy=0.60, trained=True, rejected=True, train_cpu_s=3.0, decision="retrain"),
     ]
-    result = {"policy": "every-2", "label": "every 2 days", "days": rows,
-              "promotions": [{"day": rows[3]["day"], "worse": True}, {"day": rows[5]["day"], "worse": False}]}
+    result = {
+        "policy": "every-2",
+        "label": "every 2 days",
+        "days": rows,
+        "promotions": [{"day": rows[3]["day"], "worse": True}, {"day": rows[5]["day"], "worse": False}],
+    }
     m = replay.summarize(result)
     assert m["days_scored"] == 3
     assert m["mean_auc"] == pytest.approx((0.70 + 0.60 + 0.80) / 3)
@@ -87,7 +118,12 @@ def test_summary_means_counts_and_periods():
     assert m["train_cpu_s"] == pytest.approx(5.0)  # the bootstrap is not a retrain
     assert m["worse_next_days"] == 1
     later = replay.summarize(result, start=D + dt.timedelta(days=4))
-    assert (later["days_scored"], later["retrains"], later["mean_auc"], later["worse_next_days"]) == (1, 1, 0.80, 0)
+    assert (later["days_scored"], later["retrains"], later["mean_auc"], later["worse_next_days"]) == (
+        1,
+        1,
+        0.80,
+        0,
+    )
     early = replay.summarize(result, end=D + dt.timedelta(days=2))
     assert (early["days_scored"], early["retrains"]) == (1, 0)
 
@@ -139,7 +175,10 @@ def test_choose_thresholds_best_auc_within_the_retrain_budget():
 def test_replace_section_keeps_the_rest_of_the_document():
     doc = "# Benchmarks\n\n## Drift check\n\ntext\n"
     once = replay.replace_section(doc, "replay", "table 1")
-    assert once.startswith(doc.rstrip("\n")) and "<!-- bench:replay:start -->\ntable 1\n<!-- bench:replay:end -->" in once
+    assert (
+        once.startswith(doc.rstrip("\n"))
+        and "<!-- bench:replay:start -->\ntable 1\n<!-- bench:replay:end -->" in once
+    )
     twice = replay.replace_section(once + "\n## After\n", "replay", "table 2")
     assert "table 1" not in twice and "table 2" in twice and twice.endswith("## After\n")
     assert twice.count("bench:replay:start") == 1
@@ -155,7 +194,9 @@ def test_link_lake_gives_a_replay_its_own_partitions(tmp_path):
     days = [dt.date(2013, 1, 1), dt.date(2013, 1, 2), dt.date(2013, 1, 3)]
     assert replay.link_lake(source, target, days) == 2
     copied = target / "date=2013-01-01" / "part-0.parquet"
-    assert copied.read_bytes() == b"PAR1" and not (target / "date=2013-01-01" / "_predictions.parquet").exists()
+    assert (
+        copied.read_bytes() == b"PAR1" and not (target / "date=2013-01-01" / "_predictions.parquet").exists()
+    )
     # moving the replay's file (a quarantine) leaves the source where it was
     copied.rename(tmp_path / "moved.parquet")
     assert (source / "date=2013-01-01" / "part-0.parquet").is_file()
@@ -210,7 +251,9 @@ def test_scheduled_replay_on_real_partitions(short_window):
         # the champion in force after D-1 scored day D, and its AUC is that model's on the day's labels
         assert row["champion"] == h.champion_at(s.name, d - dt.timedelta(days=1)) is not None
         frame = read_batch(s, d)
-        expected = auc(model_frame(s, frame)[1].to_numpy(), predict_proba(load_model(s, row["champion"]), s, frame))
+        expected = auc(
+            model_frame(s, frame)[1].to_numpy(), predict_proba(load_model(s, row["champion"]), s, frame)
+        )
         assert row["auc"] == pytest.approx(expected, abs=1e-9)
     summary = replay.summarize(result)
     assert summary["days_scored"] == 6 and summary["retrains"] == 2
@@ -253,10 +296,16 @@ def test_run_jobs_isolates_each_replay_in_its_own_process(tmp_path, dw_env, monk
     s = load_settings("tiny")
     synthetic.prepare(s, progress=False)
     before = sorted(p.name for p in s.lake_dir.rglob("*"))
-    job = replay.Job("tiny-daily", "tiny", "daily", dt.date(2024, 1, 1), dt.date(2024, 1, 9), datasets=datasets)
+    job = replay.Job(
+        "tiny-daily", "tiny", "daily", dt.date(2024, 1, 1), dt.date(2024, 1, 9), datasets=datasets
+    )
     results = replay.run_jobs([job], tmp_path / "runs", echo=lambda m: None)
     out = results["tiny-daily"]
-    assert [r["day"] for r in out["days"] if r["trained"] and not r["bootstrap"]] == ["2024-01-07", "2024-01-08", "2024-01-09"]
+    assert [r["day"] for r in out["days"] if r["trained"] and not r["bootstrap"]] == [
+        "2024-01-07",
+        "2024-01-08",
+        "2024-01-09",
+    ]
     assert out["settings"]["home"] == str((tmp_path / "runs" / "tiny-daily" / "home").resolve())
     assert (tmp_path / "runs" / "tiny-daily" / "home" / "driftwatch.db").is_file()
     assert sorted(p.name for p in s.lake_dir.rglob("*")) == before  # no scores, nothing moved in the source
@@ -266,14 +315,23 @@ def test_run_jobs_isolates_each_replay_in_its_own_process(tmp_path, dw_env, monk
 
     # a replay that starts inside the original window still finds the window's earlier days, like a
     # backfill of that range does: the first champion is trained on the whole window
-    late = replay.run_jobs([replay.Job("tiny-late", "tiny", "never", dt.date(2024, 1, 4), dt.date(2024, 1, 8),
-                                       datasets=datasets)], tmp_path / "runs", echo=lambda m: None)["tiny-late"]
+    late = replay.run_jobs(
+        [
+            replay.Job(
+                "tiny-late", "tiny", "never", dt.date(2024, 1, 4), dt.date(2024, 1, 8), datasets=datasets
+            )
+        ],
+        tmp_path / "runs",
+        echo=lambda m: None,
+    )["tiny-late"]
     boot = [r for r in late["days"] if r["bootstrap"]]
     assert [(r["day"], r["failed"], r["promoted"]) for r in boot] == [("2024-01-06", False, True)]
     assert [r["day"] for r in late["days"]] == [f"2024-01-0{i}" for i in range(4, 9)]
     from ml.history import History
 
-    (first,) = History(f"sqlite:///{tmp_path / 'runs' / 'tiny-late' / 'home' / 'driftwatch.db'}").models("tiny")
+    (first,) = History(f"sqlite:///{tmp_path / 'runs' / 'tiny-late' / 'home' / 'driftwatch.db'}").models(
+        "tiny"
+    )
     assert first["train_days"] + first["holdout_days"] == [f"2024-01-0{i}" for i in range(1, 7)]
 
 

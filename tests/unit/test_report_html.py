@@ -31,8 +31,10 @@ DAG = "retraining_pipeline"
 
 def payload(tag: str) -> str:
     """A script trying every channel the browser test watches, closing a <script> first, plus an <img>."""
-    js = (f"try{{window.top.__pwned='{tag}'}}catch(e){{}};document.title='PWNED';console.log('PWNED-{tag}');"
-          f"alert('PWNED-{tag}')")
+    js = (
+        f"try{{window.top.__pwned='{tag}'}}catch(e){{}};document.title='PWNED';console.log('PWNED-{tag}');"
+        f"alert('PWNED-{tag}')"
+    )
     return f"</script><script>{js}</script><img src=x onerror={js}>"
 
 
@@ -42,7 +44,11 @@ COLUMN = "gate" + payload("column")
 
 def shown(text: str, tag: str) -> bool:
     """Whether the payload `tag` is in `text` (as it is, or quoted by a repr in a message)."""
-    return f"PWNED-{tag}" in text and "</script><script>try{window.top.__pwned=" in text and "<img src=x onerror=" in text
+    return (
+        f"PWNED-{tag}" in text
+        and "</script><script>try{window.top.__pwned=" in text
+        and "<img src=x onerror=" in text
+    )
 
 
 class Elements(HTMLParser):
@@ -75,7 +81,9 @@ class Elements(HTMLParser):
         found = [t for t, _ in self.tags if t in ("script", "img", "iframe", "object", "embed", "svg")]
         for tag, attrs in self.tags:
             found += [f"{tag} {k}" for k in attrs if k.startswith("on")]
-            found += [f"{tag} {k}" for k, v in attrs.items() if v and v.strip().lower().startswith("javascript:")]
+            found += [
+                f"{tag} {k}" for k, v in attrs.items() if v and v.strip().lower().startswith("javascript:")
+            ]
         return found
 
 
@@ -105,8 +113,13 @@ def snapshot():
     from evidently.presets import DataDriftPreset
 
     rng = np.random.default_rng(1)
-    ref = pd.DataFrame({"temp": rng.normal(size=300), "carrier": rng.choice(["UA", "AA", "B6"], 300),
-                        COLUMN: rng.choice(["A1", "B2"], 300)})
+    ref = pd.DataFrame(
+        {
+            "temp": rng.normal(size=300),
+            "carrier": rng.choice(["UA", "AA", "B6"], 300),
+            COLUMN: rng.choice(["A1", "B2"], 300),
+        }
+    )
     cur = ref.copy()
     cur.loc[:30, "carrier"] = CATEGORY
     cur.loc[:30, COLUMN] = CATEGORY
@@ -145,11 +158,27 @@ def test_evidently_alone_writes_the_payloads_raw_into_a_script(raw):
 
 def test_our_page_has_only_its_own_four_scripts_and_no_elements_from_the_data(safe, raw):
     page = Elements(safe)
-    assert [t for t, _ in page.tags] == ["html", "head", "meta", "meta", "meta", "style", "script", "body", "div",
-                                         "script", "script", "script"]
+    assert [t for t, _ in page.tags] == [
+        "html",
+        "head",
+        "meta",
+        "meta",
+        "meta",
+        "style",
+        "script",
+        "body",
+        "div",
+        "script",
+        "script",
+        "script",
+    ]
     dashboard, graphs = report_html.parse_evidently_html(raw)
-    assert page.scripts == [report_html.data_script(dashboard, graphs), report_html.GLOBAL_SCRIPT,
-                            report_html._evidently_static()["bundle"], report_html.DRAW_SCRIPT]
+    assert page.scripts == [
+        report_html.data_script(dashboard, graphs),
+        report_html.GLOBAL_SCRIPT,
+        report_html._evidently_static()["bundle"],
+        report_html.DRAW_SCRIPT,
+    ]
     assert safe.lower().count("</script") == 4  # the real closers, none inside a script
     data = page.scripts[0]
     assert not set("<>&\u2028\u2029") & set(data)
@@ -172,10 +201,14 @@ def test_rendering_is_deterministic_and_old_reports_are_rerendered_the_same(safe
 def test_the_policy_allows_exactly_the_pages_scripts_in_a_sandbox(safe):
     _, csp = report_html.evidently_page(safe)
     d = _directives(csp)
-    hashes = {"'sha256-" + base64.b64encode(hashlib.sha256(s.encode()).digest()).decode() + "'"
-              for s in Elements(safe).scripts}
+    hashes = {
+        "'sha256-" + base64.b64encode(hashlib.sha256(s.encode()).digest()).decode() + "'"
+        for s in Elements(safe).scripts
+    }
     assert set(d["script-src"]) == hashes and len(hashes) == 4
-    assert d["default-src"] == ["'none'"] and d["connect-src"] == ["'none'"] and d["form-action"] == ["'none'"]
+    assert (
+        d["default-src"] == ["'none'"] and d["connect-src"] == ["'none'"] and d["form-action"] == ["'none'"]
+    )
     assert d["base-uri"] == ["'none'"] and d["frame-ancestors"] == ["'self'"]
     assert d["sandbox"] == ["allow-scripts"]  # an opaque origin: no cookies, no access to the Airflow UI
     assert "unsafe" not in " ".join(d["script-src"])
@@ -188,13 +221,16 @@ def test_script_json_escapes_what_could_end_a_script():
     assert json.loads(text)["a"] == value["a"] and "NaN" in text
 
 
-@pytest.mark.parametrize("text", [
-    "",
-    "<html>report</html>",
-    "<script>\n    var metric_a = {};\n    var other_b = {};\n</script>",
-    "<script>\n    var metric_a = {};\n    var additional_graphs_metric_a = {\"x\": </script>;\n",
-    "<script>\n    var metric_a = [1];\n    var additional_graphs_metric_a = {};\n</script>",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "<html>report</html>",
+        "<script>\n    var metric_a = {};\n    var other_b = {};\n</script>",
+        '<script>\n    var metric_a = {};\n    var additional_graphs_metric_a = {"x": </script>;\n',
+        "<script>\n    var metric_a = [1];\n    var additional_graphs_metric_a = {};\n</script>",
+    ],
+)
 def test_a_file_in_neither_layout_is_refused(text):
     with pytest.raises(ReportFormatError, match="not an Evidently report"):
         report_html.evidently_page(text)
@@ -207,7 +243,7 @@ def test_detect_drift_writes_the_safe_page(settings, flights_frame):
     reference = flights_frame[(dates >= "2013-01-01") & (dates <= "2013-01-07")][settings.columns]
     current = flights_frame[dates == DAY.isoformat()][settings.columns].reset_index(drop=True)
     current.loc[: len(current) // 50, "carrier"] = CATEGORY
-    current.loc[len(current) // 2: len(current) // 2 + len(current) // 50, "dest"] = payload("dest")
+    current.loc[len(current) // 2 : len(current) // 2 + len(current) // 50, "dest"] = payload("dest")
     result = drift.detect_drift(settings, DAY, current=current, reference=reference)
 
     page = (settings.report_dir(DAY) / drift.REPORT_FILE).read_text()
@@ -225,13 +261,33 @@ def test_validation_page_shows_payloads_as_text(settings):
 
     message = f"flights/date=2013-01-16/part-0.parquet: unexpected columns [{COLUMN!r}]"
     result = ValidationResult(
-        success=False, day=OTHER_DAY.isoformat(), rows=900, files=[f"part-{CATEGORY}.parquet"],
-        failures=[Failure(file="part-0.parquet", column=COLUMN, expectation="schema", expected="no extra column",
-                          found=COLUMN, message=message)],
-        checked=3, json_path=None, html_path=None,
-        expectations=[{"type": "expect_column_values_to_be_in_set", "column": COLUMN,
-                       "kwargs": {"column": COLUMN, "value_set": [CATEGORY, "UA"]}, "success": False,
-                       "observed": f"unexpected: [{CATEGORY!r}]", "source": COLUMN}],
+        success=False,
+        day=OTHER_DAY.isoformat(),
+        rows=900,
+        files=[f"part-{CATEGORY}.parquet"],
+        failures=[
+            Failure(
+                file="part-0.parquet",
+                column=COLUMN,
+                expectation="schema",
+                expected="no extra column",
+                found=COLUMN,
+                message=message,
+            )
+        ],
+        checked=3,
+        json_path=None,
+        html_path=None,
+        expectations=[
+            {
+                "type": "expect_column_values_to_be_in_set",
+                "column": COLUMN,
+                "kwargs": {"column": COLUMN, "value_set": [CATEGORY, "UA"]},
+                "success": False,
+                "observed": f"unexpected: [{CATEGORY!r}]",
+                "source": COLUMN,
+            }
+        ],
     )
     page = Elements(render_html(settings, result))
     assert page.active() == [] and page.scripts == []
@@ -242,13 +298,34 @@ def test_validation_page_shows_payloads_as_text(settings):
 def test_monitor_page_shows_payloads_as_text():
     from ml.monitor import render_html
 
-    bias = {"violation": True, "reasons": [f"carrier {CATEGORY!r}: gap 0.4"], "labels_day": None,
-            "columns": {"carrier": {"violation": True, "positive_rate_gap": 0.4}},
-            "segments": {"carrier": {"segments": {CATEGORY: {"rows": 60, "positive_prediction_rate": 0.5}}}}}
-    attribution = {"ndcg": 0.5, "min_ndcg": 0.9, "violation": True, "reason": COLUMN, "current_rank": [COLUMN],
-                   "baseline_rank": [COLUMN], "importance": {COLUMN: 0.1}, "baseline_importance": {COLUMN: 0.2}}
-    html = render_html(DAY.isoformat(), "flights", champion_version=2, bias=bias, attribution=attribution,
-                       estimated=None, realized=None, calibration=None, labels_note=CATEGORY)
+    bias = {
+        "violation": True,
+        "reasons": [f"carrier {CATEGORY!r}: gap 0.4"],
+        "labels_day": None,
+        "columns": {"carrier": {"violation": True, "positive_rate_gap": 0.4}},
+        "segments": {"carrier": {"segments": {CATEGORY: {"rows": 60, "positive_prediction_rate": 0.5}}}},
+    }
+    attribution = {
+        "ndcg": 0.5,
+        "min_ndcg": 0.9,
+        "violation": True,
+        "reason": COLUMN,
+        "current_rank": [COLUMN],
+        "baseline_rank": [COLUMN],
+        "importance": {COLUMN: 0.1},
+        "baseline_importance": {COLUMN: 0.2},
+    }
+    html = render_html(
+        DAY.isoformat(),
+        "flights",
+        champion_version=2,
+        bias=bias,
+        attribution=attribution,
+        estimated=None,
+        realized=None,
+        calibration=None,
+        labels_note=CATEGORY,
+    )
     page = Elements(html)
     assert page.active() == [] and page.scripts == []
     text = "".join(page.text)
@@ -258,12 +335,35 @@ def test_monitor_page_shows_payloads_as_text():
 def test_history_page_shows_payload_reasons_as_text():
     from ml.plots import page as history_page
 
-    days = [{"day": DAY.isoformat(), "status": "quarantined", "decision": "quarantine", "promotion": None,
-             "candidate_version": None, "reason": f"batch quarantined: unexpected column {COLUMN!r}",
-             "promotion_reason": None, "error": None},
-            {"day": OTHER_DAY.isoformat(), "status": "accepted", "decision": "retrain", "promotion": "rejected",
-             "candidate_version": 3, "reason": "x", "promotion_reason": CATEGORY, "error": CATEGORY}]
-    data = {"dataset": "flights", "model": "flights-delay", "drift_threshold": 0.5, "days": days, "promotions": []}
+    days = [
+        {
+            "day": DAY.isoformat(),
+            "status": "quarantined",
+            "decision": "quarantine",
+            "promotion": None,
+            "candidate_version": None,
+            "reason": f"batch quarantined: unexpected column {COLUMN!r}",
+            "promotion_reason": None,
+            "error": None,
+        },
+        {
+            "day": OTHER_DAY.isoformat(),
+            "status": "accepted",
+            "decision": "retrain",
+            "promotion": "rejected",
+            "candidate_version": 3,
+            "reason": "x",
+            "promotion_reason": CATEGORY,
+            "error": CATEGORY,
+        },
+    ]
+    data = {
+        "dataset": "flights",
+        "model": "flights-delay",
+        "drift_threshold": 0.5,
+        "days": days,
+        "promotions": [],
+    }
     page = Elements(history_page(data, "<svg><text>plot</text></svg>", links={"PNG": "/x.png"}))
     assert page.active() == ["svg"]  # the plot itself, nothing from the data
     text = "".join(page.text)
@@ -287,8 +387,11 @@ def client(settings, raw, monkeypatch):
     monkeypatch.setattr(ui, "_settings_for_dag", lambda dag_id: settings)
     monkeypatch.setattr(ui, "_logical_day", lambda session, dag_id, run_id: days[run_id])
     session_dependency = typing.get_args(ui.SessionDep)[1].dependency
-    overrides = {ui.CanReadRuns.dependency: lambda: None, ui.CanReadDags.dependency: lambda: None,
-                 session_dependency: lambda: None}
+    overrides = {
+        ui.CanReadRuns.dependency: lambda: None,
+        ui.CanReadDags.dependency: lambda: None,
+        session_dependency: lambda: None,
+    }
     monkeypatch.setattr(ui.app, "dependency_overrides", overrides)
     folder = settings.report_dir(DAY)
     folder.mkdir(parents=True)
@@ -296,12 +399,18 @@ def client(settings, raw, monkeypatch):
     (folder / "validation.html").write_text("<html><body><script>alert(1)</script>old page</body></html>")
     (folder / "model_monitor.html").write_text("<html><body>monitor</body></html>")
     (folder / "drift.json").write_text("{}")
-    (folder / "plot.svg").write_text("<svg xmlns='http://www.w3.org/2000/svg'><script>alert(1)</script></svg>")
+    (folder / "plot.svg").write_text(
+        "<svg xmlns='http://www.w3.org/2000/svg'><script>alert(1)</script></svg>"
+    )
     broken = settings.report_dir(days["r3"])
     broken.mkdir(parents=True)
     (broken / "drift.html").write_text(f"<script>window.drawDashboard(x)</script>{CATEGORY}")
-    History(settings.history_url).start_day(settings.name, OTHER_DAY, status="quarantined",
-                                            reason=f"batch quarantined: unexpected column {COLUMN!r}")
+    History(settings.history_url).start_day(
+        settings.name,
+        OTHER_DAY,
+        status="quarantined",
+        reason=f"batch quarantined: unexpected column {COLUMN!r}",
+    )
     with TestClient(ui.app) as c:
         yield c
 
@@ -330,7 +439,10 @@ def test_the_report_route_serves_an_old_report_rerendered_in_a_sandbox(client, s
     d = _common(r)
     assert d["sandbox"] == ["allow-scripts"] and d["connect-src"] == ["'none'"] and len(d["script-src"]) == 4
     served = client.get(f"/reports/{DAG}/date={DAY}/drift.html")  # the same file through the report store
-    assert served.text == safe and served.headers["content-security-policy"] == r.headers["content-security-policy"]
+    assert (
+        served.text == safe
+        and served.headers["content-security-policy"] == r.headers["content-security-policy"]
+    )
 
 
 def test_a_drift_file_that_is_not_a_report_is_not_served(client):
@@ -340,11 +452,19 @@ def test_a_drift_file_that_is_not_a_report_is_not_served(client):
         assert _common(r)["sandbox"] == ["allow-same-origin"]
 
 
-@pytest.mark.parametrize("path", [
-    f"/dags/{DAG}/runs/r1/validation", f"/dags/{DAG}/runs/r1/monitor", f"/dags/{DAG}/history",
-    f"/dags/{DAG}/history.json", f"/reports/{DAG}/date={DAY}/validation.html", f"/reports/{DAG}/date={DAY}/plot.svg",
-    f"/reports/{DAG}/date={DAY}/drift.json", f"/dags/{DAG}/runs/r2/validation",
-])
+@pytest.mark.parametrize(
+    "path",
+    [
+        f"/dags/{DAG}/runs/r1/validation",
+        f"/dags/{DAG}/runs/r1/monitor",
+        f"/dags/{DAG}/history",
+        f"/dags/{DAG}/history.json",
+        f"/reports/{DAG}/date={DAY}/validation.html",
+        f"/reports/{DAG}/date={DAY}/plot.svg",
+        f"/reports/{DAG}/date={DAY}/drift.json",
+        f"/dags/{DAG}/runs/r2/validation",
+    ],
+)
 def test_every_other_response_runs_no_script(client, path):
     r = client.get(path)
     assert r.status_code in (200, 404), (r.status_code, r.text[:300])

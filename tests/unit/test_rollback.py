@@ -54,8 +54,10 @@ def evaluations() -> dict[str, dict]:
     x = rng.normal(size=1000)
     y = (rng.random(1000) < expit(2 * x)).astype(int)
     weak = expit(2.0 * (x + rng.normal(scale=1.5, size=1000)) / np.sqrt(1 + 4 * 1.5**2))
-    out = {"bootstrap": compare(s, y, None, expit(2 * x)),
-           "better": compare(s, y, weak, expit(2 * x), segments={"origin": np.array(["EWR", "JFK"] * 500)})}
+    out = {
+        "bootstrap": compare(s, y, None, expit(2 * x)),
+        "better": compare(s, y, weak, expit(2 * x), segments={"origin": np.array(["EWR", "JFK"] * 500)}),
+    }
     assert out["bootstrap"]["promote"] and out["better"]["promote"]
     return out
 
@@ -75,8 +77,10 @@ def history(s) -> History:
 def _register(s, n: int, tmp_path) -> list[int]:
     c = registry.client(s)
     c.create_registered_model(s.registered_model)
-    return [int(c.create_model_version(s.registered_model, str(tmp_path / "model"), run_id=None).version)
-            for _ in range(n)]
+    return [
+        int(c.create_model_version(s.registered_model, str(tmp_path / "model"), run_id=None).version)
+        for _ in range(n)
+    ]
 
 
 @pytest.fixture
@@ -84,8 +88,14 @@ def three(s, history, evaluations, tmp_path) -> tuple[int, int, int]:
     """v1 champion from A, v2 from B, v3 from C: champion v3, previous v2."""
     v1, v2, v3 = _register(s, 3, tmp_path)
     for version, day, kind in ((v1, A, "bootstrap"), (v2, B, "better"), (v3, C, "better")):
-        registry.promote(s, history, version=version, day=day, evaluation=copy.deepcopy(evaluations[kind]),
-                         dag_run_id=f"scheduled__{day}")
+        registry.promote(
+            s,
+            history,
+            version=version,
+            day=day,
+            evaluation=copy.deepcopy(evaluations[kind]),
+            dag_run_id=f"scheduled__{day}",
+        )
     return v1, v2, v3
 
 
@@ -95,7 +105,10 @@ def _alias(s, alias: str) -> int | None:
 
 
 def _events(history: History, s, alias: str) -> list[tuple]:
-    return [(e["logical_date"], e["before_version"], e["after_version"]) for e in history.alias_events(s.name, alias)]
+    return [
+        (e["logical_date"], e["before_version"], e["after_version"])
+        for e in history.alias_events(s.name, alias)
+    ]
 
 
 def _tags(s, version: int) -> dict[str, str]:
@@ -114,8 +127,13 @@ def test_rollback_moves_champion_back_to_previous_with_audit_rows(s, history, th
 
     out = registry.rollback(s, history, reason="v3 scores EWR badly", actor="alice")
 
-    assert out == {"rolled_back": v3, "champion": v2, "previous": v3, "logical_date": C.isoformat(),
-                   "reason": "rollback: v3 scores EWR badly"}
+    assert out == {
+        "rolled_back": v3,
+        "champion": v2,
+        "previous": v3,
+        "logical_date": C.isoformat(),
+        "reason": "rollback: v3 scores EWR badly",
+    }
     assert (_alias(s, "champion"), _alias(s, "previous")) == (v2, v3)
     assert registry.champion_alias(s) == v2
     assert _events(history, s, "champion")[-1] == (C.isoformat(), v3, v2)
@@ -127,10 +145,18 @@ def test_rollback_moves_champion_back_to_previous_with_audit_rows(s, history, th
     assert _tags(s, v3)["driftwatch.rolled_back"] == "true"
     assert _tags(s, v3)["driftwatch.rolled_back_reason"] == "v3 scores EWR badly"
     assert "driftwatch.rolled_back" not in _tags(s, v2)
-    mirrored = json.loads(registry.client(s).get_registered_model(s.registered_model).tags["driftwatch.audit.champion"])
-    assert mirrored | {"at": None} == {"version": v2, "before": v3, "logical_date": C.isoformat(),
-                                       "reason": "rollback: v3 scores EWR badly", "dag_run_id": None,
-                                       "actor": "alice", "at": None}
+    mirrored = json.loads(
+        registry.client(s).get_registered_model(s.registered_model).tags["driftwatch.audit.champion"]
+    )
+    assert mirrored | {"at": None} == {
+        "version": v2,
+        "before": v3,
+        "logical_date": C.isoformat(),
+        "reason": "rollback: v3 scores EWR badly",
+        "dag_run_id": None,
+        "actor": "alice",
+        "at": None,
+    }
     with history.engine.connect() as conn:
         assert conn.execute(sa.select(locks)).fetchall() == []
 
@@ -164,13 +190,27 @@ def test_a_second_rollback_undoes_the_first(s, history, three):
     assert "driftwatch.rolled_back" not in _tags(s, v3)
 
 
-def test_a_promotion_after_a_rollback_replaces_the_restored_champion(s, history, three, evaluations, tmp_path):
+def test_a_promotion_after_a_rollback_replaces_the_restored_champion(
+    s, history, three, evaluations, tmp_path
+):
     v1, v2, v3 = three
     registry.rollback(s, history, reason="bad")
-    (v4,) = [int(registry.client(s).create_model_version(s.registered_model, str(tmp_path / "m"), run_id=None).version)]
+    (v4,) = [
+        int(
+            registry.client(s)
+            .create_model_version(s.registered_model, str(tmp_path / "m"), run_id=None)
+            .version
+        )
+    ]
 
-    out = registry.promote(s, history, version=v4, day=C + DAY, evaluation=copy.deepcopy(evaluations["better"]),
-                           dag_run_id="next")
+    out = registry.promote(
+        s,
+        history,
+        version=v4,
+        day=C + DAY,
+        evaluation=copy.deepcopy(evaluations["better"]),
+        dag_run_id="next",
+    )
 
     assert out == {"promoted": True, "champion": v4, "previous": v2, "recorded_before": False}
     assert (_alias(s, "champion"), _alias(s, "previous")) == (v4, v2)
@@ -178,7 +218,12 @@ def test_a_promotion_after_a_rollback_replaces_the_restored_champion(s, history,
     assert (previous[-1]["before_version"], previous[-1]["after_version"]) == (v3, v2)
     chain = sorted(history.alias_events(s.name, "champion"), key=lambda e: (e["logical_date"], e["id"]))
     assert [(e["before_version"], e["after_version"]) for e in chain] == [
-        (None, v1), (v1, v2), (v2, v3), (v3, v2), (v2, v4)]
+        (None, v1),
+        (v1, v2),
+        (v2, v3),
+        (v3, v2),
+        (v2, v4),
+    ]
 
 
 def test_a_rerun_of_the_rolled_back_days_promotion_does_not_undo_the_rollback(s, history, three, evaluations):
@@ -186,8 +231,9 @@ def test_a_rerun_of_the_rolled_back_days_promotion_does_not_undo_the_rollback(s,
     registry.rollback(s, history, reason="bad")
     before = history.alias_events(s.name)
 
-    registry.promote(s, history, version=v3, day=C, evaluation=copy.deepcopy(evaluations["better"]),
-                     dag_run_id="rerun")
+    registry.promote(
+        s, history, version=v3, day=C, evaluation=copy.deepcopy(evaluations["better"]), dag_run_id="rerun"
+    )
 
     assert history.alias_events(s.name) == before
     assert (_alias(s, "champion"), _alias(s, "previous")) == (v2, v3)
@@ -200,17 +246,23 @@ def test_rollback_at_a_later_logical_date(s, history, three):
 
     assert out["logical_date"] == (C + 5 * DAY).isoformat()
     assert [history.champion_at(s.name, d) for d in (C, C + 4 * DAY, C + 5 * DAY)] == [v3, v3, v2]
-    with pytest.raises(ModelError, match=r"rollback date 2013-02-24 is before the latest audit event \(2013-02-25\)"):
+    with pytest.raises(
+        ModelError, match=r"rollback date 2013-02-24 is before the latest audit event \(2013-02-25\)"
+    ):
         registry.rollback(s, history, reason="again", day=C + 4 * DAY)
 
 
 # ---------------------------------------------------------------------------------------------- impossible
 def test_rollback_without_a_previous_version_is_refused(s, history, evaluations, tmp_path):
     (v1,) = _register(s, 1, tmp_path)
-    registry.promote(s, history, version=v1, day=A, evaluation=copy.deepcopy(evaluations["bootstrap"]), dag_run_id=None)
+    registry.promote(
+        s, history, version=v1, day=A, evaluation=copy.deepcopy(evaluations["bootstrap"]), dag_run_id=None
+    )
     before = history.alias_events(s.name)
 
-    with pytest.raises(ModelError, match=rf"flights: cannot roll back champion version {v1}: there is no previous version"):
+    with pytest.raises(
+        ModelError, match=rf"flights: cannot roll back champion version {v1}: there is no previous version"
+    ):
         registry.rollback(s, history, reason="bad")
 
     assert history.alias_events(s.name) == before
@@ -241,18 +293,27 @@ def test_cli_rollback_prints_before_and_after(s, history, three, capsys):
     assert history.alias_events(s.name)[-1]["actor"] == "carol"
     code, out, _ = run(capsys, "rollback", "--reason", "undo", "--json")
     assert code == 0 and json.loads(out) | {"reason": None} == {
-        "dataset": "flights", "rolled_back": v2, "champion": v3, "previous": v2, "logical_date": C.isoformat(),
-        "reason": None}
+        "dataset": "flights",
+        "rolled_back": v2,
+        "champion": v3,
+        "previous": v2,
+        "logical_date": C.isoformat(),
+        "reason": None,
+    }
 
 
 def test_cli_rollback_without_previous_exits_1_with_the_message(s, history, evaluations, tmp_path, capsys):
     (v1,) = _register(s, 1, tmp_path)
-    registry.promote(s, history, version=v1, day=A, evaluation=copy.deepcopy(evaluations["bootstrap"]), dag_run_id=None)
+    registry.promote(
+        s, history, version=v1, day=A, evaluation=copy.deepcopy(evaluations["bootstrap"]), dag_run_id=None
+    )
 
     code, out, err = run(capsys, "rollback", "--reason", "bad")
 
     assert (code, out) == (1, "")
-    assert err.startswith(f"error: flights: cannot roll back champion version {v1}: there is no previous version")
+    assert err.startswith(
+        f"error: flights: cannot roll back champion version {v1}: there is no previous version"
+    )
 
 
 def test_cli_rollback_requires_a_reason(s, capsys):
@@ -272,7 +333,9 @@ def test_rollback_to_a_version_missing_from_mlflow_records_nothing(s, history, t
     registry.client(s).delete_model_version(s.registered_model, str(v2))
     before = history.alias_events(s.name)
 
-    with pytest.raises(ModelError, match=rf"cannot roll back to version {v2} of {s.registered_model}: .*Nothing was recorded"):
+    with pytest.raises(
+        ModelError, match=rf"cannot roll back to version {v2} of {s.registered_model}: .*Nothing was recorded"
+    ):
         registry.rollback(s, history, reason="bad")
 
     assert history.alias_events(s.name) == before

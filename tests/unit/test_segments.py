@@ -33,7 +33,9 @@ def fast(settings):
     flights.yaml cannot move these tests), and a cheap bootstrap."""
     assert settings.evaluation.segments == ("origin", "carrier")
     settings = _with(settings, segment_tolerance=0.02, min_segment_rows=200)
-    return settings.with_overrides(thresholds=dataclasses.replace(settings.thresholds, bootstrap_resamples=200))
+    return settings.with_overrides(
+        thresholds=dataclasses.replace(settings.thresholds, bootstrap_resamples=200)
+    )
 
 
 def _with(settings, **evaluation):
@@ -118,7 +120,9 @@ def test_small_and_single_class_segments_are_ignored(fast):
     assert out["checks"][SEGMENT_CHECK]["segments_checked"] == 1
     assert out["promote"] is True, out["reason"]
 
-    smaller = compare(_with(fast, min_segment_rows=100), y, champion, challenger, segments={"carrier": carrier})
+    smaller = compare(
+        _with(fast, min_segment_rows=100), y, champion, challenger, segments={"carrier": carrier}
+    )
 
     assert {r["value"] for r in smaller["segments"]} == {"AA", "EV", "XX"}  # ZZ still has one class
     assert smaller["promote"] is False and "carrier=EV" in smaller["reason"]
@@ -127,11 +131,23 @@ def test_small_and_single_class_segments_are_ignored(fast):
 def test_no_eligible_segment_passes_with_a_zero_drop(fast):
     y, champion, challenger, _ = _scores(bad_noise=3.0)
 
-    out = compare(fast, y, champion, challenger, segments={"carrier": np.array(["tiny"] * 150 + [None] * (len(y) - 150))})
+    out = compare(
+        fast,
+        y,
+        champion,
+        challenger,
+        segments={"carrier": np.array(["tiny"] * 150 + [None] * (len(y) - 150))},
+    )
 
     assert out["segments"] == []
-    assert out["checks"][SEGMENT_CHECK] == {"value": 0.0, "threshold": 0.02, "rule": "<=", "segment": None,
-                                            "segments_checked": 0, "passed": True}
+    assert out["checks"][SEGMENT_CHECK] == {
+        "value": 0.0,
+        "threshold": 0.02,
+        "rule": "<=",
+        "segment": None,
+        "segments_checked": 0,
+        "passed": True,
+    }
 
 
 def test_without_a_champion_segments_are_not_checked(fast):
@@ -160,7 +176,11 @@ def test_every_configured_column_is_checked_and_the_worst_named(fast):
     out = compare(fast, y, champion, challenger, segments={"origin": origin, "carrier": carrier})
 
     assert {(r["column"], r["value"]) for r in out["segments"]} == {
-        ("origin", "EWR"), ("origin", "JFK"), ("carrier", "AA"), ("carrier", "EV")}
+        ("origin", "EWR"),
+        ("origin", "JFK"),
+        ("carrier", "AA"),
+        ("carrier", "EV"),
+    }
     assert [r["drop"] for r in out["segments"]] == sorted((r["drop"] for r in out["segments"]), reverse=True)
     assert out["checks"][SEGMENT_CHECK]["segment"] == "carrier=EV"
 
@@ -168,9 +188,12 @@ def test_every_configured_column_is_checked_and_the_worst_named(fast):
 def test_segment_values_not_aligned_with_the_holdout_are_rejected(fast):
     y, champion, challenger, carrier = _scores(bad_noise=3.0)
 
-    with pytest.raises(ValueError, match=re.escape(
-        f"compare: segment column 'carrier' has {len(y) - 1} values for {len(y)} holdout rows"
-    )):
+    with pytest.raises(
+        ValueError,
+        match=re.escape(
+            f"compare: segment column 'carrier' has {len(y) - 1} values for {len(y)} holdout rows"
+        ),
+    ):
         compare(fast, y, champion, challenger, segments={"carrier": carrier[1:]})
 
 
@@ -184,7 +207,10 @@ def test_the_segment_check_is_in_the_version_tags_and_description(fast):
 
     assert tags["guardrail.worst_segment_drop"] == out["checks"][SEGMENT_CHECK]["value"]
     assert tags["guardrail.worst_segment"] == "carrier=EV"
-    assert f"- {SEGMENT_CHECK}: {out['checks'][SEGMENT_CHECK]['value']:.5f} <= 0.02 -> FAIL (worst: carrier=EV)" in text
+    assert (
+        f"- {SEGMENT_CHECK}: {out['checks'][SEGMENT_CHECK]['value']:.5f} <= 0.02 -> FAIL (worst: carrier=EV)"
+        in text
+    )
 
 
 def test_no_segment_tags_without_the_check(fast):
@@ -210,13 +236,20 @@ def _write(tmp_path: Path, evaluation) -> Path:
 def test_evaluation_section_is_optional(dw_env, tmp_path):
     s = load_settings(_write(tmp_path, None))
 
-    assert (s.evaluation.segments, s.evaluation.segment_tolerance, s.evaluation.min_segment_rows) == ((), 0.02, 200)
+    assert (s.evaluation.segments, s.evaluation.segment_tolerance, s.evaluation.min_segment_rows) == (
+        (),
+        0.02,
+        200,
+    )
 
 
 @pytest.mark.parametrize(
     ("evaluation", "message"),
     [
-        ({"segments": ["origin", "airline"]}, "evaluation.segments: ['airline'] are not columns of the dataset"),
+        (
+            {"segments": ["origin", "airline"]},
+            "evaluation.segments: ['airline'] are not columns of the dataset",
+        ),
         ({"segments": "origin"}, "evaluation.segments: expected a list of column names. Got 'origin'."),
         ({"segment_tolerance": -0.1}, "evaluation.segment_tolerance: expected an AUC drop >= 0. Got -0.1."),
         ({"min_segment_rows": "many"}, "evaluation.min_segment_rows: expected an integer. Got 'many'."),
@@ -255,10 +288,17 @@ def test_evaluate_step_checks_the_holdouts_origin_and_carrier(fast, add_partitio
 
     add_partitions(fast, HOLDOUT)
     history = History(fast.history_url)
-    history.put_model(fast.name, 2, trained_on="2013-02-08", run_id="run-2",
-                      holdout_days=[d.isoformat() for d in HOLDOUT])
-    history.add_alias_event(dataset=fast.name, model=fast.registered_model, alias="champion",
-                            logical_date="2013-01-31", before_version=None, after_version=1)
+    history.put_model(
+        fast.name, 2, trained_on="2013-02-08", run_id="run-2", holdout_days=[d.isoformat() for d in HOLDOUT]
+    )
+    history.add_alias_event(
+        dataset=fast.name,
+        model=fast.registered_model,
+        alias="champion",
+        logical_date="2013-01-31",
+        before_version=None,
+        after_version=1,
+    )
     fake = FakeClient()
     monkeypatch.setattr(registry, "load_model", lambda s, version, **_: version)
     monkeypatch.setattr(registry, "client", lambda s: fake)

@@ -217,7 +217,9 @@ def test_airflow_writes_task_logs_private(cfg):
     env = st.airflow_env(cfg, base={})
     assert env["AIRFLOW__LOGGING__FILE_TASK_HANDLER_NEW_FILE_PERMISSIONS"] == "0o600"
     assert env["AIRFLOW__LOGGING__FILE_TASK_HANDLER_NEW_FOLDER_PERMISSIONS"] == "0o700"
-    assert int(env["AIRFLOW__LOGGING__FILE_TASK_HANDLER_NEW_FILE_PERMISSIONS"], 8) == 0o600  # as Airflow reads it
+    assert (
+        int(env["AIRFLOW__LOGGING__FILE_TASK_HANDLER_NEW_FILE_PERMISSIONS"], 8) == 0o600
+    )  # as Airflow reads it
 
 
 def _older_home(home: Path, cfg: st.StackConfig) -> list[Path]:
@@ -286,7 +288,10 @@ def test_start_tightens_the_home_before_anything_runs(tmp_path, capsys):
     assert st.start(cfg, [], quiet=False) == {"total": 0.0}
     assert {mode(f) for f in files} == {0o600}
     out = capsys.readouterr().out
-    assert f"Made private in {cfg.home} (files 0600, directories 0700): airflow, mlflow, airflow/airflow.db" in out
+    assert (
+        f"Made private in {cfg.home} (files 0600, directories 0700): airflow, mlflow, airflow/airflow.db"
+        in out
+    )
 
 
 def test_private_files_are_the_three_databases_with_their_side_files_and_the_secrets(cfg):

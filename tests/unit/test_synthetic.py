@@ -35,8 +35,12 @@ def test_bundled_yaml_loads_through_load_settings(syn):
 
 
 def test_environment_overrides_reach_the_drift_section(dw_env, monkeypatch):
-    s = _with(monkeypatch, SYNTHETIC__DRIFT__KIND="concept", SYNTHETIC__DRIFT__COEF="{x1: -1.2}",
-              SYNTHETIC__DRIFT__SPEED="gradual")
+    s = _with(
+        monkeypatch,
+        SYNTHETIC__DRIFT__KIND="concept",
+        SYNTHETIC__DRIFT__COEF="{x1: -1.2}",
+        SYNTHETIC__DRIFT__SPEED="gradual",
+    )
     d = synthetic.stream_spec(s).drift
     assert (d.kind, d.speed, dict(d.coef)) == ("concept", "gradual", {"x1": -1.2})
 
@@ -100,11 +104,19 @@ def test_no_drift_stream_is_stationary(dw_env, monkeypatch):
     ("env", "match"),
     [
         ({"SYNTHETIC__FEATURES__X1": "{dist: poisson}"}, r"synthetic\.features\.x1\.dist: expected one of"),
-        ({"SYNTHETIC__DRIFT__ONSET": "2030-01-01"}, r"synthetic\.drift\.onset: 2030-01-01 is outside the stream"),
+        (
+            {"SYNTHETIC__DRIFT__ONSET": "2030-01-01"},
+            r"synthetic\.drift\.onset: 2030-01-01 is outside the stream",
+        ),
         ({"SYNTHETIC__DRIFT__KIND": "sideways"}, r"synthetic\.drift\.kind: expected one of"),
-        ({"SYNTHETIC__DRIFT__SHIFT": "{segment: 1.0}"}, r"synthetic\.drift\.shift: \['segment'\] are not numeric"),
-        ({"SYNTHETIC__FEATURES__SEGMENT": "{dist: categorical, values: [a, b], p: [0.9, 0.2]}"},
-         r"synthetic\.features\.segment\.p: probabilities must be >= 0 and sum to 1"),
+        (
+            {"SYNTHETIC__DRIFT__SHIFT": "{segment: 1.0}"},
+            r"synthetic\.drift\.shift: \['segment'\] are not numeric",
+        ),
+        (
+            {"SYNTHETIC__FEATURES__SEGMENT": "{dist: categorical, values: [a, b], p: [0.9, 0.2]}"},
+            r"synthetic\.features\.segment\.p: probabilities must be >= 0 and sum to 1",
+        ),
         ({"FEATURES__NUMERIC": "[x1, x2, x3, x4]"}, r"must be the YAML's features .*extra: \['x5'\]"),
     ],
 )
@@ -127,7 +139,9 @@ def test_prepare_writes_partitions_that_pass_validation(dw_env, monkeypatch):
     from ml.cli import main
     from ml.data import available_days, read_days
 
-    s = _with(monkeypatch, SYNTHETIC__DAYS="25", SYNTHETIC__ROWS_PER_DAY="300", SYNTHETIC__DRIFT__ONSET="2024-01-20")
+    s = _with(
+        monkeypatch, SYNTHETIC__DAYS="25", SYNTHETIC__ROWS_PER_DAY="300", SYNTHETIC__DRIFT__ONSET="2024-01-20"
+    )
     assert main(["prepare", NAME]) == 0
     days = available_days(s)
     assert days == [s.original_start + dt.timedelta(days=i) for i in range(25)]

@@ -59,9 +59,16 @@ def test_days_after_the_window_count_only_when_accepted(settings, history, origi
     later = daterange(end + dt.timedelta(days=1), end + dt.timedelta(days=12))
     add_partitions(settings, later)
     status = {
-        later[0]: "accepted", later[1]: "accepted", later[2]: "quarantined", later[3]: "invalid",
-        later[4]: "accepted", later[5]: None,  # no row at all
-        later[6]: "accepted", later[7]: "failed", later[8]: "accepted", later[9]: "accepted",
+        later[0]: "accepted",
+        later[1]: "accepted",
+        later[2]: "quarantined",
+        later[3]: "invalid",
+        later[4]: "accepted",
+        later[5]: None,  # no row at all
+        later[6]: "accepted",
+        later[7]: "failed",
+        later[8]: "accepted",
+        later[9]: "accepted",
         later[10]: "accepted",  # after the logical date below
     }
     for day, st in status.items():
@@ -74,7 +81,7 @@ def test_days_after_the_window_count_only_when_accepted(settings, history, origi
     expected = original_days + [d for d in later if d <= day and status.get(d) == "accepted"]
     used = split.train_days + split.holdout_days
     assert used == expected
-    assert split.holdout_days == expected[-settings.holdout_days:]
+    assert split.holdout_days == expected[-settings.holdout_days :]
     assert not {later[2], later[3], later[5], later[7], later[10], later[11]} & set(used)
 
 
@@ -116,7 +123,9 @@ def test_last_n_days_keeps_only_the_recent_training_days(settings, history, orig
 
 def test_too_few_usable_days_is_a_model_error(settings, history, add_partitions):
     h = settings.holdout_days
-    add_partitions(settings, daterange(settings.original_start, settings.original_start + dt.timedelta(days=h - 1)))
+    add_partitions(
+        settings, daterange(settings.original_start, settings.original_start + dt.timedelta(days=h - 1))
+    )
 
     with pytest.raises(ModelError, match=re.escape(f"{h} usable days, need more than holdout_days={h}")):
         split_days(settings, history, settings.original_end)
