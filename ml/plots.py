@@ -8,18 +8,18 @@ Three panels sharing the date axis:
 3. the serving champion version as a step line.
 
 `write_history(settings, out_dir)` writes `history.png`, `history.svg` and a self-contained `history.html`
-(the SVG inline plus the event table) a user can open without the UI; the plugin's "Model history" view
-serves the same page. matplotlib runs with the Agg backend (no display).
+(the SVG inline plus the event table, `ml.reports.history_page`) a user can open without the UI; the
+plugin's "Model history" view serves the same page. matplotlib runs with the Agg backend (no display).
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import html
 import io
 from pathlib import Path
 from typing import Any
 
+from ml import reports
 from ml.config import Settings
 from ml.history import History
 
@@ -214,91 +214,36 @@ def render(data: dict[str, Any], fmt: str) -> bytes:
     return buf.getvalue()
 
 
-def page(data: dict[str, Any], svg: str, *, links: dict[str, str] | None = None) -> str:
-    """A self-contained HTML page: the plot and the table of events (promotions, rejections, quarantines,
-    failures) with their reasons."""
-    e = html.escape
-    days = data["days"]
-    counts = {
-        "days": len(days),
-        "quarantined": sum(p["status"] == "quarantined" for p in days),
-        "retrains": sum(p["decision"] in ("retrain", "bootstrap") for p in days),
-        "promotions": len(data["promotions"]),
-        "rejections": sum(p["promotion"] == "rejected" for p in days),
-        "failed": sum(bool(p["error"]) for p in days),
-    }
-    events = []
-    for p in days:
-        if p["status"] == "quarantined":
-            events.append((p["day"], "quarantined", p["reason"] or ""))
-        if p["promotion"] in ("promoted", "rejected", "failed"):
-            events.append(
-                (p["day"], f"{p['promotion']} v{p['candidate_version']}", p["promotion_reason"] or "")
-            )
-        elif p["decision"] in ("retrain", "bootstrap") and not p["promotion"]:
-            events.append((p["day"], "retrain decided", p["reason"] or ""))
-        if p["error"]:
-            events.append((p["day"], "failed", p["error"]))
-    rows = (
-        "\n".join(
-            f"<tr><td>{e(day)}</td><td class='k-{e(kind.split()[0])}'>{e(kind)}</td><td>{e(text[:400])}</td></tr>"
-            for day, kind, text in events
-        )
-        or "<tr><td colspan=3>no events yet</td></tr>"
-    )
-    nav = " · ".join(f"<a href='{e(href)}'>{e(name)}</a>" for name, href in (links or {}).items())
-    summary = " · ".join(f"{k}: <b>{v}</b>" for k, v in counts.items())
-    return f"""<!doctype html>
-<html><head><meta charset="utf-8"><title>driftwatch · {e(data["dataset"])} · model history</title>
-<style>
-body {{ font-family: system-ui, sans-serif; margin: 16px; color: #222; }}
-h1 {{ font-size: 18px; margin: 0 0 6px; }} .summary {{ margin: 6px 0 12px; font-size: 13px; }}
-#history-plot svg {{ width: 100%; height: auto; max-width: 1400px; }}
-table {{ border-collapse: collapse; font-size: 12px; margin-top: 12px; }}
-td, th {{ border-bottom: 1px solid #ddd; padding: 3px 8px; text-align: left; vertical-align: top; }}
-.k-promoted {{ color: #2d6a3e; font-weight: 600; }} .k-rejected {{ color: #b35c1e; }}
-.k-quarantined, .k-failed {{ color: #b22; font-weight: 600; }}
-</style></head>
-<body>
-<h1>Model history · {e(data["dataset"])} <small>(registered model {e(data["model"])})</small></h1>
-<div class="summary">{summary}{" · " + nav if nav else ""}</div>
-<div id="history-plot" data-days="{len(days)}">{svg}</div>
-<table id="history-events"><thead><tr><th>day</th><th>event</th><th>reason</th></tr></thead>
-<tbody>
-{rows}
-</tbody></table>
-</body></html>
-"""
-
-
 def overview_html(entries: list[tuple[Settings, str]]) -> str:
     """Every dataset's timeline on one page (the navigation view when there are several datasets).
     `entries`: (settings, link to that dataset's own page)."""
     sections = []
     for st, link in entries:
         data = timeline(st)
-        svg = render(data, "svg").decode()
-        href = html.escape(link)
         sections.append(
-            f"<section><h2><a href='{href}'>{html.escape(st.name)}</a> <small>(model "
-            f"{html.escape(st.registered_model)}, {len(data['days'])} days, {len(data['promotions'])} "
-            f"promotions)</small></h2><div class='history-plot'>{svg[svg.find('<svg') :]}</div></section>"
+            reports.OverviewSection(
+                name=st.name,
+                model=st.registered_model,
+                link=link,
+                days=len(data["days"]),
+                promotions=len(data["promotions"]),
+                plot_svg=_inline(render(data, "svg").decode()),
+            )
         )
-    return (
-        "<!doctype html><html><head><meta charset='utf-8'><title>driftwatch · model history</title>"
-        "<style>body{font-family:system-ui,sans-serif;margin:16px} .history-plot svg{width:100%;"
-        "height:auto;max-width:1400px} h2{font-size:16px}</style></head><body><h1 style='font-size:18px'>"
-        "Model history</h1>" + "".join(sections) + "</body></html>"
-    )
+    return reports.overview_page(sections)
 
 
 def history_html(
     settings: Settings, history: History | None = None, *, links: dict[str, str] | None = None
 ) -> str:
+    """The dataset's model-history page (the plot inline), as the UI serves it; `links` after the counts."""
     data = timeline(settings, history)
-    svg = render(data, "svg").decode()
-    svg = svg[svg.find("<svg") :]  # drop the XML prolog and DOCTYPE: the SVG is inlined in HTML
-    return page(data, svg, links=links)
+    return reports.history_page(data, _inline(render(data, "svg").decode()), links=links)
+
+
+def _inline(svg: str) -> str:
+    """matplotlib's SVG without its XML prolog and DOCTYPE, to be inlined in HTML."""
+    return svg[svg.find("<svg") :]
 
 
 def write_history(
@@ -315,5 +260,5 @@ def write_history(
     fig.savefig(buf, format="svg")
     svg = buf.getvalue()
     paths["svg"].write_text(svg)
-    paths["html"].write_text(page(data, svg[svg.find("<svg") :]))
+    paths["html"].write_text(reports.history_page(data, _inline(svg)))
     return paths

@@ -27,7 +27,6 @@ carries `X-Content-Type-Options: nosniff` and `Referrer-Policy: no-referrer`.
 from __future__ import annotations
 
 import datetime as dt
-import html
 import logging
 from pathlib import Path, PurePosixPath
 from typing import Annotated
@@ -39,7 +38,7 @@ from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi import Path as PathParam
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 
-from ml import report_html
+from ml import report_html, reports
 from ml.exceptions import ReportFormatError
 
 log = logging.getLogger(__name__)
@@ -120,12 +119,7 @@ def safe_report_path(root: Path, relative: str) -> Path:
 
 
 def _missing_page(title: str, text: str, status_code: int = 404) -> HTMLResponse:
-    return HTMLResponse(
-        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title></head>"
-        f"<body style='font-family:system-ui,sans-serif;margin:24px'><h2>{html.escape(title)}</h2>"
-        f"<p id='driftwatch-missing'>{html.escape(text)}</p></body></html>",
-        status_code=status_code,
-    )
+    return HTMLResponse(reports.missing_page(title, text), status_code=status_code)
 
 
 def _day_file(

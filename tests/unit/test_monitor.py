@@ -1,5 +1,5 @@
 """ml.monitor's computations on hand-built data: segment disparities, bias drift, label-free importance,
-nDCG, calibration, CBPE and the report page."""
+nDCG, calibration, CBPE, and the day's page they make (ml.reports.monitor_page)."""
 
 from __future__ import annotations
 
@@ -326,8 +326,10 @@ def test_estimate_performance_on_hand_computed_and_degenerate_inputs():
         m.estimate_performance(np.array([0.2, np.nan]))
 
 
-# ---- render_html -----------------------------------------------------------------------------------------
+# ---- the day's page (ml.reports.monitor_page) -------------------------------------------------------------
 def test_report_escapes_values_and_shows_the_scores():
+    from ml.reports import monitor_page
+
     stats = m.segment_stats(
         {"carrier": np.array(["<script>x</script>"] * 60 + ["AA"] * 60)}, np.linspace(0, 1, 120), None
     )
@@ -339,7 +341,7 @@ def test_report_escapes_values_and_shows_the_scores():
     )
     bias["segments"] = stats
     attribution = m.attribution_drift({"a": 2.0, "b": 1.0}, {"a": 0.5, "b": 1.5})
-    page = m.render_html(
+    page = monitor_page(
         "2013-02-01",
         "flights<b>",
         champion_version=3,
@@ -359,7 +361,9 @@ def test_report_escapes_values_and_shows_the_scores():
 
 
 def test_report_says_what_was_not_computed():
-    empty = m.render_html(
+    from ml.reports import monitor_page
+
+    empty = monitor_page(
         "2013-02-01",
         "flights",
         champion_version=None,

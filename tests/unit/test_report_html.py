@@ -296,7 +296,7 @@ def test_validation_page_shows_payloads_as_text(settings):
 
 
 def test_monitor_page_shows_payloads_as_text():
-    from ml.monitor import render_html
+    from ml.reports import monitor_page
 
     bias = {
         "violation": True,
@@ -315,7 +315,7 @@ def test_monitor_page_shows_payloads_as_text():
         "importance": {COLUMN: 0.1},
         "baseline_importance": {COLUMN: 0.2},
     }
-    html = render_html(
+    html = monitor_page(
         DAY.isoformat(),
         "flights",
         champion_version=2,
@@ -333,7 +333,7 @@ def test_monitor_page_shows_payloads_as_text():
 
 
 def test_history_page_shows_payload_reasons_as_text():
-    from ml.plots import page as history_page
+    from ml.reports import history_page
 
     days = [
         {

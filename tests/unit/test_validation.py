@@ -516,3 +516,191 @@ def test_module_imports_without_pandas_or_great_expectations():
     code = "import sys, ml.validation; print(sorted(m for m in ('pandas', 'great_expectations') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+# ---------------------------------------------------------------------------------------------- rules
+
+
+@pytest.fixture
+def rules_restored():
+    """RULES as it was before the test: a test may declare a rule of its own."""
+    from ml.validation.rules import RULES
+
+    before = list(RULES)
+    yield RULES
+    RULES[:] = before
+
+
+def test_the_date_must_be_on_every_row(flights, day, reference):
+    day.loc[:1, "date"] = None
+
+    failure = only_failure(
+        validate_frame(flights, day, day=DAY, files=[Path("x.parquet")], reference=reference),
+        column="date",
+        expectation="expect_column_values_to_not_be_null",
+    )
+    assert failure.message == (
+        "x.parquet: column 'date' has rows without a date. Expected a date on every row. Got 2/877 rows null."
+    )
+
+
+def test_too_many_rows_fail_the_row_count(flights, day, reference):
+    result = validate_frame(
+        flights, pd.concat([day] * 6), day=DAY, files=[Path("x.parquet")], reference=reference
+    )
+
+    failure = only_failure(result, column=None, expectation="expect_table_row_count_to_be_between")
+    assert failure.message == (
+        "x.parquet: has a row count out of bounds. Expected between 100 and 5000 rows "
+        "(validation.min_rows/max_rows in flights.yaml). Got 5262 rows."
+    )
+
+
+def test_a_label_of_unknown_classes_may_have_two_values_only(flights, day):
+    # a text label without a reference: its classes cannot be known, so only their number is checked
+    flights = flights.with_overrides(positive="late")
+    day["delayed"] = day["delayed"].map({1: "late", 0: "on time"})
+    assert validate_frame(flights, day, day=DAY, files=[], reference=None).success
+    day.loc[:5, "delayed"] = "cancelled"
+
+    result = validate_frame(flights, day, day=DAY, files=[Path("x.parquet")], reference=None)
+
+    failure = only_failure(
+        result, column="delayed", expectation="expect_column_unique_value_count_to_be_between"
+    )
+    assert failure.message == (
+        "x.parquet: column 'delayed' (the label) must be binary. Expected at most 2 classes. Got 3 classes."
+    )
+
+
+def test_a_declared_range_of_a_column_that_is_not_a_feature(flights, day, reference):
+    ranges = {**flights.validation.ranges, "year": (2013, 2013)}  # `year` is a `drop:` column
+    flights = flights.with_overrides(validation=dataclasses.replace(flights.validation, ranges=ranges))
+    day.loc[:1, "year"] = 2014
+
+    result = validate_frame(flights, day, day=DAY, files=[Path("x.parquet")], reference=reference)
+
+    failure = only_failure(result, column="year", expectation="expect_column_values_to_be_between")
+    assert failure.message == (
+        "x.parquet: column 'year' has values out of range. Expected values in [2013, 2013] "
+        "(validation.ranges in flights.yaml). Got 2/877 values outside, e.g. [2014]."
+    )
+    assert build_suite_spec(flights, reference)[-1]["meta"]["id"] == "range:year"  # after the features
+
+
+def test_every_rule_asks_for_expectations_and_words_their_failure(flights, reference):
+    from ml.validation.rules import RULES, Found, Problem, suite
+
+    label_text = flights.with_overrides(positive="late")
+    year_range = flights.with_overrides(
+        validation=dataclasses.replace(flights.validation, ranges={"year": (2013, 2013)}),
+        keys=(),
+    )
+    zero_floor = flights.with_overrides(
+        validation=dataclasses.replace(flights.validation, min_non_null={"default": 0.0})
+    )
+    variants = [(flights, reference), (label_text, None), (year_range, None), (zero_floor, reference)]
+    asked = [e for settings, ref in variants for e in suite(settings, ref)]
+    result = {
+        "element_count": 10,
+        "unexpected_count": 2,
+        "missing_count": 1,
+        "unexpected_percent": 22.2,
+        "partial_unexpected_list": ["x"],
+        "observed_value": 3,
+    }
+    for rule in RULES:
+        mine = [e for e in asked if e.rule is rule]
+        assert mine, f"rule {type(rule).__name__} asked for no expectation in any variant"
+        for e in mine:
+            assert e.type == rule.expectation and e.spec()["meta"]["rule"] == rule.name
+            problem = rule.problem(Found(e.resolved(DAY), e.source, DAY, result))
+            assert isinstance(problem, Problem)
+            assert all(
+                text and "None" not in text for text in (problem.what, problem.expected, problem.found)
+            )
+
+
+def test_a_rule_without_a_message_cannot_be_declared(rules_restored):
+    from ml.validation.rules import Rule
+
+    with pytest.raises(TypeError, match=r"rule Silent \('silent'\) has no message: define problem"):
+
+        class Silent(Rule):
+            name = "silent"
+            expectation = "expect_column_to_exist"
+
+            def expectations(self, basis):
+                yield self.ask("a test", column="date")
+
+    with pytest.raises(TypeError, match=r"rule Idle \('idle'\) asks for nothing"):
+
+        class Idle(Rule):
+            name = "idle"
+            expectation = "expect_column_to_exist"
+
+            def problem(self, found):
+                raise AssertionError
+
+    assert not any(type(r).__name__ in ("Silent", "Idle") for r in rules_restored)
+
+
+def test_a_rule_name_has_one_message(rules_restored):
+    from ml.validation.rules import Problem, Rule
+
+    with pytest.raises(TypeError, match=r"name 'rows' is taken by RowCount with another message"):
+
+        class Rows(Rule):
+            name = "rows"
+            expectation = "expect_table_row_count_to_equal"
+
+            def expectations(self, basis):
+                yield self.ask("a test", value=1)
+
+            def problem(self, found):
+                return Problem("x", "y", "z")
+
+
+def test_a_new_rule_is_one_class(flights, day, reference, rules_restored):
+    from ml.validation.rules import Problem, Rule
+
+    class CarrierCodes(Rule):
+        """Carrier codes of two characters (IATA)."""
+
+        name = "carrier_code"
+        expectation = "expect_column_value_lengths_to_equal"
+
+        def expectations(self, basis):
+            yield self.ask("IATA codes", column="carrier", value=2)
+
+        def problem(self, found):
+            return Problem(
+                "holds codes of another length",
+                f"{found.kwargs['value']} characters ({found.source})",
+                f"{found.unexpected}/{found.non_null} rows, e.g. {found.examples}",
+            )
+
+    day.loc[:1, "carrier"] = "UAL"
+
+    result = validate_frame(flights, day, day=DAY, files=[Path("x.parquet")], reference=reference)
+
+    failure = only_failure(result, column="carrier", expectation="expect_column_value_lengths_to_equal")
+    assert failure.message == (
+        "x.parquet: column 'carrier' holds codes of another length. Expected 2 characters (IATA codes). "
+        "Got 2/877 rows, e.g. ['UAL']."
+    )
+    assert build_suite_spec(flights, reference)[-1]["meta"] == {
+        "id": "carrier_code:carrier",
+        "rule": "carrier_code",
+        "source": "IATA codes",
+    }
+
+
+def test_the_rules_need_no_great_expectations():
+    code = (
+        "import sys; from ml.config import load_settings; from ml.validation.rules import build_suite_spec; "
+        "spec = build_suite_spec(load_settings('flights', environ={}), None); "
+        "print(len(spec), 'great_expectations' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split()[1] == "False" and int(out.split()[0]) > 20
