@@ -13,9 +13,11 @@ COPY --chown=airflow:0 requirements.txt /opt/driftwatch/requirements.txt
 RUN pip install --no-cache-dir --compile "apache-airflow==3.3.2" -r /opt/driftwatch/requirements.txt
 
 # The ml package (not editable: the image is immutable), then its bytecode: task processes import
-# evidently, great_expectations and mlflow, and compiled modules load about twice as fast.
+# evidently, great_expectations and mlflow, and compiled modules load about twice as fast. devstack comes
+# along for devstack.launch only: the airflow-worker's command (preloaded ML libraries, loopback log server).
 COPY --chown=airflow:0 pyproject.toml /opt/driftwatch/pyproject.toml
 COPY --chown=airflow:0 ml /opt/driftwatch/ml
+COPY --chown=airflow:0 devstack /opt/driftwatch/devstack
 RUN pip install --no-cache-dir --no-deps /opt/driftwatch \
     && python -m compileall -q "$(python -c 'import ml, os; print(os.path.dirname(ml.__file__))')"
 

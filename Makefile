@@ -21,7 +21,7 @@ BENCH_FROM ?= 2013-01-01
 BENCH_TO   ?= 2013-12-31
 PYTEST_ARGS ?=
 
-# ports of the local stack: passed on only when given, so the defaults live in one place (ml/stack.py)
+# ports of the local stack: passed on only when given, so the defaults live in one place (devstack/config.py)
 STACK_ENV :=
 ifdef AIRFLOW_PORT
 STACK_ENV += DRIFTWATCH_AIRFLOW_PORT=$(AIRFLOW_PORT)
@@ -29,7 +29,7 @@ endif
 ifdef MLFLOW_PORT
 STACK_ENV += DRIFTWATCH_MLFLOW_PORT=$(MLFLOW_PORT)
 endif
-STACK := $(STACK_ENV) $(PY) -m ml.stack
+STACK := $(STACK_ENV) $(PY) -m devstack
 
 .PHONY: help venv demo up down backfill prepare test test-unit e2e lint format lock clean bench bench-pipeline \
 	bench-tune bench-monitors
@@ -98,20 +98,20 @@ bench-tune: venv ## pick the drift thresholds on Jan-Apr 2013 only (~15 min); do
 	$(BIN)/driftwatch prepare flights
 	$(PY) scripts/bench_replay.py --tune $(REPLAY_ARGS)
 
-lint: venv ## ruff (lint + format check) on ml, dags, plugins, tests, scripts
-	$(BIN)/ruff check ml dags plugins tests scripts
-	$(BIN)/ruff format --check ml dags plugins tests scripts
+lint: venv ## ruff (lint + format check) on ml, devstack, dags, plugins, tests, scripts
+	$(BIN)/ruff check ml devstack dags plugins tests scripts
+	$(BIN)/ruff format --check ml devstack dags plugins tests scripts
 
-format: venv ## ruff format (and the fixable lint rules) on ml, dags, plugins, tests, scripts
-	$(BIN)/ruff check --fix ml dags plugins tests scripts
-	$(BIN)/ruff format ml dags plugins tests scripts
+format: venv ## ruff format (and the fixable lint rules) on ml, devstack, dags, plugins, tests, scripts
+	$(BIN)/ruff check --fix ml devstack dags plugins tests scripts
+	$(BIN)/ruff format ml devstack dags plugins tests scripts
 
 lock: venv ## re-resolve requirements.in into requirements.txt (Python 3.11)
 	@if command -v uv >/dev/null 2>&1; then uv=uv; else uv=$(BIN)/uv; fi; \
 	$$uv pip compile --python-version 3.11 requirements.in -o requirements.txt
 
 clean: ## remove var/ (all local state: Airflow DB, MLflow store, lake) when the stack is stopped
-	@if [ -x $(PY) ] && [ -n "$$($(PY) -c 'from ml import stack; print(*stack.running(stack.StackConfig.from_env()))')" ]; then \
+	@if [ -x $(PY) ] && [ -n "$$($(PY) -c 'from devstack import config, processes; print(*processes.running(config.StackConfig.from_env()))')" ]; then \
 	  echo "the stack is running: run 'make down' first" >&2; exit 1; \
 	fi
 	rm -rf var

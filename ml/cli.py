@@ -422,13 +422,6 @@ def build_parser() -> argparse.ArgumentParser:
     dataset_arg(sp)
     sp.add_argument("--force-retrain", action="store_true")
     sp.set_defaults(func=_run_day)
-
-    try:
-        from ml import stack
-    except ImportError:  # pragma: no cover - stack is part of the package
-        stack = None
-    if stack is not None and hasattr(stack, "add_subcommands"):
-        stack.add_subcommands(sub)
     return p
 
 

@@ -1,5 +1,5 @@
-"""Imported once by the scheduler's forkserver (see ml.stack.PRELOAD_MODULES): every task process is forked
-with these libraries already imported and their lazy parts already loaded.
+"""Imported once by the scheduler's forkserver (see devstack.config.PRELOAD_MODULES): every task process
+is forked with these libraries already imported and their lazy parts already loaded.
 
 Evidently, plotly, MLflow, skops and GX import much of themselves on first use (plotly alone ~230 modules
 when the first report renders; MLflow's SQL stores bring alembic and mako; skops brings most of

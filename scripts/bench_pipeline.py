@@ -30,7 +30,8 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from ml import stack as st
+from devstack import airflow_api, config, processes, startup
+from devstack import backfill as bf
 from ml.config import REPO_ROOT
 
 DAG_ID = "retraining_pipeline"
@@ -57,14 +58,14 @@ def _pct(values: list[float], q: float) -> float:
     return values[min(len(values) - 1, int(q * len(values)))] if values else float("nan")
 
 
-def collect(cfg: st.StackConfig, settings: Any) -> dict[str, Any]:
+def collect(cfg: config.StackConfig, settings: Any) -> dict[str, Any]:
     from ml.history import History
 
     rows = {r["day"]: r for r in History(settings.history_url).days(settings.name)}
     runs = []
-    for run in st.dag_runs(cfg, DAG_ID):
+    for run in airflow_api.dag_runs(cfg, DAG_ID):
         start, end = _ts(run.get("start_date")), _ts(run.get("end_date"))
-        tis = st.task_instances(cfg, DAG_ID, run["dag_run_id"])
+        tis = airflow_api.task_instances(cfg, DAG_ID, run["dag_run_id"])
         tasks, spans = {}, []
         for ti in tis:
             t0, t1 = _ts(ti.get("start_date")), _ts(ti.get("end_date"))
@@ -186,7 +187,7 @@ def main() -> None:
 
     tmp = Path(tempfile.mkdtemp(prefix="dw-bench-"))
     lake = Path(args.lake) if args.lake else tmp / "lake"
-    cfg = st.StackConfig.for_tests(tmp / "home", extra_env={"DRIFTWATCH_LAKE": str(lake)})
+    cfg = config.StackConfig.for_tests(tmp / "home", extra_env={"DRIFTWATCH_LAKE": str(lake)})
     os.environ.update(
         {
             "DRIFTWATCH_HOME": str(cfg.home),
@@ -203,18 +204,18 @@ def main() -> None:
 
         prepare(settings)
     try:
-        st.init(cfg, quiet=True)
+        startup.init(cfg, quiet=True)
         t0 = time.monotonic()
-        st.start(cfg, quiet=True)
+        startup.start(cfg, quiet=True)
         started = time.monotonic() - t0
-        st.wait_for_dag(cfg, DAG_ID)
+        airflow_api.wait_for_dag(cfg, DAG_ID)
         t0 = time.monotonic()
-        result = st.backfill(cfg, DAG_ID, frm, to, progress=True, timeout=4 * 3600)
+        result = bf.backfill(cfg, DAG_ID, frm, to, progress=True, timeout=4 * 3600)
         total = time.monotonic() - t0
         data = collect(cfg, settings)
-        memory = st.memory(cfg)
+        memory = processes.memory(cfg)
     finally:
-        st.stop(cfg, quiet=True)
+        processes.stop(cfg, quiet=True)
     in_process = in_process_steps(tmp / "inprocess", frm, to, lake) if args.steps else None
     print(f"\nStack start to healthy: {started:.1f} s; memory (PSS) at the end: {memory}")
     print(f"Backfill result: {result['success']} succeeded, {result['failed']} failed.\n")

@@ -15,7 +15,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from ml import stack as st
+from devstack import airflow_api, config, processes, startup
+from devstack import backfill as bf
 
 TINY_DAG = """
 import pendulum
@@ -39,11 +40,11 @@ measure_tiny()
 """
 
 
-def _cpu_seconds(cfg: st.StackConfig) -> float:
+def _cpu_seconds(cfg: config.StackConfig) -> float:
     import psutil
 
     total = 0.0
-    for pid in st.running(cfg).values():
+    for pid in processes.running(cfg).values():
         root = psutil.Process(pid)
         for proc in [root, *root.children(recursive=True)]:
             try:
@@ -67,15 +68,15 @@ def main() -> None:
         dags.mkdir()
         (dags / "measure_tiny.py").write_text(TINY_DAG)
         overrides = {"preload_modules": ()} if args.no_preload else {}
-        cfg = st.StackConfig.for_tests(Path(tmp) / "home", dags_folder=dags, extra_env=extra, **overrides)
+        cfg = config.StackConfig.for_tests(Path(tmp) / "home", dags_folder=dags, extra_env=extra, **overrides)
         out: dict = {"ports": cfg.ports, "parallelism": cfg.parallelism, "preload": bool(cfg.preload_modules)}
         try:
-            out["migrate_s"] = round(st.init(cfg, quiet=True), 1)
-            out["start_s"] = st.start(cfg, quiet=True)
-            st.wait_for_dag(cfg, "measure_tiny")
-            out["memory_mib_after_start"] = {k: round(v) for k, v in st.memory(cfg).items()}
+            out["migrate_s"] = round(startup.init(cfg, quiet=True), 1)
+            out["start_s"] = startup.start(cfg, quiet=True)
+            airflow_api.wait_for_dag(cfg, "measure_tiny")
+            out["memory_mib_after_start"] = {k: round(v) for k, v in processes.memory(cfg).items()}
             last = f"2013-01-{args.days:02d}" if args.days <= 31 else "2013-01-31"
-            result = st.backfill(cfg, "measure_tiny", "2013-01-01", last, progress=False, timeout=900)
+            result = bf.backfill(cfg, "measure_tiny", "2013-01-01", last, progress=False, timeout=900)
             per_run = [r["seconds"] for r in result["runs"]]
             out["backfill"] = {
                 "runs": result["total"],
@@ -84,7 +85,7 @@ def main() -> None:
                 "first_run_s": round(per_run[0], 2),
                 "median_run_s": round(statistics.median(per_run[1:] or per_run), 2),
             }
-            out["memory_mib_after_backfill"] = {k: round(v) for k, v in st.memory(cfg).items()}
+            out["memory_mib_after_backfill"] = {k: round(v) for k, v in processes.memory(cfg).items()}
             out["memory_mib_total"] = round(sum(out["memory_mib_after_backfill"].values()))
             time.sleep(3)
             c0 = _cpu_seconds(cfg)
@@ -92,7 +93,7 @@ def main() -> None:
             out["idle_cpu_percent_of_one_core"] = round(100 * (_cpu_seconds(cfg) - c0) / 20, 1)
         finally:
             t0 = time.monotonic()
-            st.stop(cfg, quiet=True)
+            processes.stop(cfg, quiet=True)
             out["stop_s"] = round(time.monotonic() - t0, 1)
         print(json.dumps(out, indent=2))
 

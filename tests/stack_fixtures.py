@@ -1,5 +1,5 @@
 """Stack fixtures (registered for every test directory by tests/conftest.py): a real local stack (Airflow scheduler, dag-processor, API server; MLflow server) per
-test session, in a tmp home with free ports, driven through `ml.stack`.
+test session, in a tmp home with free ports, driven through `devstack`.
 
     def test_something(stack, add_partitions):
         add_partitions(load_settings("flights"), days)   # the lake is stack.lake; fill it any time before a run
@@ -37,7 +37,9 @@ from typing import Any
 import pytest
 import yaml
 
-from ml import stack as st
+from devstack import airflow_api, config, private, processes, startup
+from devstack import backfill as bf
+from devstack.components import airflow_env
 from ml.config import BUNDLED_DATASETS, REPO_ROOT
 
 ARTIFACTS = REPO_ROOT / "test-artifacts" / "integration"
@@ -48,7 +50,7 @@ class Stack:
     """A running stack and helpers bound to it."""
 
     name: str
-    cfg: st.StackConfig
+    cfg: config.StackConfig
     env: dict[str, str]  # the environment every Airflow process (and task) gets
     lake: Path
     dags_folder: Path
@@ -59,7 +61,7 @@ class Stack:
         return self.cfg.home
 
     def api(self, method: str, path: str, json: Any = None, **kwargs: Any) -> Any:
-        return st.api(self.cfg, method, path, json, **kwargs)
+        return airflow_api.api(self.cfg, method, path, json, **kwargs)
 
     def mlflow(
         self, method: str, path: str, json: Any = None, *, auth: bool = True
@@ -68,7 +70,7 @@ class Stack:
         admin or anonymously: (status, headers with lower-case names, body), errors included."""
         headers = {"Content-Type": "application/json"} if json is not None else {}
         if auth:
-            headers.update(st.mlflow_auth_header(self.cfg))
+            headers.update(private.mlflow_auth_header(self.cfg))
         data = None if json is None else jsonlib.dumps(json).encode()
         req = urllib.request.Request(self.cfg.mlflow_url + path, data=data, method=method, headers=headers)
         try:
@@ -87,42 +89,43 @@ class Stack:
             self.wait_for_dag(dag_id, timeout=timeout)
 
     def wait_for_dag(self, dag_id: str, timeout: float = 120.0) -> dict[str, Any]:
-        return st.wait_for_dag(self.cfg, dag_id, timeout=timeout)
+        return airflow_api.wait_for_dag(self.cfg, dag_id, timeout=timeout)
 
     def backfill(self, dag_id: str, from_date: Any, to_date: Any, **kwargs: Any) -> dict[str, Any]:
         kwargs.setdefault("progress", False)
         kwargs.setdefault("timeout", 600)
-        return st.backfill(self.cfg, dag_id, from_date, to_date, **kwargs)
+        return bf.backfill(self.cfg, dag_id, from_date, to_date, **kwargs)
 
     def trigger(
         self, dag_id: str, logical_date: Any, conf: Mapping[str, Any] | None = None, **kwargs: Any
     ) -> str:
-        return st.trigger(self.cfg, dag_id, logical_date, conf, **kwargs)
+        return bf.trigger(self.cfg, dag_id, logical_date, conf, **kwargs)
 
     def runs(self, dag_id: str, **filters: Any) -> list[dict[str, Any]]:
-        return st.dag_runs(self.cfg, dag_id, **filters)
+        return airflow_api.dag_runs(self.cfg, dag_id, **filters)
 
     def task_instances(self, dag_id: str, run_id: str, **filters: Any) -> list[dict[str, Any]]:
-        return st.task_instances(self.cfg, dag_id, run_id, **filters)
+        return airflow_api.task_instances(self.cfg, dag_id, run_id, **filters)
 
     def task_log(self, dag_id: str, run_id: str, task_id: str, try_number: int | None = None) -> str:
         """The text of a task attempt's log file (the latest attempt by default)."""
         if try_number is None:
-            ti = self.api("GET", f"/api/v2/dags/{dag_id}/dagRuns/{st._q(run_id)}/taskInstances/{task_id}")
+            ti = self.api(
+                "GET",
+                f"/api/v2/dags/{dag_id}/dagRuns/{airflow_api.url_segment(run_id)}/taskInstances/{task_id}",
+            )
             try_number = ti.get("try_number") or 1
-        path = st.task_log_path(self.cfg, dag_id, run_id, task_id, try_number)
+        path = airflow_api.task_log_path(self.cfg, dag_id, run_id, task_id, try_number)
         return path.read_text(errors="replace") if path.is_file() else f"(no log file at {path})"
 
     def failed_task_logs(self) -> list[Path]:
         """Log files of every failed task instance of every DAG."""
         try:
-            tis = self.api(
-                "GET", "/api/v2/dags/~/dagRuns/~/taskInstances", params={"state": "failed", "limit": 100}
-            )
-        except st.StackError:
+            tis = airflow_api.task_instances(self.cfg, "~", "~", state="failed")
+        except config.StackError:
             return []
         return [
-            st.task_log_path(
+            airflow_api.task_log_path(
                 self.cfg,
                 ti["dag_id"],
                 ti["dag_run_id"],
@@ -130,23 +133,23 @@ class Stack:
                 ti.get("try_number") or 1,
                 ti.get("map_index", -1),
             )
-            for ti in tis.get("task_instances", [])
+            for ti in tis
         ]
 
     def failure_report(self, lines: int = 30) -> str:
         """Tails of the component logs and of failed tasks' logs, for assertion messages and teardown."""
         parts = []
-        for name in st.ALL_COMPONENTS:
-            log = st.component_log(self.cfg, name)
+        for name in config.ALL_COMPONENTS:
+            log = processes.component_log(self.cfg, name)
             if log.is_file():
-                parts.append(f"----- {name}: {log} (last {lines} lines)\n{st.tail(log, lines)}")
+                parts.append(f"----- {name}: {log} (last {lines} lines)\n{processes.tail(log, lines)}")
         for log in self.failed_task_logs():
-            parts.append(f"----- failed task: {log} (last {lines} lines)\n{st.tail(log, lines)}")
+            parts.append(f"----- failed task: {log} (last {lines} lines)\n{processes.tail(log, lines)}")
         return "\n".join(parts)
 
     def listening_ports(self) -> set[int]:
         """TCP ports the stack's processes (and their children) listen on."""
-        return {sock["port"] for sock in st.listeners(self.cfg)}
+        return {sock["port"] for sock in processes.listeners(self.cfg)}
 
 
 def _write_report(stack: Stack, reporter: Any) -> None:
@@ -167,11 +170,14 @@ def _write_report(stack: Stack, reporter: Any) -> None:
         print(text)
 
 
-def _mlflow_login(cfg: st.StackConfig) -> dict[str, str]:
+def _mlflow_login(cfg: config.StackConfig) -> dict[str, str]:
     """The MLflow client's login for this stack (as its tasks have it); empty without basic auth."""
     if not cfg.mlflow_basic_auth:
         return {}
-    return {"MLFLOW_TRACKING_USERNAME": st.ADMIN_USER, "MLFLOW_TRACKING_PASSWORD": cfg.mlflow_admin_password}
+    return {
+        "MLFLOW_TRACKING_USERNAME": config.ADMIN_USER,
+        "MLFLOW_TRACKING_PASSWORD": cfg.mlflow_admin_password,
+    }
 
 
 @pytest.fixture(scope="session")
@@ -194,7 +200,7 @@ def stack_factory(tmp_path_factory: pytest.TempPathFactory, request: pytest.Fixt
         mlflow_mode: str = "server",
         dags: bool = True,
         extra_env: Mapping[str, str] | None = None,
-        components: tuple[str, ...] = st.DEFAULT_COMPONENTS,
+        components: tuple[str, ...] = config.DEFAULT_COMPONENTS,
     ) -> Stack:
         if name in started:
             return started[name]
@@ -207,7 +213,9 @@ def stack_factory(tmp_path_factory: pytest.TempPathFactory, request: pytest.Fixt
         lake = home / "lake"
         lake.mkdir()
         env = {"DRIFTWATCH_LAKE": str(lake), "MLFLOW_DISABLE_TELEMETRY": "true", **(extra_env or {})}
-        cfg = st.StackConfig.for_tests(home, mlflow_mode=mlflow_mode, dags_folder=dags_folder, extra_env=env)
+        cfg = config.StackConfig.for_tests(
+            home, mlflow_mode=mlflow_mode, dags_folder=dags_folder, extra_env=env
+        )
         for key, value in {
             **env,
             "DRIFTWATCH_HOME": str(home),
@@ -215,10 +223,10 @@ def stack_factory(tmp_path_factory: pytest.TempPathFactory, request: pytest.Fixt
             **_mlflow_login(cfg),
         }.items():
             mp.setenv(key, value)
-        st.init(cfg, quiet=True)
-        stack = Stack(name=name, cfg=cfg, env=st.airflow_env(cfg), lake=lake, dags_folder=dags_folder)
+        startup.init(cfg, quiet=True)
+        stack = Stack(name=name, cfg=cfg, env=airflow_env(cfg), lake=lake, dags_folder=dags_folder)
         started[name] = stack  # registered first: a failed start still gets its logs reported and stopped
-        stack.start_seconds = st.start(cfg, components, quiet=True)
+        stack.start_seconds = startup.start(cfg, components, quiet=True)
         return stack
 
     try:
@@ -231,7 +239,7 @@ def stack_factory(tmp_path_factory: pytest.TempPathFactory, request: pytest.Fixt
                 if failed:
                     _write_report(stack, reporter)
             finally:
-                st.stop(stack.cfg, quiet=True)
+                processes.stop(stack.cfg, quiet=True)
         mp.undo()
 
 

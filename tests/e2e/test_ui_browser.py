@@ -45,9 +45,9 @@ def report_frame(tab_frame):
 
 def _open_run_tab(page, stack, tab: str, route: str, day=DRIFT_DAY):
     """Open the day's run page, click a plugin tab, return the tab's iframe."""
-    from ml import stack as st
+    from devstack import airflow_api
 
-    page.goto(f"{stack.cfg.airflow_url}/dags/{DAG_ID}/runs/{st._q(_run_id(stack, day))}")
+    page.goto(f"{stack.cfg.airflow_url}/dags/{DAG_ID}/runs/{airflow_api.url_segment(_run_id(stack, day))}")
     page.get_by_text(tab, exact=True).first.click()
     page.wait_for_url(lambda url: f"/plugin/{route}" in url)
     return _iframe(page)

@@ -223,10 +223,10 @@ def _run_id(stack, day: dt.date) -> str:
 
 def _tab(ui, day: dt.date, tab: str, route: str):
     """Open the day's run page in the Airflow UI, click a plugin tab, return the tab's frame."""
-    from ml import stack as st
+    from devstack import airflow_api
 
     stack, _, _, page, watch = ui
-    page.goto(f"{stack.cfg.airflow_url}/dags/{DAG_ID}/runs/{st._q(_run_id(stack, day))}")
+    page.goto(f"{stack.cfg.airflow_url}/dags/{DAG_ID}/runs/{airflow_api.url_segment(_run_id(stack, day))}")
     watch.reset()
     page.get_by_text(tab, exact=True).first.click()
     page.wait_for_url(lambda url: f"/plugin/{route}" in url)
@@ -355,12 +355,12 @@ def test_model_history_runs_no_payload(ui):
 
 
 def test_the_report_route_opened_directly_is_sandboxed(ui):
-    from ml import stack as st
+    from devstack import airflow_api
 
     stack, _, _, page, watch = ui
     watch.reset()
     page.goto(
-        f"{stack.cfg.airflow_url}/driftwatch/dags/{DAG_ID}/runs/{st._q(_run_id(stack, HOSTILE_DAY))}"
+        f"{stack.cfg.airflow_url}/driftwatch/dags/{DAG_ID}/runs/{airflow_api.url_segment(_run_id(stack, HOSTILE_DAY))}"
         "/drift/report"
     )
     page.wait_for_selector("text=Dataset Drift", timeout=90_000)

@@ -15,7 +15,7 @@ import datetime as dt
 import pytest
 from stack_fixtures import LATE_DAG_ID, LATE_DAYS, LATE_DELAY, LATE_NAME, use_stack_env
 
-from ml import stack as st
+from devstack import airflow_api
 
 pytestmark = pytest.mark.integration
 
@@ -91,7 +91,7 @@ def test_the_monitor_task_and_its_tab(late):
     run = next(r for r in runs if r["logical_date"].startswith(MONITORED[0].isoformat()))
     tis = {t["task_id"]: t["state"] for t in stack.task_instances(LATE_DAG_ID, run["dag_run_id"])}
     assert tis["monitor_model"] == "success" and tis["detect_drift"] == "success"
-    token = st.api_token(stack.cfg)
+    token = airflow_api.api_token(stack.cfg)
     import http.client
 
     conn = http.client.HTTPConnection("127.0.0.1", stack.cfg.airflow_port, timeout=30)

@@ -33,7 +33,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ml import stack as st
+from devstack import airflow_api, config, private, processes, startup
+from devstack import backfill as bf
 from ml.config import BUNDLED_DATASETS, REPO_ROOT
 
 pytestmark = [pytest.mark.integration, pytest.mark.postgres, pytest.mark.timeout(720)]
@@ -112,7 +113,7 @@ def _free_redis_db(client_factory) -> int:
 
 
 class Production:
-    def __init__(self, cfg: st.StackConfig, secret_values: dict[str, str], db_urls: dict[str, str]):
+    def __init__(self, cfg: config.StackConfig, secret_values: dict[str, str], db_urls: dict[str, str]):
         self.cfg = cfg
         self.secret_values = secret_values
         self.db_urls = db_urls
@@ -131,22 +132,24 @@ class Production:
 
     def worker_logs(self) -> dict[str, str]:
         return {
-            name: st.component_log(self.cfg, name).read_text(errors="replace")
+            name: processes.component_log(self.cfg, name).read_text(errors="replace")
             for name in self.cfg.celery_worker_names
         }
 
     def report(self) -> str:
         parts = []
-        for name in (*st.DEFAULT_COMPONENTS, *self.cfg.celery_worker_names):
-            parts.append(f"----- {name} (last 25 lines)\n{st.tail(st.component_log(self.cfg, name), 25)}")
+        for name in (*config.DEFAULT_COMPONENTS, *self.cfg.celery_worker_names):
+            parts.append(
+                f"----- {name} (last 25 lines)\n{processes.tail(processes.component_log(self.cfg, name), 25)}"
+            )
         for dag_id in DATASETS.values():
             try:
-                runs = st.dag_runs(self.cfg, dag_id)
-            except st.StackError:
+                runs = airflow_api.dag_runs(self.cfg, dag_id)
+            except config.StackError:
                 continue
             for run in runs:
-                for failed in st.failed_tasks(self.cfg, dag_id, run["dag_run_id"]):
-                    parts.append(f"----- failed {failed['log']}\n{st.tail(Path(failed['log']), 25)}")
+                for failed in airflow_api.failed_tasks(self.cfg, dag_id, run["dag_run_id"]):
+                    parts.append(f"----- failed {failed['log']}\n{processes.tail(Path(failed['log']), 25)}")
         return "\n".join(parts)
 
 
@@ -184,7 +187,7 @@ def production(services, flights_frame, tmp_path_factory, request):
         "MLFLOW_DISABLE_TELEMETRY": "true",
         "AIRFLOW__CELERY_BROKER_TRANSPORT_OPTIONS__GLOBAL_KEYPREFIX": key_prefix,
     }
-    cfg = st.StackConfig.for_tests(
+    cfg = config.StackConfig.for_tests(
         home,
         dags_folder=dags,
         extra_env=env,
@@ -208,7 +211,7 @@ def production(services, flights_frame, tmp_path_factory, request):
         "DRIFTWATCH_HOME": str(home),
         "DRIFTWATCH_DB_URL": db_urls["history"],
         "MLFLOW_TRACKING_URI": cfg.mlflow_tracking_uri,
-        "MLFLOW_TRACKING_USERNAME": st.ADMIN_USER,
+        "MLFLOW_TRACKING_USERNAME": config.ADMIN_USER,
         "MLFLOW_TRACKING_PASSWORD": cfg.mlflow_admin_password,
     }.items():
         mp.setenv(key, value)
@@ -231,7 +234,7 @@ def production(services, flights_frame, tmp_path_factory, request):
                 part.mkdir(parents=True)
                 frame.to_parquet(part / "part-0.parquet", index=False)
 
-        keys = st._ensure_secrets(cfg)
+        keys = private.ensure_secrets(cfg)
         prod = Production(
             cfg,
             secret_values={
@@ -240,21 +243,21 @@ def production(services, flights_frame, tmp_path_factory, request):
                 "API secret key": keys["api_secret_key"],
                 "Airflow admin password": cfg.admin_password,
                 "MLflow admin password": cfg.mlflow_admin_password,
-                "MLflow secret key": st._ensure_mlflow_secrets(cfg)["mlflow_secret_key"],
+                "MLflow secret key": private.ensure_mlflow_secrets(cfg)["mlflow_secret_key"],
                 "PostgreSQL password": db_password,
             },
             db_urls=db_urls,
         )
         t0 = time.monotonic()
-        st.start(cfg, (*st.DEFAULT_COMPONENTS, *cfg.celery_worker_names), quiet=True)
+        startup.start(cfg, (*config.DEFAULT_COMPONENTS, *cfg.celery_worker_names), quiet=True)
         prod.seconds["start"] = round(time.monotonic() - t0, 1)
         for dag_id in DATASETS.values():
-            st.wait_for_dag(cfg, dag_id, timeout=180)
+            airflow_api.wait_for_dag(cfg, dag_id, timeout=180)
         t0 = time.monotonic()
         # both datasets at once: their tasks are spread over the two workers
         with ThreadPoolExecutor(max_workers=len(DATASETS)) as pool:
             futures = {
-                dag_id: pool.submit(st.backfill, cfg, dag_id, DAYS[0], DAYS[-1], progress=False, timeout=480)
+                dag_id: pool.submit(bf.backfill, cfg, dag_id, DAYS[0], DAYS[-1], progress=False, timeout=480)
                 for dag_id in DATASETS.values()
             }
             prod.results = {dag_id: f.result() for dag_id, f in futures.items()}
@@ -268,7 +271,7 @@ def production(services, flights_frame, tmp_path_factory, request):
             if request.session.testsfailed:
                 _save_logs(cfg, prod.report() if "prod" in locals() else "")
         finally:
-            st.stop(cfg, quiet=True)
+            processes.stop(cfg, quiet=True)
             mp.undo()
             from ml import history
 
@@ -283,7 +286,7 @@ def production(services, flights_frame, tmp_path_factory, request):
                 broker.delete(key)
 
 
-def _save_logs(cfg: st.StackConfig, report: str) -> None:
+def _save_logs(cfg: config.StackConfig, report: str) -> None:
     shutil.rmtree(ARTIFACTS, ignore_errors=True)
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     for log in cfg.run_dir.glob("*.log"):
@@ -309,8 +312,8 @@ def test_the_celery_workers_ran_the_tasks(production):
     }
     tasks = 0
     for dag_id in DATASETS.values():
-        for run in st.dag_runs(production.cfg, dag_id):
-            tis = st.task_instances(production.cfg, dag_id, run["dag_run_id"])
+        for run in airflow_api.dag_runs(production.cfg, dag_id):
+            tis = airflow_api.task_instances(production.cfg, dag_id, run["dag_run_id"])
             # skip_retrain is an EmptyOperator: the scheduler marks it done, no worker runs it
             tasks += sum(
                 ti["state"] in ("success", "failed", "up_for_reschedule")
@@ -319,7 +322,7 @@ def test_the_celery_workers_ran_the_tasks(production):
             )
     assert sum(executed.values()) >= tasks > 0, executed
     assert all(n > 0 for n in executed.values()), f"a worker ran nothing: {executed}"
-    scheduler = st.component_log(production.cfg, "scheduler").read_text(errors="replace")
+    scheduler = processes.component_log(production.cfg, "scheduler").read_text(errors="replace")
     assert "CeleryExecutor" in scheduler
 
 
@@ -395,7 +398,7 @@ def test_every_listener_is_on_loopback(production):
     """The API server, MLflow and each Celery worker's task-log server (which Airflow would bind to every
     interface), on their configured ports and 127.0.0.1 only."""
     cfg = production.cfg
-    sockets = st.listeners(cfg)
+    sockets = processes.listeners(cfg)
     expected = {("api-server", cfg.airflow_port), ("mlflow", cfg.mlflow_port)}
     expected |= {(name, cfg.ports[f"{name}-log-server"]) for name in cfg.celery_worker_names}
     assert {(sock["component"], sock["port"]) for sock in sockets} == expected, sockets
@@ -406,13 +409,13 @@ def test_no_secret_is_written_to_any_log(production):
     """Task logs, component logs (scheduler, API server, workers, MLflow) and every other file the stack
     wrote, except the two private files the secrets live in."""
     cfg = production.cfg
-    private = {cfg.secrets_file, cfg.password_file}
+    secret_files = {cfg.secrets_file, cfg.password_file}
     task_logs = list(cfg.log_dir.rglob("*.log"))
     assert len(task_logs) >= 2 * len(DAYS), "expected the task logs of the integration run"
     leaks = []
     scanned = 0
     for path in cfg.home.rglob("*"):
-        if not path.is_file() or path in private:
+        if not path.is_file() or path in secret_files:
             continue
         data = path.read_bytes()
         scanned += 1
@@ -425,7 +428,7 @@ def test_no_secret_is_written_to_any_log(production):
 
 def test_the_worker_command_lines_carry_no_secret(production):
     """What `ps` shows to every user of the machine: the pid files record each component's command."""
-    for name in (*st.DEFAULT_COMPONENTS, *production.cfg.celery_worker_names):
+    for name in (*config.DEFAULT_COMPONENTS, *production.cfg.celery_worker_names):
         record = json.loads((production.cfg.run_dir / f"{name}.pid").read_text())
         line = " ".join(record["cmd"])
         for what, value in production.secret_values.items():

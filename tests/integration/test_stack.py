@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from ml import stack as st
+from devstack import airflow_api, config, private, processes, startup
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
@@ -81,7 +81,7 @@ stack_smoke()
 def smoke(stack_factory):
     """A stack with only the smoke DAG (no repo DAGs), with the triggerer too (its log server), backfilled
     over three days once for the module."""
-    s = stack_factory("smoke", dags=False, components=(*st.DEFAULT_COMPONENTS, "triggerer"))
+    s = stack_factory("smoke", dags=False, components=(*config.DEFAULT_COMPONENTS, "triggerer"))
     s.add_dag(SMOKE_DAG, "stack_smoke.py", dag_id=DAG_ID)
     result = s.backfill(DAG_ID, "2013-01-01", "2013-01-03", timeout=240)
     return s, result
@@ -102,7 +102,7 @@ def test_task_logged_an_artifact_through_the_mlflow_server(smoke):
     s, _ = smoke
     xcom = s.api(
         "GET",
-        f"/api/v2/dags/{DAG_ID}/dagRuns/{st._q('backfill__2013-01-03T00:00:00+00:00')}"
+        f"/api/v2/dags/{DAG_ID}/dagRuns/{airflow_api.url_segment('backfill__2013-01-03T00:00:00+00:00')}"
         "/taskInstances/load/xcomEntries/return_value",
     )
     run_id = xcom["value"]
@@ -117,7 +117,7 @@ def test_trigger_passes_conf_and_reports_the_failed_task_log(smoke):
     s, _ = smoke
     state = s.trigger(DAG_ID, "2013-01-10", {"fail": True}, run_id="manual_fail_2013-01-10", timeout=120)
     assert state == "failed"
-    failed = st.failed_tasks(s.cfg, DAG_ID, "manual_fail_2013-01-10")
+    failed = airflow_api.failed_tasks(s.cfg, DAG_ID, "manual_fail_2013-01-10")
     assert [f["task_id"] for f in failed] == ["extract"]
     assert "failing on purpose" in s.task_log(DAG_ID, "manual_fail_2013-01-10", "extract")
 
@@ -127,8 +127,8 @@ def test_api_requires_a_token(smoke):
     with pytest.raises(urllib.error.HTTPError) as err:
         urllib.request.urlopen(f"{s.cfg.airflow_url}/api/v2/dags", timeout=10)
     assert err.value.code == 401
-    with pytest.raises(st.ApiError) as bad:
-        st._request(s.cfg, "POST", "/auth/token", {"username": "admin", "password": "wrong"}, token=None)
+    with pytest.raises(airflow_api.ApiError) as bad:
+        airflow_api.fetch_token(s.cfg, password="wrong")
     assert bad.value.status == 401
     dags = s.api("GET", "/api/v2/dags")
     assert DAG_ID in [d["dag_id"] for d in dags["dags"]]
@@ -139,7 +139,7 @@ def test_listens_only_on_its_configured_free_ports_and_only_on_loopback(smoke):
     processes' socket inodes): the API server, MLflow, and the scheduler's and the triggerer's task-log
     servers, which Airflow itself would bind to every IPv4 and IPv6 interface."""
     s, _ = smoke
-    sockets = st.listeners(s.cfg)
+    sockets = processes.listeners(s.cfg)
     by_component = {(sock["component"], sock["port"]) for sock in sockets}
     assert by_component == {
         ("api-server", s.cfg.airflow_port),
@@ -157,7 +157,7 @@ def test_the_api_server_reads_a_running_tasks_log_from_the_loopback_log_server(s
     s, _ = smoke
     run_id, release = "manual_hold_2013-01-11", tmp_path / "release-hold"
     s.trigger(DAG_ID, "2013-01-11", {"hold_until": str(release)}, run_id=run_id, wait=False)
-    path = f"/api/v2/dags/{DAG_ID}/dagRuns/{st._q(run_id)}/taskInstances/extract"
+    path = f"/api/v2/dags/{DAG_ID}/dagRuns/{airflow_api.url_segment(run_id)}/taskInstances/extract"
     try:
         deadline = time.monotonic() + 120
         while (ti := s.api("GET", path))["state"] != "running" or "holding until" not in s.task_log(
@@ -172,16 +172,18 @@ def test_the_api_server_reads_a_running_tasks_log_from_the_loopback_log_server(s
     finally:
         release.touch()
     deadline = time.monotonic() + 120
-    while (run := s.api("GET", f"/api/v2/dags/{DAG_ID}/dagRuns/{st._q(run_id)}"))["state"] != "success":
+    while (run := s.api("GET", f"/api/v2/dags/{DAG_ID}/dagRuns/{airflow_api.url_segment(run_id)}"))[
+        "state"
+    ] != "success":
         assert time.monotonic() < deadline and run["state"] in ("queued", "running"), run
         time.sleep(0.5)
 
 
 def test_start_is_idempotent(smoke):
     s, _ = smoke
-    before = st.running(s.cfg)
-    assert st.start(s.cfg, quiet=True) == {"total": 0.0}
-    assert st.running(s.cfg) == before
+    before = processes.running(s.cfg)
+    assert startup.start(s.cfg, quiet=True) == {"total": 0.0}
+    assert processes.running(s.cfg) == before
 
 
 def _mode(path: Path) -> int:
@@ -260,13 +262,13 @@ def test_sqlite_mode_ui_shows_artifacts_tasks_wrote_locally_and_stop_ends_it(tmp
 
     import psutil
 
-    cfg = st.StackConfig.for_tests(tmp_path / "home", mlflow_mode="sqlite")
+    cfg = config.StackConfig.for_tests(tmp_path / "home", mlflow_mode="sqlite")
     assert cfg.mlflow_tracking_uri == f"sqlite:///{cfg.mlflow_db}"
-    st.init(cfg, quiet=True)
+    startup.init(cfg, quiet=True)
     tree: list[int] = []
     try:
-        st.start(cfg, ["mlflow"], quiet=True)
-        pid = st.running(cfg)["mlflow"]
+        startup.start(cfg, ["mlflow"], quiet=True)
+        pid = processes.running(cfg)["mlflow"]
         tree = [pid, *(p.pid for p in psutil.Process(pid).children(recursive=True))]
         env = dict(os.environ, MLFLOW_TRACKING_URI=cfg.mlflow_tracking_uri, MLFLOW_DISABLE_TELEMETRY="true")
         out = subprocess.run(
@@ -275,7 +277,7 @@ def test_sqlite_mode_ui_shows_artifacts_tasks_wrote_locally_and_stop_ends_it(tmp
         )  # fmt: skip
         assert out.returncode == 0, out.stderr[-2000:]
         run_id = out.stdout.split()[-1]
-        login = st.mlflow_auth_header(cfg)  # the UI's requests carry the browser's basic-auth login
+        login = private.mlflow_auth_header(cfg)  # the UI's requests carry the browser's basic-auth login
         url = f"{cfg.mlflow_url}/api/2.0/mlflow/artifacts/list?run_id={run_id}&path=drift"
         with urllib.request.urlopen(urllib.request.Request(url, headers=login), timeout=10) as resp:
             assert [f["path"] for f in json.load(resp)["files"]] == ["drift/report.html"]
@@ -283,11 +285,11 @@ def test_sqlite_mode_ui_shows_artifacts_tasks_wrote_locally_and_stop_ends_it(tmp
         with urllib.request.urlopen(urllib.request.Request(url, headers=login), timeout=10) as r:
             assert r.read() == b"<h1>drift</h1>"
     finally:
-        stopped = st.stop(cfg, quiet=True)
+        stopped = processes.stop(cfg, quiet=True)
     assert stopped == ["mlflow"]
-    assert st.running(cfg) == {}
+    assert processes.running(cfg) == {}
     assert not (cfg.run_dir / "mlflow.pid").exists()
     assert not [
         p for p in tree if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE
     ]
-    assert st.stop(cfg, quiet=True) == []  # idempotent
+    assert processes.stop(cfg, quiet=True) == []  # idempotent

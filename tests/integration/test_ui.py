@@ -13,7 +13,7 @@ import time
 import pytest
 from stack_fixtures import BAD_DAY, DAG_ID, DRIFT_DAY
 
-from ml import stack as st
+from devstack import airflow_api, components
 
 pytestmark = pytest.mark.integration
 
@@ -53,13 +53,13 @@ def _request(stack, path: str, *, token: str | None = None, cookie: str | None =
 @pytest.fixture(scope="module")
 def ui(pipeline):
     stack, settings = pipeline
-    return stack, settings, st.api_token(stack.cfg)
+    return stack, settings, airflow_api.api_token(stack.cfg)
 
 
 def test_airflow_plugins_lists_the_views_and_links(ui):
     stack, _, _ = ui
     out = subprocess.run(
-        [st._bin("airflow"), "plugins", "--output", "json"],
+        [components.executable("airflow"), "plugins", "--output", "json"],
         env=stack.env,
         capture_output=True,
         text=True,
@@ -224,7 +224,10 @@ def test_train_evaluate_promote_link_to_the_mlflow_run_and_version(ui):
     version = client.get_model_version_by_alias(settings.registered_model, "champion")
     boot = min(int(v.version) for v in client.search_model_versions(f"name='{settings.registered_model}'"))
     for task_id in ("train_challenger", "evaluate_challenger", "promote_challenger"):
-        links = stack.api("GET", f"/api/v2/dags/{DAG_ID}/dagRuns/{st._q(run)}/taskInstances/{task_id}/links")
+        links = stack.api(
+            "GET",
+            f"/api/v2/dags/{DAG_ID}/dagRuns/{airflow_api.url_segment(run)}/taskInstances/{task_id}/links",
+        )
         links = links["extra_links"]
         mv = client.get_model_version(settings.registered_model, str(boot))
         assert links["MLflow run"] == (
@@ -234,13 +237,19 @@ def test_train_evaluate_promote_link_to_the_mlflow_run_and_version(ui):
             f"{stack.cfg.mlflow_url}/#/models/{settings.registered_model}/versions/{boot}"
         ), task_id
     # a task without MLflow work has no such buttons
-    links = stack.api("GET", f"/api/v2/dags/{DAG_ID}/dagRuns/{st._q(run)}/taskInstances/detect_drift/links")
+    links = stack.api(
+        "GET",
+        f"/api/v2/dags/{DAG_ID}/dagRuns/{airflow_api.url_segment(run)}/taskInstances/detect_drift/links",
+    )
     assert "MLflow run" not in links["extra_links"]
     # the MLflow side links back: the run carries its Airflow DAG run, the version its decision evidence
     mv = client.get_model_version(settings.registered_model, str(boot))
     tags = client.get_run(mv.run_id).data.tags
     assert tags["driftwatch.dag_run_id"] == run
-    assert tags["driftwatch.dag_run_url"] == f"{stack.cfg.airflow_url}/dags/{DAG_ID}/runs/{st._q(run)}"
+    assert (
+        tags["driftwatch.dag_run_url"]
+        == f"{stack.cfg.airflow_url}/dags/{DAG_ID}/runs/{airflow_api.url_segment(run)}"
+    )
     assert mv.tags["driftwatch.decision"] == "promoted" and mv.description.startswith("Decision on")
     assert int(version.version) >= boot
 
@@ -281,7 +290,7 @@ def test_a_failed_run_raises_one_failure_alert(ui, flights_frame):
     assert len(failures) == 1, _alerts(settings)[-3:]
     assert failures[0]["day"] == FAIL_DAY.isoformat() and "train_challenger" in failures[0]["message"]
     assert "no_such_parameter" in failures[0]["message"]
-    assert failures[0]["url"].endswith(f"/dags/{DAG_ID}/runs/{st._q(run_id)}")
+    assert failures[0]["url"].endswith(f"/dags/{DAG_ID}/runs/{airflow_api.url_segment(run_id)}")
 
 
 @pytest.mark.parametrize(
@@ -296,7 +305,7 @@ def test_a_failed_run_raises_one_failure_alert(ui, flights_frame):
 )
 def test_a_manual_run_with_invalid_params_is_refused(ui, conf):
     stack, _, _ = ui
-    with pytest.raises(st.ApiError) as err:
+    with pytest.raises(airflow_api.ApiError) as err:
         stack.api(
             "POST",
             f"/api/v2/dags/{DAG_ID}/dagRuns",

@@ -1,18 +1,18 @@
-"""ml.stack's production shape (CeleryExecutor, PostgreSQL, MLflow basic auth) as configuration only: no
+"""devstack's production shape (CeleryExecutor, PostgreSQL, MLflow basic auth) as configuration only: no
 process is started. The running stack is tests/integration/test_production.py."""
 
 from __future__ import annotations
 
 import pytest
 
-from ml import stack as st
+from devstack import components, config, processes
 
 PG = "postgresql+psycopg2://dw:s3cret-pw@127.0.0.1:5432/{}"
 
 
 @pytest.fixture
 def celery_cfg(tmp_path):
-    return st.StackConfig.for_tests(
+    return config.StackConfig.for_tests(
         tmp_path / "home",
         executor="CeleryExecutor",
         celery_workers=2,
@@ -25,13 +25,13 @@ def celery_cfg(tmp_path):
 
 
 def test_the_embedded_default_has_no_worker_and_keeps_its_commands(tmp_path):
-    cfg = st.StackConfig.for_tests(tmp_path / "home")
-    assert cfg.celery_worker_names == () and cfg.components == st.ALL_COMPONENTS
+    cfg = config.StackConfig.for_tests(tmp_path / "home")
+    assert cfg.celery_worker_names == () and cfg.components == config.ALL_COMPONENTS
     assert set(cfg.ports) == {"api-server", "mlflow", "worker-log-server", "trigger-log-server"}
-    cmd = st.mlflow_command(cfg)
+    cmd = components.mlflow_command(cfg)
     assert cmd[cmd.index("--backend-store-uri") + 1] == f"sqlite:///{cfg.mlflow_db}"
     assert cmd[cmd.index("--app-name") + 1] == "basic-auth"  # no anonymous writes (test_stack_private.py)
-    env = st.airflow_env(cfg, base={})
+    env = components.airflow_env(cfg, base={})
     assert env["AIRFLOW__CORE__EXECUTOR"] == "LocalExecutor"
     assert env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].startswith("sqlite:///")
     assert env["AIRFLOW__SCHEDULER__MP_START_METHOD"] == "forkserver"
@@ -43,48 +43,50 @@ def test_celery_config_has_one_worker_component_and_free_log_port_each(celery_cf
     assert celery_cfg.celery_worker_names == ("celery-worker-1", "celery-worker-2")
     ports = celery_cfg.ports
     assert len(set(ports.values())) == len(ports) == 6
-    env = st._component_env(celery_cfg, "celery-worker-2")
+    env = components.component_env(celery_cfg, "celery-worker-2")
     assert env["AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT"] == str(ports["celery-worker-2-log-server"])
     assert env["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor"
     assert env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] == PG.format("airflow")
     assert env["DRIFTWATCH_DB_URL"] == PG.format("history")
     assert env["OMP_NUM_THREADS"] == "1"
     assert "AIRFLOW__SCHEDULER__MP_FORKSERVER_PRELOAD" not in env  # the workers preload instead
-    cmd = st._component_command(celery_cfg, "celery-worker-2")
+    cmd = components.component_command(celery_cfg, "celery-worker-2")
     assert cmd[cmd.index("celery") + 1] == "worker" and "celery-worker-2@%h" in cmd
     assert "airflow_preloaded()" in " ".join(cmd)
 
 
 def test_no_password_on_a_command_line_or_in_repr(celery_cfg):
     for name in celery_cfg.components:
-        assert "s3cret-pw" not in " ".join(st._component_command(celery_cfg, name)), name
-    assert "--backend-store-uri" not in st.mlflow_command(celery_cfg)
-    mlflow_env = st._component_env(celery_cfg, "mlflow")
+        assert "s3cret-pw" not in " ".join(components.component_command(celery_cfg, name)), name
+    assert "--backend-store-uri" not in components.mlflow_command(celery_cfg)
+    mlflow_env = components.component_env(celery_cfg, "mlflow")
     assert mlflow_env["MLFLOW_BACKEND_STORE_URI"] == PG.format("mlflow")
     assert mlflow_env["MLFLOW_AUTH_ADMIN_PASSWORD"] == celery_cfg.mlflow_admin_password
     assert "s3cret-pw" not in repr(celery_cfg)
-    assert "s3cret-pw" not in str(st._fingerprint(celery_cfg))
+    assert "s3cret-pw" not in str(processes.fingerprint(celery_cfg))
 
 
 def test_redact_url():
-    assert st.redact_url(PG.format("x")) == "postgresql+psycopg2://dw:***@127.0.0.1:5432/x"
-    assert st.redact_url("redis://127.0.0.1:6379/3") == "redis://127.0.0.1:6379/3"
-    assert st.redact_url("sqlite:////tmp/a.db") == "sqlite:////tmp/a.db"
+    assert config.redact_url(PG.format("x")) == "postgresql+psycopg2://dw:***@127.0.0.1:5432/x"
+    assert config.redact_url("redis://127.0.0.1:6379/3") == "redis://127.0.0.1:6379/3"
+    assert config.redact_url("sqlite:////tmp/a.db") == "sqlite:////tmp/a.db"
 
 
 def test_celery_needs_a_server_database(tmp_path):
-    with pytest.raises(st.StackError, match="airflow_db_url: CeleryExecutor needs a server database"):
-        st.StackConfig.for_tests(tmp_path, executor="CeleryExecutor")
-    with pytest.raises(st.StackError, match="executor: expected 'LocalExecutor' or 'CeleryExecutor'"):
-        st.StackConfig.for_tests(tmp_path, executor="KubernetesExecutor")
+    with pytest.raises(config.StackError, match="airflow_db_url: CeleryExecutor needs a server database"):
+        config.StackConfig.for_tests(tmp_path, executor="CeleryExecutor")
+    with pytest.raises(config.StackError, match="executor: expected 'LocalExecutor' or 'CeleryExecutor'"):
+        config.StackConfig.for_tests(tmp_path, executor="KubernetesExecutor")
 
 
 def test_scheduler_idle_sleep_comes_from_the_environment(tmp_path):
     home = {"DRIFTWATCH_HOME": str(tmp_path / "home")}
-    default = st.airflow_env(st.StackConfig.from_env(home), base={})
+    default = components.airflow_env(config.StackConfig.from_env(home), base={})
     assert default["AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME"] == "0.1"
-    live = st.StackConfig.from_env({**home, "DRIFTWATCH_SCHEDULER_IDLE_SLEEP": "1"})
-    assert st.airflow_env(live, base={})["AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME"] == "1.0"
+    live = config.StackConfig.from_env({**home, "DRIFTWATCH_SCHEDULER_IDLE_SLEEP": "1"})
+    assert components.airflow_env(live, base={})["AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME"] == "1.0"
     for bad, said in (("soon", "a number"), ("0", r"\(0, 60\]"), ("600", r"\(0, 60\]")):
-        with pytest.raises(st.StackError, match=f"DRIFTWATCH_SCHEDULER_IDLE_SLEEP: expected seconds.*{said}"):
-            st.StackConfig.from_env({**home, "DRIFTWATCH_SCHEDULER_IDLE_SLEEP": bad})
+        with pytest.raises(
+            config.StackError, match=f"DRIFTWATCH_SCHEDULER_IDLE_SLEEP: expected seconds.*{said}"
+        ):
+            config.StackConfig.from_env({**home, "DRIFTWATCH_SCHEDULER_IDLE_SLEEP": bad})

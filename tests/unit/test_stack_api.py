@@ -1,0 +1,116 @@
+"""devstack.airflow_api against a stub of Airflow's REST API (no Airflow started): the official client's
+requests (login, filters, pages), its answers as the API's JSON, a renewed token, errors that say what to do.
+tests/integration/test_stack.py drives the real API server."""
+
+from __future__ import annotations
+
+import datetime as dt
+import http.server
+import json
+import threading
+import urllib.parse
+
+import pytest
+
+from devstack import airflow_api, config
+
+
+def _run(i: int) -> dict:
+    day = f"2013-01-{i:02d}T00:00:00Z"
+    return {
+        "dag_id": "d", "dag_display_name": "d", "dag_run_id": f"backfill__{day}", "dag_versions": [],
+        "logical_date": day, "run_after": day, "run_type": "backfill", "state": "success",
+        "start_date": "2026-01-01T10:00:00.250000Z", "end_date": None,
+    }  # fmt: skip
+
+
+class _Airflow(http.server.BaseHTTPRequestHandler):
+    """Answers /auth/token, GET .../dagRuns (3 runs, pages of 2) and GET /api/v2/dags/missing (404)."""
+
+    seen: list[tuple[str, str, str | None]] = []
+    tokens = 0
+    expire_next = False
+
+    def _reply(self, status: int, body: dict) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_POST(self):  # noqa: N802 - http.server's name
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        type(self).seen.append(("POST", self.path, None))
+        if body["password"] != "right":
+            return self._reply(401, {"detail": "Invalid credentials"})
+        type(self).tokens += 1
+        return self._reply(201, {"access_token": f"token-{self.tokens}"})
+
+    def do_GET(self):  # noqa: N802
+        auth = self.headers.get("Authorization")
+        type(self).seen.append(("GET", self.path, auth))
+        if type(self).expire_next:
+            type(self).expire_next = False
+            return self._reply(401, {"detail": "Token expired"})
+        url = urllib.parse.urlsplit(self.path)
+        query = urllib.parse.parse_qs(url.query)
+        if url.path == "/api/v2/dags/d/dagRuns":
+            offset = int(query["offset"][0])
+            runs = [_run(i) for i in (1, 2, 3)][offset : offset + 2]
+            return self._reply(200, {"dag_runs": runs, "total_entries": 3})
+        return self._reply(404, {"detail": f"The Dag with dag_id: `{url.path.split('/')[-1]}` was not found"})
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def cfg(tmp_path, monkeypatch):
+    server = http.server.HTTPServer(("127.0.0.1", 0), _Airflow)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setattr(_Airflow, "seen", [])
+    monkeypatch.setattr(_Airflow, "tokens", 0)
+    monkeypatch.setattr(airflow_api, "_clients", {})
+    stack = config.StackConfig.for_tests(tmp_path / "home", airflow_port=server.server_address[1])
+    stack.password_file.parent.mkdir(parents=True)
+    stack.password_file.write_text(json.dumps({"admin": "right"}))
+    yield stack
+    server.shutdown()
+    server.server_close()
+
+
+def test_dag_runs_logs_in_once_and_reads_every_page_with_the_filters(cfg):
+    runs = airflow_api.dag_runs(cfg, "d", run_type="backfill", logical_date_gte="2013-01-01T00:00:00Z")
+    assert [r["dag_run_id"] for r in runs] == [f"backfill__2013-01-0{i}T00:00:00Z" for i in (1, 2, 3)]
+    # the API's JSON: timestamps as ISO strings, unset fields present as None
+    assert runs[0]["logical_date"] == "2013-01-01T00:00:00Z" and runs[0]["end_date"] is None
+    assert runs[0]["start_date"] == "2026-01-01T10:00:00.250000Z" and runs[0]["state"] == "success"
+    logins = [s for s in _Airflow.seen if s[0] == "POST"]
+    pages = [s for s in _Airflow.seen if s[0] == "GET"]
+    assert logins == [("POST", "/auth/token", None)] and len(pages) == 2
+    assert {auth for _, _, auth in pages} == {"Bearer token-1"}
+    query = urllib.parse.parse_qs(urllib.parse.urlsplit(pages[1][1]).query)
+    assert query["run_type"] == ["backfill"] and query["order_by"] == ["logical_date"]
+    assert query["offset"] == ["2"]
+    assert dt.datetime.fromisoformat(query["logical_date_gte"][0]) == dt.datetime(2013, 1, 1, tzinfo=dt.UTC)
+
+
+def test_an_expired_token_is_renewed_once(cfg):
+    airflow_api.dag_runs(cfg, "d")
+    _Airflow.expire_next = True
+    assert len(airflow_api.dag_runs(cfg, "d")) == 3
+    assert _Airflow.tokens == 2 and _Airflow.seen[-1][2] == "Bearer token-2"
+
+
+def test_errors_name_the_call_and_the_fix(cfg):
+    with pytest.raises(airflow_api.ApiError, match=r"dag missing: HTTP 404: .*was not found") as missing:
+        airflow_api.dag(cfg, "missing")
+    assert missing.value.status == 404
+    with pytest.raises(airflow_api.ApiError, match="HTTP 401") as refused:
+        airflow_api.fetch_token(cfg, password="wrong")
+    assert refused.value.status == 401
+    down = cfg.replace(airflow_port=config.free_port())
+    with pytest.raises(config.StackError, match=r"does not answer .*Is the stack up\? \(`make up`\)"):
+        airflow_api.dag_runs(down, "d")
+    assert airflow_api.version(down) is None
