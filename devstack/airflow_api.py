@@ -14,14 +14,15 @@ import time
 import urllib.parse
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import urllib3
-from airflow_client import client as af
-from airflow_client.client.exceptions import ApiException, UnauthorizedException
 
 from devstack.config import ADMIN_USER, StackConfig, StackError
 from devstack.processes import component_log, tail_text
+
+if TYPE_CHECKING:  # imported where used: the client's ~1 s of imports is not paid by `down` or `clean`
+    from airflow_client import client as af
 
 T = TypeVar("T")
 _clients: dict[tuple[str, str], af.ApiClient] = {}
@@ -44,6 +45,8 @@ def _unreachable(method: str, url: str, exc: Exception) -> StackError:
 
 def _anonymous(cfg: StackConfig, **settings: Any) -> af.ApiClient:
     """A client without a login, for the endpoints that need none (token, health, version)."""
+    from airflow_client import client as af
+
     return af.ApiClient(af.Configuration(host=cfg.airflow_url, **settings))
 
 
@@ -79,6 +82,8 @@ def fetch_token(cfg: StackConfig, *, password: str | None = None) -> str:
 
 def client(cfg: StackConfig, *, refresh: bool = False) -> af.ApiClient:
     """The API client of this stack, logged in as admin; cached per API server and home."""
+    from airflow_client import client as af
+
     key = (cfg.airflow_url, str(cfg.home))
     if refresh or key not in _clients:
         _clients[key] = af.ApiClient(af.Configuration(host=cfg.airflow_url, access_token=fetch_token(cfg)))
@@ -97,6 +102,8 @@ def call(cfg: StackConfig, operation: Callable[[af.ApiClient], T], what: str = "
         ApiError: the API answered 4xx/5xx (`.status`, `.body`).
         StackError: the API server cannot be reached.
     """
+    from airflow_client.client.exceptions import ApiException, UnauthorizedException
+
     for attempt in (1, 2):
         try:
             return operation(client(cfg, refresh=attempt == 2))
@@ -150,6 +157,9 @@ def health(cfg: StackConfig) -> dict[str, Any]:
     Raises:
         StackError: the API server does not answer, or answers with an error.
     """
+    from airflow_client import client as af
+    from airflow_client.client.exceptions import ApiException
+
     try:
         return _plain(af.MonitorApi(_anonymous(cfg, retries=0)).get_health(_request_timeout=5))
     except ApiException as exc:
@@ -160,6 +170,9 @@ def health(cfg: StackConfig) -> dict[str, Any]:
 
 def version(cfg: StackConfig, timeout: float = 3.0) -> str | None:
     """The API server's Airflow version (GET /api/v2/version, no login); None while it does not answer."""
+    from airflow_client import client as af
+    from airflow_client.client.exceptions import ApiException
+
     try:
         return str(af.VersionApi(_anonymous(cfg, retries=0)).get_version(_request_timeout=timeout).version)
     except (ApiException, urllib3.exceptions.HTTPError, OSError, ValueError):
@@ -168,11 +181,15 @@ def version(cfg: StackConfig, timeout: float = 3.0) -> str | None:
 
 def dag(cfg: StackConfig, dag_id: str) -> dict[str, Any]:
     """GET /api/v2/dags/{dag_id}."""
+    from airflow_client import client as af
+
     return _plain(call(cfg, lambda c: af.DAGApi(c).get_dag(dag_id), f"dag {dag_id}"))
 
 
 def set_paused(cfg: StackConfig, dag_id: str, paused: bool) -> None:
     """Pause or unpause a DAG (runs of a paused DAG never start)."""
+    from airflow_client import client as af
+
     body = af.DAGPatchBody(is_paused=paused)
     call(cfg, lambda c: af.DAGApi(c).patch_dag(dag_id, body), f"patch dag {dag_id}")
 
@@ -183,6 +200,8 @@ def unpause(cfg: StackConfig, dag_id: str) -> None:
 
 def import_errors(cfg: StackConfig) -> list[dict[str, Any]]:
     """The DAG files that fail to import: [{"filename", "stack_trace", ...}]."""
+    from airflow_client import client as af
+
     page = call(cfg, lambda c: af.ImportErrorApi(c).get_import_errors(limit=100), "import errors")
     return [_plain(e) for e in page.import_errors]
 
@@ -195,6 +214,8 @@ def _lists(filters: Mapping[str, Any], *names: str) -> dict[str, Any]:
 def dag_runs(cfg: StackConfig, dag_id: str, **filters: Any) -> list[dict[str, Any]]:
     """All runs of a DAG matching the GET /api/v2/dags/{id}/dagRuns filters (run_type="backfill",
     logical_date_gte="2013-01-01T00:00:00Z", ...), ordered by logical date, every page."""
+    from airflow_client import client as af
+
     runs: list[dict[str, Any]] = []
     query = _lists(filters, "run_type", "state")
 
@@ -212,6 +233,8 @@ def dag_runs(cfg: StackConfig, dag_id: str, **filters: Any) -> list[dict[str, An
 
 def dag_run(cfg: StackConfig, dag_id: str, run_id: str) -> dict[str, Any]:
     """GET /api/v2/dags/{dag_id}/dagRuns/{run_id}."""
+    from airflow_client import client as af
+
     return _plain(call(cfg, lambda c: af.DagRunApi(c).get_dag_run(dag_id, run_id), f"run {run_id}"))
 
 
@@ -223,6 +246,8 @@ def trigger_run(
     run_id: str | None = None,
 ) -> dict[str, Any]:
     """POST /api/v2/dags/{dag_id}/dagRuns: one run at `logical_date` with `conf`; the run created."""
+    from airflow_client import client as af
+
     body = af.TriggerDAGRunPostBody(logical_date=logical_date, conf=dict(conf), dag_run_id=run_id)
     run = call(cfg, lambda c: af.DagRunApi(c).trigger_dag_run(dag_id, body), f"trigger {dag_id}")
     return _plain(run)
@@ -230,6 +255,8 @@ def trigger_run(
 
 def task_instances(cfg: StackConfig, dag_id: str, run_id: str, **filters: Any) -> list[dict[str, Any]]:
     """Task instances of a run (`dag_id` and `run_id` may be "~" for all), e.g. state="failed"."""
+    from airflow_client import client as af
+
     query = _lists(filters, "state")
     page = call(
         cfg,
@@ -261,6 +288,8 @@ def failed_tasks(cfg: StackConfig, dag_id: str, run_id: str) -> list[dict[str, A
 
 def backfills(cfg: StackConfig, dag_id: str) -> list[dict[str, Any]]:
     """The backfills of a DAG, newest first: [{"id", "from_date", "to_date", "completed_at", ...}]."""
+    from airflow_client import client as af
+
     page = call(
         cfg,
         lambda c: af.BackfillApi(c).list_backfills(dag_id, limit=100, order_by=["-id"]),
@@ -270,6 +299,8 @@ def backfills(cfg: StackConfig, dag_id: str) -> list[dict[str, Any]]:
 
 
 def cancel_backfill(cfg: StackConfig, backfill_id: int) -> None:
+    from airflow_client import client as af
+
     call(cfg, lambda c: af.BackfillApi(c).cancel_backfill(backfill_id), f"cancel backfill {backfill_id}")
 
 
