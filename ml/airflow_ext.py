@@ -1,6 +1,10 @@
-"""Airflow-side pieces of driftwatch: the alert notifier and the MLflow links on task instances.
+"""Airflow-side pieces of driftwatch: every task's body, the alert notifier and the MLflow links.
 
 Imported by the DAG file and the plugin only (everything else in `ml` runs without Airflow).
+
+- `run_step`: the body of every task (the DAG is built from `ml.flow`): the day from the task's context,
+  the outputs the step reads from XCom, its module's `run`, its output back to XCom; `on_task_failure`
+  keeps a failed step's error in the day's row; `explain_retry` says what a killed previous try means.
 
 - `DriftwatchNotifier`: Airflow's notifier mechanism (`on_success_callback` / `on_failure_callback`) for the
   three alerts: a quarantined batch, a promotion, a failed run. It delivers to the one configured target of
@@ -9,8 +13,8 @@ Imported by the DAG file and the plugin only (everything else in `ml` runs witho
   pushes XCom `mlflow` = {"run_id", "experiment_id", "model", "version"}; at the end of the task the worker
   turns it into the two URLs (Airflow 3 stores operator links in XCom), the API server shows them.
 - `mlflow_task` / `mlflow_branch_task`: `@task` / `@task.branch` whose operator carries those links.
-- `earlier_runs_unfinished` (the `wait_for_earlier_days` sensor) and `unfinished_tasks` (what `record` reports):
-  questions about this DAG's other runs and tasks, asked through the Task SDK (tasks have no metadata DB).
+- the earlier runs `wait_for_earlier_days` waits for and the tasks `record` reports as failed: questions
+  about this DAG's other runs and tasks, asked through the Task SDK (tasks have no metadata DB).
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from airflow.sdk import BaseNotifier, BaseOperatorLink
 log = logging.getLogger(__name__)
 
 MLFLOW_XCOM_KEY = "mlflow"
+OUTPUT_KEY = "output"  # a branch task's output (its return value is the task to follow)
 UI_URL_ENV = "DRIFTWATCH_MLFLOW_UI_URL"
 
 
@@ -141,47 +146,90 @@ def _value(x: Any) -> str:
     return str(getattr(x, "value", x))
 
 
-def earlier_runs_unfinished(context: Any) -> bool:
-    """The `wait_for_earlier_days` sensor: True when no run of this DAG with an earlier logical date is queued
-    or running, so the day may go on; False (poke again) while one is.
+def _day(context: Any, dataset: str) -> Any:
+    """The `ml.day.Day` of this task's run: the dataset, the logical date, the run id, the run's params."""
+    from ml.day import Day, RunParams
 
-    `max_active_runs=1` does not order a manual run against a backfill (a backfill has its own limit), nor a
-    manual run of an earlier date triggered after a later one. Day D is scored by the champion the run of
-    D-1 left and a challenger of D is evaluated on the days before it, so D waits for every earlier run.
-    One case cannot be waited out: an earlier non-backfill run queued behind this non-backfill run (it waits
-    for this run's slot under max_active_runs=1); this run then fails at once, saying so, instead of both
-    waiting until the timeout.
-    """
-    from airflow.exceptions import AirflowFailException
+    logical = context.get("logical_date")
+    if logical is None:
+        raise ValueError(
+            "this run has no logical date: trigger it with one (the date selects the batch to process)"
+        )
+    run_id = str(context["run_id"])
+    dag = context.get("dag")
+    return Day.of(
+        dataset,
+        dt.date(logical.year, logical.month, logical.day),
+        run_id,
+        run_url=dag_run_url(dag.dag_id, run_id) if dag is not None else None,
+        params=RunParams.from_airflow(context.get("params") or {}),
+    )
 
-    ti, run = context["ti"], context["dag_run"]
-    blocking = [
-        r for r in (ti.get_previous_dagrun(state="running"), ti.get_previous_dagrun(state="queued")) if r
+
+def _earlier_runs(context: Any) -> list[Any]:
+    """This DAG's runs of earlier logical dates that are running or queued (the latest of each state: one is
+    enough to wait for), asked through the Task SDK."""
+    from ml.tasks.wait_for_earlier_days import OtherRun
+
+    ti = context["ti"]
+    found = [ti.get_previous_dagrun(state="running"), ti.get_previous_dagrun(state="queued")]
+    return [
+        OtherRun(r.run_id, r.logical_date.date(), _value(r.state), _value(r.run_type))
+        for r in found
+        if r is not None and r.logical_date is not None
     ]
-    day = run.logical_date.date().isoformat() if run.logical_date else "?"
-    if not blocking:
-        log.info("%s %s: no run of an earlier date is unfinished; the day goes on", run.dag_id, day)
-        return True
-    names = ", ".join(
-        f"{r.run_id} ({_value(r.state)}, logical date {r.logical_date.date()}, {_value(r.run_type)})"
-        for r in blocking
-    )
-    mine = _value(run.run_type)
-    for r in blocking:
-        if _value(r.state) == "queued" and _value(r.run_type) != "backfill" and mine != "backfill":
-            raise AirflowFailException(
-                f"{run.dag_id} {day}: the run {r.run_id} of an earlier date ({r.logical_date.date()}) is queued "
-                f"behind this run (max_active_runs=1) and days are processed in date order. This run stops so "
-                f"that it can go first; clear this run ({run.run_id}) once it has finished."
+
+
+def run_step(step_id: str, dataset: str) -> Any:
+    """The body of every task of the DAG: build the day, give the step the outputs it reads (XCom), run its
+    module, hand its output on. A branch returns the step to follow (its output goes to XCom key "output"),
+    a sensor True when the day may go on, a task its output."""
+    from airflow.exceptions import AirflowFailException
+    from airflow.sdk import get_current_context
+
+    from ml import flow
+    from ml.tasks.wait_for_earlier_days import DaysOutOfOrderError
+
+    context = get_current_context()
+    step, ti = flow.BY_ID[step_id], context["ti"]
+    day = _day(context, dataset)
+    module = step.module
+    if step_id == "wait_for_earlier_days":
+        try:
+            return module.run(
+                day, earlier=_earlier_runs(context), run_type=_value(context["dag_run"].run_type)
             )
-    log.info(
-        "%s %s: waiting for the runs of earlier dates to finish first: %s. Days are processed in date "
-        "order (each is scored by the champion the day before left); this sensor pokes again in a while.",
-        run.dag_id,
-        day,
-        names,
-    )
-    return False
+        except DaysOutOfOrderError as exc:  # waiting cannot help: fail now, without retries
+            raise AirflowFailException(str(exc)) from None
+    if step_id == "record":
+        return module.run(day, failed_tasks=unfinished_tasks(context))
+    inputs = {
+        arg: ti.xcom_pull(task_ids=up, key=OUTPUT_KEY if flow.BY_ID[up].kind == "branch" else "return_value")
+        for arg, up in step.reads.items()
+    }
+    out = module.run(day, **inputs)
+    if step.links:
+        push_mlflow(context, out)
+    if step.kind == "branch":
+        ti.xcom_push(key=OUTPUT_KEY, value=out)
+        return out["next"]
+    return out
+
+
+def on_task_failure(context: Any) -> None:
+    """Every task's failure callback: keep the failing step's error in the day's history row (the run's
+    failure alert is the DAG's notifier)."""
+    from ml.tasks import record
+
+    ti = context["ti"]
+    if context.get("logical_date") is None:
+        return
+    day = _day(context, str((context.get("params") or {}).get("dataset")))
+    error = context.get("exception")
+    message = f"{type(error).__name__}: {error}" if error else "task failed"
+    if ti.task_id == "wait_for_batch":
+        message = f"no batch at {day.settings.partition_dir(day.date)} before the wait timed out ({message})"
+    record.on_failure(day, ti.task_id, message)
 
 
 def explain_retry(context: Any) -> None:
@@ -247,23 +295,31 @@ class DriftwatchNotifier(BaseNotifier):
         self.dataset = dataset
 
     def build(self, context: Any) -> dict[str, Any] | None:
-        from ml import alerts, steps
+        from ml import alerts
+        from ml.day import settings_for
+        from ml.history import History
 
-        s = steps.settings_for(self.dataset)
+        s = settings_for(self.dataset)
         day = _logical_day(context)
         run_id = _run_id(context)
+        if day is None and self.kind != "failure":
+            raise ValueError(
+                f"no logical date in the callback's context: the {self.kind} alert cannot be built"
+            )
         if self.kind == "monitor":
             ti = context["ti"]
             result = ti.xcom_pull(task_ids=ti.task_id) or {}
+            assert day is not None
             return alerts.monitor_alert(s, day, result, run_id) if result.get("alerts") else None
         if self.kind in ("quarantine", "promotion"):
             ti = context["ti"]
             result = ti.xcom_pull(task_ids=ti.task_id) or {}
             make = alerts.quarantine_alert if self.kind == "quarantine" else alerts.promotion_alert
+            assert day is not None
             return make(s, day, result, run_id)
         failed: list[str] = []
         if day is not None:
-            row = steps.history_for(s).get_day(s.name, day) or {}
+            row = History(s.history_url).get_day(s.name, day) or {}
             if row.get("error"):
                 failed.append(str(row["error"])[:500])
         reason = context.get("reason")
@@ -274,10 +330,11 @@ class DriftwatchNotifier(BaseNotifier):
         return alerts.failure_alert(s, day, failed, run_id, url=url)
 
     def notify(self, context: Any) -> None:
-        from ml import alerts, steps
+        from ml import alerts
+        from ml.day import settings_for
 
         try:
-            s = steps.settings_for(self.dataset)
+            s = settings_for(self.dataset)
             alert = self.build(context)
             if alert is None:  # nothing to report (a monitor without violations)
                 return

@@ -122,6 +122,61 @@ def event_key(alert: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(what, default=str, sort_keys=True).encode()).hexdigest()[:16]
 
 
+def _claim(
+    history: Any, dataset: str, day: str, kind: str, event: str, *, dag_run_id: str | None, message: str
+) -> bool:
+    """Mark an alert as sent in the history (dw_alerts); False when this day's event was alerted before."""
+    import sqlalchemy as sa
+
+    from ml.history import alerts_sent
+
+    try:
+        with history.engine.begin() as conn:
+            conn.execute(
+                alerts_sent.insert().values(
+                    dataset=dataset,
+                    day=day,
+                    kind=kind,
+                    event=event,
+                    dag_run_id=dag_run_id,
+                    message=message[:4000],
+                    sent_at=dt.datetime.now(dt.UTC),
+                )
+            )
+    except sa.exc.IntegrityError:
+        return False
+    return True
+
+
+def _unclaim(history: Any, dataset: str, day: str, kind: str, event: str) -> None:
+    from ml.history import alerts_sent
+
+    with history.engine.begin() as conn:
+        conn.execute(
+            alerts_sent.delete().where(
+                alerts_sent.c.dataset == dataset,
+                alerts_sent.c.day == day,
+                alerts_sent.c.kind == kind,
+                alerts_sent.c.event == event,
+            )
+        )
+
+
+def sent(settings: Settings) -> list[dict[str, Any]]:
+    """The alerts sent for the dataset (one row per day and event), oldest first."""
+    import sqlalchemy as sa
+
+    from ml.history import History, alerts_sent
+
+    with History(settings.history_url).engine.connect() as conn:
+        rows = conn.execute(
+            sa.select(alerts_sent)
+            .where(alerts_sent.c.dataset == settings.name)
+            .order_by(alerts_sent.c.sent_at)
+        )
+        return [dict(r._mapping) for r in rows]
+
+
 def send_once(settings: Settings, alert: dict[str, Any], deliver_with=None) -> str:
     """Deliver `alert` unless the same event of the same day was alerted before. Returns where it went, or
     "already sent". `deliver_with(alert)` delivers (default: `deliver`); it returns "undelivered" or raises
@@ -130,7 +185,8 @@ def send_once(settings: Settings, alert: dict[str, Any], deliver_with=None) -> s
 
     day, key = str(alert.get("day") or "?"), event_key(alert)
     history = History(settings.history_url)
-    if not history.claim_alert(
+    if not _claim(
+        history,
         settings.name,
         day,
         alert["kind"],
@@ -149,15 +205,15 @@ def send_once(settings: Settings, alert: dict[str, Any], deliver_with=None) -> s
     try:
         where = (deliver_with or (lambda a: deliver(settings, a)))(alert)
     except BaseException:
-        history.unclaim_alert(settings.name, day, alert["kind"], key)
+        _unclaim(history, settings.name, day, alert["kind"], key)
         raise
     if where == "undelivered":
-        history.unclaim_alert(settings.name, day, alert["kind"], key)
+        _unclaim(history, settings.name, day, alert["kind"], key)
     return where
 
 
 def notify(settings: Settings, kind: str, message: str, **details: Any) -> dict[str, Any]:
-    """Build and deliver one alert (used outside Airflow, e.g. by `ml.pipeline.run_day`)."""
+    """Build and deliver one alert (used outside Airflow)."""
     alert = event(settings, kind, message, **details)
     send_once(settings, alert)
     return alert

@@ -14,7 +14,8 @@ import os
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from ml.config import Retries, Thresholds, Wait, _apply_env_overrides, _section, datasets_dir, read_yaml
+from ml.config import datasets_dir
+from ml.schema import Retries, Thresholds, Wait, apply_env_overrides, read_yaml, section
 
 
 @dataclass(frozen=True)
@@ -36,7 +37,7 @@ class DagSpec:
 def dag_specs() -> list[DagSpec]:
     specs = []
     for path in sorted(datasets_dir().glob("*.yaml")):
-        raw = _apply_env_overrides(read_yaml(path.read_text()) or {}, os.environ)
+        raw = apply_env_overrides(read_yaml(path.read_text()) or {}, os.environ)
         name = str(raw.get("name") or path.stem)
         window = raw.get("original_window") or {}
         start = raw.get("start_date") or window.get("start")
@@ -44,9 +45,9 @@ def dag_specs() -> list[DagSpec]:
             start = dt.date.fromisoformat(start)
         if not isinstance(start, dt.date):
             raise ValueError(f"{path}: start_date (or original_window.start) must be a date YYYY-MM-DD")
-        wait: Wait = _section(raw, "wait", Wait, str(path))
-        retries: Retries = _section(raw, "retries", Retries, str(path))
-        thresholds: Thresholds = _section(raw, "thresholds", Thresholds, str(path))
+        wait: Wait = section(raw, "wait", Wait, str(path))
+        retries: Retries = section(raw, "retries", Retries, str(path))
+        thresholds: Thresholds = section(raw, "thresholds", Thresholds, str(path))
         specs.append(
             DagSpec(
                 dataset=name,

@@ -118,7 +118,7 @@ def _validate(args: argparse.Namespace) -> int:
     from ml import validation
     from ml.exceptions import UnreadableBatchError
     from ml.history import History
-    from ml.steps import _artifact
+    from ml.registry import artifact
 
     s = load_settings(args.dataset)
     reference = None
@@ -127,7 +127,7 @@ def _validate(args: argparse.Namespace) -> int:
     if events and not args.no_reference:
         version = max(events, key=lambda e: (e["logical_date"], e["id"]))["after_version"]
         try:
-            reference = _artifact(s, h, version, "reference.parquet")
+            reference = artifact(s, h, version, "reference.parquet")
         except Exception as exc:  # noqa: BLE001 - validate without reference rather than not at all
             print(
                 f"warning: champion reference unavailable ({exc}); checking the YAML rules only",
@@ -164,7 +164,7 @@ def _champion(args: argparse.Namespace) -> int:
 
 
 def _rollback(args: argparse.Namespace) -> int:
-    from ml import registry
+    from ml import promotion
     from ml.history import History
 
     s = load_settings(args.dataset)
@@ -173,7 +173,7 @@ def _rollback(args: argparse.Namespace) -> int:
     except ValueError:
         print(f"error: rollback --date: expected YYYY-MM-DD. Got {args.date!r}.", file=sys.stderr)
         return 2
-    out = registry.rollback(s, History(s.history_url), reason=args.reason, actor=args.actor, day=day)
+    out = promotion.rollback(s, History(s.history_url), reason=args.reason, actor=args.actor, day=day)
     if args.json:
         print(json.dumps({"dataset": s.name, **out}))
     else:
@@ -186,7 +186,7 @@ def _rollback(args: argparse.Namespace) -> int:
 
 def _repair(args: argparse.Namespace) -> int:
     """Make the MLflow aliases follow the audit log (the one source of truth) and say what was wrong."""
-    from ml import alerts, registry
+    from ml import alerts, promotion, registry
     from ml.history import History
 
     s = load_settings(args.dataset)
@@ -194,7 +194,7 @@ def _repair(args: argparse.Namespace) -> int:
     if h.latest_alias(s.name, registry.CHAMPION) is None:
         print(f"{s.name}: the audit log has no champion yet; nothing to repair")
         return 0
-    drift = registry.repair(s, h, holder="cli-repair")
+    drift = promotion.repair(s, h, holder="cli-repair")
     if args.json:
         print(json.dumps({"dataset": s.name, "repaired": drift}, indent=2, default=str))
     elif not drift:
@@ -223,11 +223,15 @@ def _repair(args: argparse.Namespace) -> int:
 
 
 def _run_day(args: argparse.Namespace) -> int:
-    """Run one logical date through the steps in this process, without Airflow (debugging, replay)."""
-    from ml.pipeline import run_day
+    """Run one logical date through the daily flow in this process, without Airflow (debugging): the same
+    steps, branches and outputs as the DAG (`ml.runner`); prints each step's state and output."""
+    from ml.day import RunParams
+    from ml.runner import run_day_or_raise
 
-    out = run_day(args.dataset, dt.date.fromisoformat(args.date), force_retrain=args.force_retrain)
-    print(json.dumps(out, indent=2, default=str))
+    out = run_day_or_raise(
+        args.dataset, dt.date.fromisoformat(args.date), params=RunParams(force_retrain=args.force_retrain)
+    )
+    print(json.dumps({"day": out.day, "states": out.states, "outputs": out.outputs}, indent=2, default=str))
     return 0
 
 
@@ -238,7 +242,7 @@ def _replay(args: argparse.Namespace) -> int:
 
     import yaml
 
-    from ml import replay
+    from ml import replay, replay_jobs, replay_report
     from ml.config import Paths
     from ml.data import available_days
 
@@ -267,13 +271,15 @@ def _replay(args: argparse.Namespace) -> int:
         return 1
     root = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="driftwatch-replay-"))
     jobs = [
-        replay.Job(
+        replay_jobs.Job(
             key=p.name, dataset=args.dataset, policy=p.name, start=start, end=end, overrides=overrides or None
         )
         for p in policies
     ]
     jobs.sort(key=lambda j: replay.cost_rank(replay.parse_policy(j.policy)))
-    results = replay.run_jobs(jobs, root, parallel=args.parallel, echo=lambda m: print(m, file=sys.stderr))
+    results = replay_jobs.run_jobs(
+        jobs, root, parallel=args.parallel, echo=lambda m: print(m, file=sys.stderr)
+    )
     split = dt.date.fromisoformat(args.split) if args.split else None
     summaries = {k: replay.summarize(r) for k, r in results.items()}
     after = {k: replay.summarize(r, start=split) for k, r in results.items()} if split else None
@@ -291,10 +297,10 @@ def _replay(args: argparse.Namespace) -> int:
         print(json.dumps(figures, indent=2, default=str))
     else:
         print(f"{s.name} {start}..{end} (work folders under {root})")
-        print(replay.format_table([summaries[j.key] for j in jobs]))
+        print(replay_report.format_table([summaries[j.key] for j in jobs]))
         if after:
             print(f"\nfrom {split}:")
-            print(replay.format_table([after[j.key] for j in jobs]))
+            print(replay_report.format_table([after[j.key] for j in jobs]))
     if not args.workdir:
         import shutil
 

@@ -21,38 +21,26 @@ from typing import Any
 import yaml
 
 from ml.exceptions import ConfigError
+from ml.schema import (
+    MONITOR_ACTIONS,
+    TOP_LEVEL_KEYS,
+    AttributionMonitor,
+    BiasMonitor,
+    Estimation,
+    Evaluation,
+    Monitoring,
+    Retries,
+    Thresholds,
+    Training,
+    Validation,
+    Wait,
+    apply_env_overrides,
+    read_yaml,
+    section,
+)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 BUNDLED_DATASETS = Path(__file__).resolve().parent / "datasets"
-ENV_PREFIX = "DRIFTWATCH__"
-TOP_LEVEL_KEYS = frozenset(
-    {
-        "name",
-        "description",
-        "dag_id",
-        "start_date",
-        "registered_model",
-        "source",
-        "date_column",
-        "label",
-        "features",
-        "drop",
-        "keys",
-        "original_window",
-        "holdout_days",
-        "training",
-        "thresholds",
-        "validation",
-        "wait",
-        "retries",
-        "drift",
-        "evaluation",
-        "synthetic",
-        "label_delay_days",
-        "monitoring",
-    }
-)
-MONITOR_ACTIONS = ("record", "alert", "retrain")
 
 
 def home_dir() -> Path:
@@ -86,108 +74,6 @@ class Paths:
             mlflow_artifacts=home / "mlflow" / "artifacts",
             alerts=home / "alerts.log",
         )
-
-
-@dataclass(frozen=True)
-class Thresholds:
-    drift_share: float = 0.5
-    quality_drop: float = 0.05
-    cooldown_days: int = 7
-    min_new_rows: int = 3000
-    min_delta: float = 0.0
-    logloss_tolerance: float = 0.01
-    min_bootstrap_auc: float = 0.55
-    bootstrap_resamples: int = 1000
-    confidence: float = 0.95
-
-
-@dataclass(frozen=True)
-class Training:
-    window: str = "all"  # all | last_n_days | time_decay
-    window_days: int = 90
-    half_life_days: float = 60.0
-    model: str = "hist_gradient_boosting"
-    params: Mapping[str, Any] = field(default_factory=dict)
-    seed: int = 42
-
-
-@dataclass(frozen=True)
-class Validation:
-    min_rows: int = 1
-    max_rows: int = 1_000_000
-    min_non_null: Mapping[str, float] = field(default_factory=lambda: {"default": 0.95})
-    range_tolerance: float = 0.25
-    max_unseen_share: float = 0.05
-    ranges: Mapping[str, tuple[float, float]] = field(default_factory=dict)
-
-    def non_null_floor(self, column: str) -> float:
-        return float(self.min_non_null.get(column, self.min_non_null.get("default", 0.95)))
-
-
-@dataclass(frozen=True)
-class Evaluation:
-    """Segment guardrail: no segment value may lose more than `segment_tolerance` AUC to the challenger."""
-
-    segments: tuple[str, ...] = ()  # columns whose values are the segments, e.g. (origin, carrier)
-    segment_tolerance: float = 0.02
-    min_segment_rows: int = 200  # smaller segments (or single-class ones) are not checked: AUC too noisy
-
-
-@dataclass(frozen=True)
-class BiasMonitor:
-    """Bias drift: disparity between segments (positive-prediction rate; accuracy once labels are known)
-    compared with the champion's reference. Off when `segments` is empty."""
-
-    segments: tuple[str, ...] = ()
-    min_rows: int = 50  # smaller segment values are left out of a day's disparity (too noisy)
-    threshold: float = 0.5  # a score at or above it is a positive prediction
-    max_positive_rate_gap_change: float = 0.1  # violation: the gap grew by more than this vs the reference
-    max_accuracy_gap_change: float = 0.1
-    action: str = "record"  # record | alert | retrain
-
-
-@dataclass(frozen=True)
-class AttributionMonitor:
-    """Feature-attribution drift: nDCG of the champion's feature ranking on the day vs on its reference."""
-
-    enabled: bool = True
-    rows: int = 2000  # rows sampled (seeded) from each side
-    repeats: int = 3  # permutations per feature
-    min_ndcg: float = 0.9  # Model Monitor's limit
-    top_k: int = 0  # features compared (0: all)
-    action: str = "record"  # record | alert | retrain
-
-
-@dataclass(frozen=True)
-class Estimation:
-    """Performance without labels: CBPE from the champion's calibrated probabilities."""
-
-    enabled: bool = True
-    use_for_decisions: bool = False  # with label_delay_days > 0 the AUC-drop trigger uses the estimate
-
-
-@dataclass(frozen=True)
-class Monitoring:
-    bias: BiasMonitor = field(default_factory=BiasMonitor)
-    attribution: AttributionMonitor = field(default_factory=AttributionMonitor)
-    estimation: Estimation = field(default_factory=Estimation)
-
-
-@dataclass(frozen=True)
-class Wait:
-    timeout_minutes: float = 60.0  # for the day's batch to arrive in the lake
-    poke_seconds: float = 30.0
-    # for earlier runs of the dataset to finish (a backfill ahead of a manual run): days are processed in order
-    earlier_days_timeout_minutes: float = 720.0
-
-
-@dataclass(frozen=True)
-class Retries:
-    """Airflow retries of each task (a killed or failed try is retried once by default; every step is safe to
-    retry: see ml/faults.py)."""
-
-    count: int = 1
-    delay_seconds: float = 20.0
 
 
 @dataclass(frozen=True)
@@ -269,51 +155,6 @@ def _date(value: Any, key: str) -> dt.date:
         raise ConfigError(f"{key}: expected a date YYYY-MM-DD. Got {value!r}.") from None
 
 
-def _section(raw: Mapping[str, Any], key: str, cls: type, path: str) -> Any:
-    value = raw.get(key) or {}
-    if not isinstance(value, Mapping):
-        raise ConfigError(f"{path}: {key}: expected a mapping. Got {type(value).__name__}.")
-    known = {f for f in cls.__dataclass_fields__}
-    unknown = sorted(set(value) - known)
-    if unknown:
-        raise ConfigError(f"{path}: {key}: unknown keys {unknown[:5]}. Allowed: {sorted(known)}.")
-    kwargs: dict[str, Any] = {}
-    for name, spec in cls.__dataclass_fields__.items():
-        if name not in value:
-            continue
-        v = value[name]
-        default = spec.default
-        if isinstance(default, bool) or default is None or isinstance(default, Mapping):
-            kwargs[name] = v
-        elif isinstance(default, int) and not isinstance(default, bool):
-            try:
-                kwargs[name] = int(v)
-            except (TypeError, ValueError):
-                raise ConfigError(f"{path}: {key}.{name}: expected an integer. Got {v!r}.") from None
-        elif isinstance(default, float):
-            try:
-                kwargs[name] = float(v)
-            except (TypeError, ValueError):
-                raise ConfigError(f"{path}: {key}.{name}: expected a number. Got {v!r}.") from None
-        else:
-            kwargs[name] = v
-    return cls(**kwargs)
-
-
-def _apply_env_overrides(raw: dict[str, Any], environ: Mapping[str, str]) -> dict[str, Any]:
-    for var, value in environ.items():
-        if not var.startswith(ENV_PREFIX):
-            continue
-        parts = [p.lower() for p in var[len(ENV_PREFIX) :].split("__") if p]
-        node = raw
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise ConfigError(f"{var}: {'.'.join(parts)} does not name a mapping key.")
-        node[parts[-1]] = yaml.safe_load(value)
-    return raw
-
-
 def _names(raw: Any, key: str, path: str) -> tuple[str, ...]:
     if raw is None:
         return ()
@@ -325,16 +166,15 @@ def _names(raw: Any, key: str, path: str) -> tuple[str, ...]:
 def _monitoring(raw: Mapping[str, Any], p: str, columns: set[str]) -> Monitoring:
     from dataclasses import replace
 
-    section = raw.get("monitoring") or {}
-    if not isinstance(section, Mapping):
-        raise ConfigError(f"{p}: monitoring: expected a mapping. Got {type(section).__name__}.")
+    given = raw.get("monitoring") or {}
+    if not isinstance(given, Mapping):
+        raise ConfigError(f"{p}: monitoring: expected a mapping. Got {type(given).__name__}.")
     parts = {"bias": BiasMonitor, "attribution": AttributionMonitor, "estimation": Estimation}
-    unknown = sorted(set(section) - set(parts))
+    unknown = sorted(set(given) - set(parts))
     if unknown:
         raise ConfigError(f"{p}: monitoring: unknown keys {unknown[:5]}. Allowed: {sorted(parts)}.")
     got = {
-        k: _section({f"monitoring.{k}": section.get(k)}, f"monitoring.{k}", cls, p)
-        for k, cls in parts.items()
+        k: section({f"monitoring.{k}": given.get(k)}, f"monitoring.{k}", cls, p) for k, cls in parts.items()
     }
     bias, attribution = got["bias"], got["attribution"]
     segments = _names(bias.segments or None, "monitoring.bias.segments", p)
@@ -376,14 +216,6 @@ def _monitoring(raw: Mapping[str, Any], p: str, columns: set[str]) -> Monitoring
 
 # libyaml's loader when PyYAML was built with it: the pure-Python one takes ~25 ms per dataset file, and the
 # DAG file reads every dataset file in every task process
-_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-
-
-def read_yaml(text: str) -> Any:
-    """yaml.safe_load with libyaml when available (same results: both resolve the YAML 1.1 safe tags)."""
-    return yaml.load(text, Loader=_YAML_LOADER)  # noqa: S506 - a SafeLoader
-
-
 def load_settings(dataset: str | Path, environ: Mapping[str, str] | None = None) -> Settings:
     """Load a dataset's settings.
 
@@ -407,7 +239,7 @@ def load_settings(dataset: str | Path, environ: Mapping[str, str] | None = None)
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level.")
-    raw = _apply_env_overrides(raw, environ)
+    raw = apply_env_overrides(raw, environ)
     p = str(path)
     unknown = sorted(set(raw) - TOP_LEVEL_KEYS)
     if unknown:
@@ -446,7 +278,7 @@ def load_settings(dataset: str | Path, environ: Mapping[str, str] | None = None)
             f"{p}: holdout_days: must be at least 1 and shorter than the original window "
             f"({window_days} days). Got {holdout}."
         )
-    thresholds = _section(raw, "thresholds", Thresholds, p)
+    thresholds = section(raw, "thresholds", Thresholds, p)
     if not 0 < thresholds.drift_share <= 1:
         raise ConfigError(
             f"{p}: thresholds.drift_share: expected a share in (0, 1]. Got {thresholds.drift_share}."
@@ -455,12 +287,12 @@ def load_settings(dataset: str | Path, environ: Mapping[str, str] | None = None)
         raise ConfigError(
             f"{p}: thresholds.confidence: expected a value in (0, 1). Got {thresholds.confidence}."
         )
-    training = _section(raw, "training", Training, p)
+    training = section(raw, "training", Training, p)
     if training.window not in ("all", "last_n_days", "time_decay"):
         raise ConfigError(
             f"{p}: training.window: expected all | last_n_days | time_decay. Got {training.window!r}."
         )
-    validation = _section(raw, "validation", Validation, p)
+    validation = section(raw, "validation", Validation, p)
     ranges = {}
     for col, bounds in (validation.ranges or {}).items():
         if not isinstance(bounds, list | tuple) or len(bounds) != 2:
@@ -469,7 +301,7 @@ def load_settings(dataset: str | Path, environ: Mapping[str, str] | None = None)
     from dataclasses import replace
 
     validation = replace(validation, ranges=ranges)
-    evaluation = _section(raw, "evaluation", Evaluation, p)
+    evaluation = section(raw, "evaluation", Evaluation, p)
     segments = _names(evaluation.segments or None, "evaluation.segments", p)
     columns = {str(raw["date_column"]), *numeric, *categorical, *_names(raw.get("drop"), "drop", p)}
     unknown_segments = [c for c in segments if c not in columns]
@@ -521,8 +353,8 @@ def load_settings(dataset: str | Path, environ: Mapping[str, str] | None = None)
         training=training,
         thresholds=thresholds,
         validation=validation,
-        wait=_section(raw, "wait", Wait, p),
-        retries=_section(raw, "retries", Retries, p),
+        wait=section(raw, "wait", Wait, p),
+        retries=section(raw, "retries", Retries, p),
         drift_columns=dict(
             raw.get("drift", {}).get("columns", {}) if isinstance(raw.get("drift"), Mapping) else {}
         ),

@@ -178,6 +178,6 @@ def model_frame(settings: Settings, frame: pd.DataFrame) -> tuple[pd.DataFrame, 
     for col in settings.numeric:
         X[col] = X[col].astype("float64")
     for col in settings.categorical:
-        X[col] = X[col].astype("object").where(X[col].notna(), None)
+        X[col] = X[col].astype("object").where(X[col].notna(), None)  # type: ignore[call-overload]
     y = (frame[settings.label] == settings.positive).astype("int64")
     return X, y

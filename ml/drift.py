@@ -384,7 +384,7 @@ def _model_columns(
         out[col] = pd.to_numeric(column(col), errors="coerce").to_numpy(dtype="float64")
     for col in settings.categorical:
         values = column(col).astype("object")
-        values = values.where(values.notna(), None)
+        values = values.where(values.notna(), None)  # type: ignore[call-overload]  # None: pandas' own NA
         if pd.api.types.infer_dtype(values, skipna=True) not in ("string", "empty"):
             values = values.map(_as_str)
         out[col] = values.to_numpy()

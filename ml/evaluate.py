@@ -141,7 +141,7 @@ def compare(
         )
         candidate = {
             "roc_auc_gain_ci_low": ci["low"],
-            "log_loss_increase": challenger["log_loss"] - champion["log_loss"],
+            "log_loss_increase": float(challenger["log_loss"] or 0.0) - float(champion["log_loss"] or 0.0),
         }
         # strictly above min_delta: an interval touching it is a tie, and a tie is a rejection
         thresholds = {

@@ -19,6 +19,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from ml import liveness
+
 log = logging.getLogger(__name__)
 
 metadata = sa.MetaData()
@@ -408,47 +410,6 @@ class History:
             if not conn.execute(days.update().where(*where).values(**values, updated_at=_now())).rowcount:
                 conn.execute(days.insert().values(dataset=dataset, day=iso, updated_at=_now(), **values))
 
-    # ---- alerts ---------------------------------------------------------------------------------------
-    def claim_alert(
-        self, dataset: str, day: str, kind: str, event: str, *, dag_run_id: str | None, message: str
-    ) -> bool:
-        """Mark an alert as sent; False when this day's event was already alerted (a re-run)."""
-        try:
-            with self.engine.begin() as conn:
-                conn.execute(
-                    alerts_sent.insert().values(
-                        dataset=dataset,
-                        day=day,
-                        kind=kind,
-                        event=event,
-                        dag_run_id=dag_run_id,
-                        message=message[:4000],
-                        sent_at=_now(),
-                    )
-                )
-        except sa.exc.IntegrityError:
-            return False
-        return True
-
-    def unclaim_alert(self, dataset: str, day: str, kind: str, event: str) -> None:
-        """An alert that could not be delivered is not marked sent: the next run of the day tries again."""
-        with self.engine.begin() as conn:
-            conn.execute(
-                alerts_sent.delete().where(
-                    alerts_sent.c.dataset == dataset,
-                    alerts_sent.c.day == day,
-                    alerts_sent.c.kind == kind,
-                    alerts_sent.c.event == event,
-                )
-            )
-
-    def alerts(self, dataset: str) -> list[dict[str, Any]]:
-        with self.engine.connect() as conn:
-            query = (
-                sa.select(alerts_sent).where(alerts_sent.c.dataset == dataset).order_by(alerts_sent.c.sent_at)
-            )
-            return [_decode(r) for r in conn.execute(query)]
-
     # ---- lock -----------------------------------------------------------------------------------------
     def locks(self) -> list[dict[str, Any]]:
         """Every lock row (held, or left by a holder that died and nobody has asked for since)."""
@@ -469,7 +430,7 @@ class History:
 
         from ml.exceptions import PromotionLockedError
 
-        me = _this_process()
+        me = liveness.this_process()
         deadline = time.monotonic() + timeout_s
         while True:
             now = _now()
@@ -487,7 +448,7 @@ class History:
                 row = conn.execute(sa.select(locks).where(locks.c.name == name)).first()
             if row is None:  # released in between
                 continue
-            dead = _why_dead(row._mapping, stale_s)
+            dead = liveness.why_dead(row._mapping, stale_s)
             if dead:
                 with self.engine.begin() as conn:
                     taken = conn.execute(
@@ -498,100 +459,22 @@ class History:
                         )
                     ).rowcount
                 if taken:
-                    log.warning("lock %r: taken over from %s (%s)", name, _describe(row._mapping), dead)
+                    log.warning(
+                        "lock %r: taken over from %s (%s)", name, liveness.describe(row._mapping), dead
+                    )
                 continue
             if time.monotonic() > deadline:
                 raise PromotionLockedError(
-                    f"lock {name!r} is held by another process: {_describe(row._mapping)}; waited {timeout_s:.0f} s"
+                    f"lock {name!r} is held by another process: {liveness.describe(row._mapping)}; waited {timeout_s:.0f} s"
                 )
             time.sleep(0.2)
-        beat = _Heartbeat(self.engine, name, holder, max(stale_s / 6, 0.05))
+        # this holding, exactly: a holder taken over (wrongly thought dead) must not release its successor's
+        mine = (locks.c.name == name, locks.c.holder == holder, locks.c.acquired_at == now)
+        beat = liveness.Heartbeat(self.engine, name, locks.update().where(*mine), max(stale_s / 6, 0.05))
         beat.start()
         try:
             yield
         finally:
             beat.stop()
             with self.engine.begin() as conn:
-                conn.execute(locks.delete().where(locks.c.name == name, locks.c.holder == holder))
-
-
-def _process_started(pid: int) -> str | None:
-    """When process `pid` started, in clock ticks since boot (Linux /proc), or None where unknown."""
-    try:
-        stat = open(f"/proc/{pid}/stat").read()  # noqa: SIM115 - one short read
-    except OSError:
-        return None
-    # the command name (field 2) may hold spaces and parentheses: fields after the last ')'
-    return stat.rsplit(")", 1)[1].split()[19]
-
-
-def _this_process() -> dict[str, Any]:
-    pid = os.getpid()
-    return {"host": socket.gethostname(), "pid": pid, "pid_started": _process_started(pid)}
-
-
-def _pid_exists(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, another user's
-        return True
-    return True
-
-
-def _why_dead(row: Any, stale_s: float) -> str | None:
-    """Why the holder of a lock row is known to be gone, or None while it may be alive."""
-    pid, host = row.get("pid"), row.get("host")
-    if pid is not None and host == socket.gethostname():
-        if not _pid_exists(int(pid)):
-            return f"process {pid} no longer exists"
-        started = _process_started(int(pid))
-        if row.get("pid_started") and started is not None and started != row["pid_started"]:
-            return f"process {pid} no longer exists (the pid now belongs to another process)"
-        return None
-    beat = row.get("heartbeat_at") or row.get("acquired_at")
-    if beat is not None:
-        if beat.tzinfo is None:  # SQLite returns naive datetimes
-            beat = beat.replace(tzinfo=dt.UTC)
-        silent = (_now() - beat).total_seconds()
-        if silent > stale_s:
-            return f"no heartbeat for {silent:.0f} s (lease {stale_s:.0f} s)"
-    return None
-
-
-def _describe(row: Any) -> str:
-    where = f"pid {row.get('pid')} on {row.get('host')}" if row.get("pid") is not None else "an older release"
-    since = row.get("acquired_at")
-    since = since.isoformat(timespec="seconds") if isinstance(since, dt.datetime) else since
-    return f"{row.get('holder')!r} ({where}, since {since})"
-
-
-class _Heartbeat:
-    """Renews a held lock's heartbeat from a daemon thread until stopped (or the process dies)."""
-
-    def __init__(self, eng: Engine, name: str, holder: str, every_s: float) -> None:
-        import threading
-
-        self._engine, self._name, self._holder, self._every = eng, name, holder, every_s
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=f"lock-heartbeat:{name}", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=10)
-
-    def _run(self) -> None:
-        while not self._stop.wait(self._every):
-            try:
-                with self._engine.begin() as conn:
-                    conn.execute(
-                        locks.update()
-                        .where(locks.c.name == self._name, locks.c.holder == self._holder)
-                        .values(heartbeat_at=_now())
-                    )
-            except sa.exc.DBAPIError as exc:  # a busy database: the next beat tries again
-                log.debug("lock %r: heartbeat not written: %s", self._name, exc)
+                conn.execute(locks.delete().where(*mine))

@@ -1,6 +1,6 @@
 """Model Monitor's other checks: bias drift, feature-attribution drift, and performance without labels.
 
-Pure functions on arrays and frames (the step `ml.steps.monitor` reads and writes); nothing heavy is
+Pure functions on arrays and frames (`ml.monitoring` fits and checks the monitors with them); nothing heavy is
 imported at module import, so the DAG file can import the module cheaply.
 
 - Bias drift (SageMaker's ModelBiasMonitor, simplified to what a daily batch supports): per segment column,
@@ -18,7 +18,6 @@ Every returned number is a python float/int (JSON-able).
 
 from __future__ import annotations
 
-import html
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -121,7 +120,7 @@ def segment_stats(
         size = len(keys)
         rows = np.bincount(inverse, minlength=size)
         positive = np.bincount(inverse, weights=predicted[present], minlength=size)
-        if y is not None:
+        if y is not None and correct is not None:
             right = np.bincount(inverse, weights=correct[present], minlength=size)
             actual = np.bincount(inverse, weights=y[present], minlength=size)
             hits = np.bincount(inverse, weights=(predicted & (y == 1))[present], minlength=size)
@@ -414,153 +413,3 @@ def estimate_performance(probabilities: np.ndarray, *, threshold: float = 0.5) -
 
 
 # ---- the day's report -----------------------------------------------------------------------------------
-_CSS = """
-body{font:14px/1.45 system-ui,sans-serif;margin:16px;color:#222}h1{font-size:19px}h2{font-size:16px;margin-top:22px}
-h3{font-size:14px;margin:14px 0 2px}table{border-collapse:collapse;margin:6px 0 10px}
-td,th{border:1px solid #ddd;padding:3px 8px;text-align:right}th{background:#f4f4f4}
-td:first-child,th:first-child{text-align:left}.bad{background:#fde2e1;color:#9b1c1c}
-.ok{color:#1d6b35}.note{color:#555}.flag{font-weight:600}
-"""
-
-
-def _n(value: Any, digits: int = 3) -> str:
-    """A number for the page: floats with `digits` decimals, None as ''."""
-    if value is None:
-        return ""
-    if isinstance(value, float) or type(value).__name__.startswith("float"):
-        return html.escape(f"{float(value):.{digits}f}")
-    return html.escape(str(value))
-
-
-def _flag(violation: Any) -> str:
-    return "<span class='flag bad'>violation</span>" if violation else "<span class='ok'>ok</span>"
-
-
-def render_html(
-    day: str,
-    dataset: str,
-    *,
-    champion_version: int | None,
-    bias: dict | None,
-    attribution: dict | None,
-    estimated: dict | None,
-    realized: dict | None,
-    calibration: dict | None,
-    labels_note: str,
-) -> str:
-    """The day's self-contained monitor page (inline CSS, every value escaped), shown in an Airflow UI tab.
-
-    `bias` is bias_drift's output, plus optionally "segments" (the day's segment_stats output, for the
-    per-value tables) and "labels_day", "labels_day_violation", "labels_day_reasons" (accuracy gaps of an
-    earlier day whose labels arrived today). `attribution` is attribution_drift's output; `estimated` is
-    estimate_performance's; `realized` has "roc_auc", "accuracy", "positive_rate"; `calibration` has
-    "ece_raw", "ece_calibrated", "rows". A None section is shown as "not computed".
-    """
-    e = html.escape
-    title = f"Model monitor — {e(str(dataset))} {e(str(day))}"
-    parts = [
-        f"<!doctype html><html><head><meta charset='utf-8'><title>{title}</title><style>{_CSS}</style>"
-        f"</head><body><h1>{title}</h1>",
-        f"<p class='note'>Serving champion: version {e(str(champion_version))}.</p>",
-    ]
-
-    parts.append("<h2>Performance: estimated without labels (CBPE) and realized</h2>")
-    if estimated is None and realized is None:
-        parts.append("<p>not computed: estimation is off and the labels are not known yet.</p>")
-    else:
-        threshold = (estimated or {}).get("threshold", 0.5)
-        parts.append("<table><tr><th>metric</th><th>estimated (CBPE)</th><th>realized</th></tr>")
-        for key, label in (
-            ("roc_auc", "ROC AUC"),
-            ("accuracy", f"accuracy at {_n(threshold, 2)}"),
-            ("positive_rate", "share of positive labels"),
-            ("rows", "rows"),
-        ):
-            parts.append(
-                f"<tr><td>{label}</td><td>{_n((estimated or {}).get(key)) or '—'}</td>"
-                f"<td>{_n((realized or {}).get(key)) or '—'}</td></tr>"
-            )
-        parts.append("</table>")
-    if labels_note:
-        parts.append(f"<p class='note'>{e(labels_note)}</p>")
-    if calibration:
-        parts.append(
-            "<p class='note'>Calibration of the champion on its holdout "
-            f"({_n(calibration.get('rows'))} rows): expected calibration error {_n(calibration.get('ece_raw')) or '—'}"
-            f" for its raw scores, {_n(calibration.get('ece_calibrated')) or '—'} after the isotonic calibrator the "
-            "estimate uses.</p>"
-        )
-    else:
-        parts.append("<p class='note'>Calibration: not computed.</p>")
-
-    parts.append("<h2>Bias drift: disparity between segments vs the champion's reference</h2>")
-    if bias is None:
-        parts.append("<p>not computed: no segment columns configured (monitoring.bias.segments).</p>")
-    else:
-        reasons = "; ".join(bias.get("reasons") or [])
-        parts.append(f"<p>Today: {_flag(bias.get('violation'))}{'. ' + e(reasons) if reasons else ''}</p>")
-        if bias.get("labels_day"):
-            late = "; ".join(bias.get("labels_day_reasons") or [])
-            parts.append(
-                f"<p>Labels of {e(str(bias['labels_day']))} arrived today: accuracy gaps "
-                f"{_flag(bias.get('labels_day_violation'))}{'. ' + e(late) if late else ''}</p>"
-            )
-        if not bias.get("columns"):
-            parts.append("<p class='note'>No segment column in both the day and the reference.</p>")
-        for col, info in (bias.get("columns") or {}).items():
-            cls = " class='bad'" if info.get("violation") else ""
-            parts.append(
-                f"<h3{cls}>{e(str(col))}: {_flag(info.get('violation'))}</h3><p class='note'>"
-                f"positive-prediction rate gap {_n(info.get('positive_rate_gap')) or '—'} (reference "
-                f"{_n(info.get('reference_positive_rate_gap')) or '—'}); accuracy gap "
-                f"{_n(info.get('accuracy_gap')) or '—'} "
-                f"(reference {_n(info.get('reference_accuracy_gap')) or '—'})</p>"
-            )
-            seg = (bias.get("segments") or {}).get(col) or {}
-            if seg.get("segments"):
-                parts.append(
-                    "<table><tr><th>value</th><th>rows</th><th>positive-prediction rate</th>"
-                    "<th>accuracy</th><th>recall</th></tr>"
-                )
-                for value, s in seg["segments"].items():
-                    parts.append(
-                        f"<tr><td>{e(str(value))}</td><td>{_n(s.get('rows'))}</td>"
-                        f"<td>{_n(s.get('positive_prediction_rate'))}</td>"
-                        f"<td>{_n(s.get('accuracy')) or '—'}</td><td>{_n(s.get('recall')) or '—'}</td></tr>"
-                    )
-                parts.append("</table>")
-            if seg.get("skipped"):
-                parts.append(
-                    f"<p class='note'>{_n(seg['skipped'])} value(s) under {_n(seg.get('min_rows'))} rows "
-                    "left out.</p>"
-                )
-
-    parts.append("<h2>Feature attribution: ranking today vs the reference</h2>")
-    if attribution is None:
-        parts.append(
-            "<p>not computed: attribution monitoring is off or the champion has no baseline importance.</p>"
-        )
-    else:
-        cls = "bad" if attribution.get("violation") else "ok"
-        parts.append(
-            f"<p class='{cls}'>nDCG {_n(attribution.get('ndcg'))} (violation below "
-            f"{_n(attribution.get('min_ndcg'))}): {e(str(attribution.get('reason', '')))}</p>"
-        )
-        base_pos = {f: i + 1 for i, f in enumerate(attribution.get("baseline_rank") or [])}
-        today = attribution.get("importance") or {}
-        before = attribution.get("baseline_importance") or {}
-        parts.append(
-            "<table><tr><th>rank today</th><th>feature</th><th>baseline importance</th>"
-            "<th>importance today</th><th>baseline rank</th></tr>"
-        )
-        for i, f in enumerate(attribution.get("current_rank") or []):
-            parts.append(
-                f"<tr><td>{i + 1}</td><td>{e(str(f))}</td><td>{_n(before.get(f), 4)}</td>"
-                f"<td>{_n(today.get(f), 4)}</td><td>{base_pos.get(f, '')}</td></tr>"
-            )
-        parts.append(
-            "</table><p class='note'>Importance: mean absolute change of the champion's predicted "
-            "probability when the feature is shuffled (no labels needed).</p>"
-        )
-    parts.append("</body></html>")
-    return "\n".join(parts)

@@ -51,7 +51,7 @@ def status(settings: Settings, *, registry: bool = True) -> dict[str, Any]:
         }
         if registry:
             try:
-                from ml.registry import alias_drift, champion_alias
+                from ml.promotion import alias_drift, champion_alias
 
                 with _fail_fast_http():
                     champion["alias_version"] = champion_alias(settings)

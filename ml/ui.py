@@ -178,9 +178,9 @@ def drift_report_document(dag_id: DagId, run_id: str, session: SessionDep):
 
 @app.get("/dags/{dag_id}/runs/{run_id}/monitor", dependencies=[CanReadRuns], response_class=HTMLResponse)
 def monitor_report(dag_id: DagId, run_id: str, session: SessionDep):
-    from ml.steps import MONITOR_HTML
+    from ml.tasks.monitor_model import HTML
 
-    return _day_report(dag_id, run_id, session, MONITOR_HTML, "model monitor report")
+    return _day_report(dag_id, run_id, session, HTML, "model monitor report")
 
 
 @app.get("/dags/{dag_id}/runs/{run_id}/validation", dependencies=[CanReadRuns], response_class=HTMLResponse)

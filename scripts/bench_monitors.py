@@ -23,7 +23,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from ml import replay
+from ml import replay_jobs, replay_report
 from ml.config import REPO_ROOT, Paths, load_settings
 
 DOC = REPO_ROOT / "docs" / "benchmarks.md"
@@ -114,11 +114,11 @@ def calibration(home: Path, dataset: str) -> list[dict[str, Any]]:
     return out
 
 
-def _reuse(args: argparse.Namespace, s: Any, job: replay.Job) -> dict[str, Any]:
+def _reuse(args: argparse.Namespace, s: Any, job: replay_jobs.Job) -> dict[str, Any]:
     """The finished replay in --same-day, checked to be the run `job` would have made."""
-    path = Path(args.same_day) / replay.RESULT_FILE
+    path = Path(args.same_day) / replay_jobs.RESULT_FILE
     if not path.is_file():
-        raise SystemExit(f"bench_monitors: --same-day {args.same_day}: no {replay.RESULT_FILE} there")
+        raise SystemExit(f"bench_monitors: --same-day {args.same_day}: no {replay_jobs.RESULT_FILE} there")
     r = json.loads(path.read_text())
     want = {
         "dataset": job.dataset,
@@ -176,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     _ensure(args.dataset, end)
     s = load_settings(args.dataset)
     jobs = [
-        replay.Job(
+        replay_jobs.Job(
             "labels-late",
             args.dataset,
             "drift",
@@ -184,12 +184,14 @@ def main(argv: list[str] | None = None) -> int:
             end,
             overrides={"label_delay_days": args.delay, "monitoring.estimation.use_for_decisions": True},
         ),
-        replay.Job("labels-same-day", args.dataset, "drift", start, end, overrides={"label_delay_days": 0}),
+        replay_jobs.Job(
+            "labels-same-day", args.dataset, "drift", start, end, overrides={"label_delay_days": 0}
+        ),
     ]
     root = Path(args.workdir)
     homes = {job.key: root / job.key / "home" for job in jobs}
     reused = _reuse(args, s, jobs[1]) if args.same_day else None
-    results = replay.run_jobs(
+    results = replay_jobs.run_jobs(
         [j for j in jobs if not (reused and j is jobs[1])], root, parallel=args.parallel, echo=_echo
     )
     if reused:
@@ -209,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
         }
     section = report(args, s, figures, time.perf_counter() - started)
     doc = Path(args.doc)
-    doc.write_text(replay.replace_section(doc.read_text(), "monitors", section))
+    doc.write_text(replay_report.replace_section(doc.read_text(), "monitors", section))
     Path(args.results_json).write_text(
         json.dumps(
             {

@@ -32,7 +32,7 @@ from typing import Any
 
 import yaml
 
-from ml import replay
+from ml import replay, replay_jobs, replay_report
 from ml.config import BUNDLED_DATASETS, REPO_ROOT, Paths, load_settings
 
 DOC = REPO_ROOT / "docs" / "benchmarks.md"
@@ -124,11 +124,11 @@ def tune(args: argparse.Namespace) -> None:
     jobs = []
     for i, g in enumerate(grid):
         jobs.append(
-            replay.Job(f"drift-{i}", args.dataset, "drift", start, end, overrides=_grid_overrides(*g))
+            replay_jobs.Job(f"drift-{i}", args.dataset, "drift", start, end, overrides=_grid_overrides(*g))
         )
-    jobs.append(replay.Job("never", args.dataset, "never", start, end))
+    jobs.append(replay_jobs.Job("never", args.dataset, "never", start, end))
     t0 = time.perf_counter()
-    results = replay.run_jobs(jobs, Path(args.workdir) / "tune", parallel=args.parallel, echo=_echo)
+    results = replay_jobs.run_jobs(jobs, Path(args.workdir) / "tune", parallel=args.parallel, echo=_echo)
     never = replay.summarize(results["never"])
     daily = {"retrains": never["days_scored"]}
     candidates = []
@@ -185,7 +185,7 @@ def tune(args: argparse.Namespace) -> None:
         ]
     section = "\n".join(lines)
     doc = Path(args.doc)
-    doc.write_text(replay.replace_section(doc.read_text(), "tuning", section))
+    doc.write_text(replay_report.replace_section(doc.read_text(), "tuning", section))
     print(section)
 
 
@@ -308,12 +308,12 @@ def bench(args: argparse.Namespace) -> None:
     # the flights.yaml drift replay (compared with the Airflow backfill) starts first, beside the longest one
     # (every day): one core each, before the pool gets crowded; the Airflow backfill runs alone afterwards
     jobs = [
-        replay.Job("drift", args.dataset, "drift", start, end),
-        replay.Job("daily", args.dataset, "daily", start, end),
+        replay_jobs.Job("drift", args.dataset, "drift", start, end),
+        replay_jobs.Job("daily", args.dataset, "daily", start, end),
     ]
     if tuned:
         jobs.append(
-            replay.Job(
+            replay_jobs.Job(
                 "drift-tuned",
                 args.dataset,
                 "drift",
@@ -325,20 +325,20 @@ def bench(args: argparse.Namespace) -> None:
             )
         )
     jobs += [
-        replay.Job("every-7", args.dataset, "every-7", start, end),
-        replay.Job("every-30", args.dataset, "every-30", start, end),
-        replay.Job("never", args.dataset, "never", start, end),
+        replay_jobs.Job("every-7", args.dataset, "every-7", start, end),
+        replay_jobs.Job("every-30", args.dataset, "every-30", start, end),
+        replay_jobs.Job("never", args.dataset, "never", start, end),
     ]
     onsets: dict[str, Any] = {}
     if not args.no_synthetic:
         datasets, lake, onsets = _synthetic_datasets(Path(args.workdir) / "synthetic")
         for name, o in onsets.items():
             jobs.append(
-                replay.Job(
+                replay_jobs.Job(
                     name, name, "drift", o["original_start"], o["end"], datasets=datasets, source_lake=lake
                 )
             )
-    results = replay.run_jobs(jobs, Path(args.workdir) / "replays", parallel=args.parallel, echo=_echo)
+    results = replay_jobs.run_jobs(jobs, Path(args.workdir) / "replays", parallel=args.parallel, echo=_echo)
     if not args.no_airflow:
         _airflow_backfill(args)
     results = {j.key: results[j.key] for j in jobs}
@@ -357,7 +357,7 @@ def bench(args: argparse.Namespace) -> None:
     tune_period = {k: replay.summarize(flights[k], end=split - dt.timedelta(days=1)) for k in order}
     detections = {name: replay.detection(results[name], onsets[name]["onset"]) for name in onsets}
     airflow = _airflow(Path(args.airflow_json))
-    plot = replay.plot_auc(
+    plot = replay_report.plot_auc(
         {k: flights[k] for k in order},
         Path(args.plot),
         split=split,
@@ -382,7 +382,7 @@ def bench(args: argparse.Namespace) -> None:
         time.perf_counter() - started,
     )
     doc = Path(args.doc)
-    doc.write_text(replay.replace_section(doc.read_text(), "replay", section))
+    doc.write_text(replay_report.replace_section(doc.read_text(), "replay", section))
     Path(args.results_json).write_text(
         json.dumps(
             {
@@ -477,15 +477,15 @@ def report(
         "",
         f"### All scored days ({first_scored}..{end})",
         "",
-        replay.format_table([full[k] for k in order]),
+        replay_report.format_table([full[k] for k in order]),
         "",
         f"### Test period only ({split}..{end}: after the tuning months)",
         "",
-        replay.format_table([test[k] for k in order]),
+        replay_report.format_table([test[k] for k in order]),
         "",
         f"### Tuning months only ({first_scored}..{split - dt.timedelta(days=1)})",
         "",
-        replay.format_table([tune_period[k] for k in order]),
+        replay_report.format_table([tune_period[k] for k in order]),
         "",
         f"![daily AUC per policy]({Path(plot).name})",
         "",

@@ -1,5 +1,5 @@
-"""Where a day's task work goes: run days in-process (ml.pipeline.run_day, the DAG's steps in the DAG's order)
-and print the mean wall seconds per step, for monitored days and retrain days.
+"""Where a day's task work goes: run days in-process (`ml.runner`, the daily flow of ml/flow.py, as the DAG
+runs it) and print the mean wall seconds per step, for collecting, monitored and retrain days.
 
     DRIFTWATCH_HOME=/tmp/prof python scripts/profile_steps.py 2013-01-01 2013-02-15
 
@@ -10,63 +10,30 @@ from __future__ import annotations
 
 import collections
 import datetime as dt
-import functools
 import sys
 import time
 
-from ml import pipeline, steps
+from ml import flow, runner
 
-STEPS = (
-    "batch_ready",
-    "validate",
-    "quarantine",
-    "score",
-    "monitor",
-    "detect",
-    "decide",
-    "train",
-    "evaluate",
-    "promote",
-    "reject",
-    "record",
-)
+STEPS = [s.id for s in flow.STEPS if s.kind != "empty"]
 
 
 def main(frm: str, to: str, dataset: str = "flights") -> None:
-    spent: dict[str, float] = {}
-    for name in STEPS:
-        original = getattr(steps, name)
-
-        @functools.wraps(original)
-        def timed(*args, _f=original, _n=name, **kwargs):
-            t0 = time.perf_counter()
-            try:
-                return _f(*args, **kwargs)
-            finally:
-                spent[_n] = spent.get(_n, 0.0) + time.perf_counter() - t0
-
-        setattr(steps, name, timed)
     by_kind: dict[str, list[dict[str, float]]] = collections.defaultdict(list)
     day, last = dt.date.fromisoformat(frm), dt.date.fromisoformat(to)
     while day <= last:
-        spent.clear()
         t0 = time.perf_counter()
-        out = pipeline.run_day(dataset, day)
+        out = runner.run_day(dataset, day)
         total = time.perf_counter() - t0
+        drift = out.output("detect_drift") or {}
         kind = (
             "retrain"
-            if "train" in out
-            else (
-                "collect"
-                if "drift" in out and out["drift"].get("skipped")
-                else "monitored"
-                if "drift" in out
-                else "other"
-            )
+            if "train_challenger" in out.outputs
+            else ("collect" if drift.get("skipped") else "monitored")
         )
-        by_kind[kind].append({**spent, "total": total})
+        by_kind[kind].append({**out.wall_s, "total": total})
         print(
-            f"{day} {kind:9s} {total:6.2f} s  " + " ".join(f"{k}={v:.2f}" for k, v in spent.items()),
+            f"{day} {kind:9s} {total:6.2f} s  " + " ".join(f"{k}={v:.2f}" for k, v in out.wall_s.items()),
             flush=True,
         )
         day += dt.timedelta(days=1)

@@ -24,9 +24,10 @@ FLIGHTS_LAST_DAY = dt.date(2013, 2, 28)
 
 
 def _clear_caches() -> None:
-    from ml import registry, steps
+    from ml import registry
+    from ml.day import settings_for
 
-    steps.settings_for.cache_clear()
+    settings_for.cache_clear()
     registry._experiment_id.cache_clear()
 
 

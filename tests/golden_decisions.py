@@ -72,7 +72,7 @@ def replay(
 ) -> dict:
     """Replay the range under the drift-triggered policy in a fresh home (its own process) and return the
     result; the partitions come from `source_lake` (default: this process's lake)."""
-    from ml.replay import Job, run_jobs
+    from ml.replay_jobs import Job, run_jobs
 
     job = Job(key="golden", dataset=DATASET, policy="drift", start=start, end=end, source_lake=source_lake)
     out = run_jobs([job], workdir, echo=lambda *a, **k: None)["golden"]

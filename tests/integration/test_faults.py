@@ -66,7 +66,7 @@ def faulty(stack_factory, flights_frame, tmp_path_factory):
     stack = stack_factory("faults", extra_env={"DRIFTWATCH_DATASETS": str(folder), faults.ENV: str(armed)})
     mp = use_stack_env(stack, folder)
     from ml.config import load_settings
-    from ml.steps import settings_for
+    from ml.day import settings_for
 
     settings_for.cache_clear()
     s = load_settings(NAME)

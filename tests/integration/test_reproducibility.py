@@ -2,7 +2,7 @@
 
 1. Reprocessing the same range with `airflow backfill create --reprocess-behavior completed` leaves the
    history rows, the alias audit log, the registry's versions and the champion alias exactly as they were.
-2. The same days run one by one, in order, in a fresh home without Airflow (`ml.pipeline.run_day`, the DAG's
+2. The same days run one by one, in order, in a fresh home without Airflow (`ml.runner.run_day_or_raise`, the DAG's
    steps in the DAG's order) reach the same decisions, the same versions and the same alias chain.
 """
 
@@ -95,9 +95,9 @@ def test_reprocessing_a_backfilled_range_changes_nothing(pipeline):
 
 REPLAY = """
 import datetime as dt, json, sys
-from ml.pipeline import run_day
+from ml.runner import run_day_or_raise
 for day in json.loads(sys.argv[1]):
-    run_day("flights", dt.date.fromisoformat(day), run_id=f"replay__{day}")
+    run_day_or_raise("flights", dt.date.fromisoformat(day), run_id=f"replay__{day}")
 """
 
 

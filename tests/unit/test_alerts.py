@@ -148,3 +148,28 @@ def test_notifier_never_raises(settings, monkeypatch, caplog):
 
     DriftwatchNotifier("promotion", "flights").notify({})  # no ti, no date: logged, not raised
     assert "not delivered" in caplog.text
+
+
+def test_an_alert_is_sent_once_per_day_and_event_and_again_after_a_failed_delivery(settings):
+    promotion = alerts.promotion_alert(settings, dt.date(2013, 2, 1), {"version": 5, "previous": 4}, "run-1")
+    again = alerts.promotion_alert(settings, dt.date(2013, 2, 1), {"version": 5, "previous": 4}, "rerun")
+    other_day = alerts.promotion_alert(settings, dt.date(2013, 2, 2), {"version": 5, "previous": 4}, "run-2")
+    broken = alerts.quarantine_alert(settings, dt.date(2013, 2, 3), {"path": "p", "summary": "s"}, "run-3")
+
+    assert alerts.send_once(settings, promotion).startswith("file:")
+    assert alerts.send_once(settings, again) == "already sent"
+    assert alerts.send_once(settings, other_day).startswith("file:")
+    assert alerts.send_once(settings, broken, lambda a: "undelivered") == "undelivered"
+    assert alerts.send_once(settings, broken).startswith("file:")  # not marked sent: tried again
+
+    lines = [json.loads(x) for x in settings.paths.alerts.read_text().splitlines()]
+    assert [(a["kind"], a["day"]) for a in lines] == [
+        ("promotion", "2013-02-01"),
+        ("promotion", "2013-02-02"),
+        ("quarantine", "2013-02-03"),
+    ]
+    assert [(r["day"], r["kind"], r["event"]) for r in alerts.sent(settings)] == [
+        ("2013-02-01", "promotion", "v5"),
+        ("2013-02-02", "promotion", "v5"),
+        ("2013-02-03", "quarantine", "quarantine"),
+    ]

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from ml import replay
+from ml import replay_jobs
 from ml.config import REPO_ROOT, load_settings
 
 
@@ -36,12 +36,12 @@ def _replay_dir(tmp_path: Path, **change) -> Path:
     result.update(change)
     work = tmp_path / "drift"
     work.mkdir(exist_ok=True)
-    (work / replay.RESULT_FILE).write_text(json.dumps(result))
+    (work / replay_jobs.RESULT_FILE).write_text(json.dumps(result))
     return work
 
 
-def _job() -> replay.Job:
-    return replay.Job(
+def _job() -> replay_jobs.Job:
+    return replay_jobs.Job(
         "labels-same-day",
         "flights",
         "drift",
@@ -80,7 +80,7 @@ def test_clean_keeps_only_the_drift_replays_model_references(tmp_path):
         (tmp_path / name / "home" / "reports").mkdir()
         (tmp_path / name / "home" / "driftwatch.db").write_text("x")
         (tmp_path / name / "lake").mkdir()
-        (tmp_path / name / replay.RESULT_FILE).write_text("{}")
+        (tmp_path / name / replay_jobs.RESULT_FILE).write_text("{}")
 
     bench_replay._clean(tmp_path)
 

@@ -25,28 +25,32 @@ import numpy as np
 import pytest
 from scipy.special import expit
 
-from ml import faults, registry, steps
+from ml import alerts, faults, promotion, registry
 from ml.config import BUNDLED_DATASETS, load_settings
+from ml.day import Day, settings_for
 from ml.evaluate import compare
 from ml.history import History
 from ml.status import status
+from ml.tasks import promote_challenger, record, train_challenger
 
 D1, D2 = dt.date(2013, 1, 31), dt.date(2013, 2, 10)
 
 WORKER = r"""
 import datetime as dt, json, sys
 spec = json.loads(sys.argv[1])
-from ml import registry, steps
+from ml import promotion
 from ml.config import load_settings
+from ml.day import Day
 from ml.history import History
+from ml.tasks import train_challenger
 
 s = load_settings("flights")
 day = dt.date.fromisoformat(spec["day"])
 if spec["what"] == "promote":
-    registry.promote(s, History(s.history_url), version=spec["version"], day=day, evaluation=spec["evaluation"],
-                     dag_run_id="try-1")
+    promotion.promote(s, History(s.history_url), version=spec["version"], day=day, evaluation=spec["evaluation"],
+                      dag_run_id="try-1")
 else:
-    steps.train("flights", day, dag_run_id="try-1")
+    train_challenger.run(Day.of("flights", day, "try-1"))
 print("NOT KILLED")
 """
 
@@ -118,7 +122,7 @@ def champion_v1(s, evaluations, tmp_path):
         for _ in range(2)
     )
     h = History(s.history_url)
-    registry.promote(
+    promotion.promote(
         s, h, version=v1, day=D1, evaluation=copy.deepcopy(evaluations["bootstrap"]), dag_run_id="d1"
     )
     h.start_day(s.name, D2, status="accepted", decision="retrain", candidate_version=v2)
@@ -126,6 +130,16 @@ def champion_v1(s, evaluations, tmp_path):
     better.update(challenger_version=v2, champion_version=v1)
     h.update_day(s.name, D2, evaluation=better)
     return h, v1, v2, better
+
+
+def _promote(s, version: int, evaluation: dict, run_id: str) -> dict:
+    """The promote_challenger task, as evaluate_challenger hands it the evaluation (a file)."""
+    path = s.report_dir(D2) / "evaluation.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(evaluation))
+    return promote_challenger.run(
+        Day.of("flights", D2, run_id), {"version": version}, {"evaluation": str(path)}
+    )
 
 
 def _assert_one_champion(s, h: History, v1: int, v2: int, better: dict) -> None:
@@ -161,7 +175,7 @@ def test_a_promotion_killed_at_each_point_converges_on_retry(s, champion_v1, tmp
     assert h.champion_at(s.name, D2) == (v2 if committed else v1)  # the commit point is the audit transaction
 
     started = time.monotonic()
-    out = steps.promote("flights", D2, v2, "try-2")
+    out = _promote(s, v2, better, "try-2")
     seconds = time.monotonic() - started
 
     assert seconds < 10, f"the retry waited {seconds:.1f} s for a lock whose holder was dead"
@@ -176,7 +190,7 @@ def test_a_promotion_killed_after_its_commit_and_never_retried_is_repaired_by_th
     _killed_at(
         "promote.after_audit", tmp_path, what="promote", day=D2.isoformat(), version=v2, evaluation=better
     )
-    steps.record_failure("flights", D2, "promote_challenger", "the task process was killed", "try-1")
+    record.on_failure(Day.of("flights", D2, "try-1"), "promote_challenger", "the task process was killed")
     assert status(s)["champion"]["alias_drift"] == [
         {"alias": "champion", "audit": v2, "mlflow": v1, "since": D2.isoformat(), "reason": better["reason"]},
         {
@@ -192,19 +206,19 @@ def test_a_promotion_killed_after_its_commit_and_never_retried_is_repaired_by_th
     )
 
     with pytest.raises(Exception, match="promote_challenger failed"):  # the run still fails: a step failed
-        steps.record("flights", D2, "try-1", failed_tasks={"promote_challenger": "failed"})
+        record.run(Day.of("flights", D2, "try-1"), failed_tasks={"promote_challenger": "failed"})
 
     _assert_one_champion(s, h, v1, v2, better)
-    sent = [a for a in h.alerts(s.name) if a["kind"] == "registry"]
+    sent = [a for a in alerts.sent(s) if a["kind"] == "registry"]
     assert len(sent) == 1 and "did not mirror the audit log" in sent[0]["message"]
 
 
 def test_record_after_a_retry_that_succeeded_reports_success_not_the_stale_error(s, champion_v1, tmp_path):
     h, v1, v2, better = champion_v1
-    steps.record_failure("flights", D2, "promote_challenger", "PromotionLockedError: lock held", "try-1")
-    steps.promote("flights", D2, v2, "cleared-and-rerun")
+    record.on_failure(Day.of("flights", D2, "try-1"), "promote_challenger", "PromotionLockedError: lock held")
+    _promote(s, v2, better, "cleared-and-rerun")
 
-    summary = steps.record("flights", D2, "try-1", failed_tasks={})
+    summary = record.run(Day.of("flights", D2, "try-1"), failed_tasks={})
 
     assert summary["promotion"] == "promoted" and summary["champion_after"] == v2
     assert h.get_day(s.name, D2)["error"] is None
@@ -212,17 +226,17 @@ def test_record_after_a_retry_that_succeeded_reports_success_not_the_stale_error
 
 def test_an_alias_moved_by_hand_is_detected_and_repaired(s, champion_v1):
     h, v1, v2, better = champion_v1
-    steps.promote("flights", D2, v2, "run")
+    _promote(s, v2, better, "run")
     registry.client(s).set_registered_model_alias(
         s.registered_model, "champion", str(v1)
     )  # outside driftwatch
 
     assert [d["alias"] for d in status(s)["champion"]["alias_drift"]] == ["champion"]
-    repaired = registry.repair(s, h)
+    repaired = promotion.repair(s, h)
 
     assert [(d["alias"], d["audit"], d["mlflow"]) for d in repaired] == [("champion", v2, v1)]
     _assert_one_champion(s, h, v1, v2, better)
-    assert registry.repair(s, h) == []
+    assert promotion.repair(s, h) == []
 
 
 # ---------------------------------------------------------------------------------------------- training
@@ -233,7 +247,7 @@ def small_window(dw_env, monkeypatch, add_partitions):
     monkeypatch.setenv("DRIFTWATCH__REGISTERED_MODEL", f"flights-{uuid.uuid4().hex[:12]}")
     monkeypatch.setenv("DRIFTWATCH__ORIGINAL_WINDOW__END", "2013-01-05")
     monkeypatch.setenv("DRIFTWATCH__HOLDOUT_DAYS", "2")
-    steps.settings_for.cache_clear()
+    settings_for.cache_clear()
     s = load_settings("flights")
     add_partitions(s, [dt.date(2013, 1, d) for d in range(1, 6)])
     h = History(s.history_url)
@@ -259,7 +273,7 @@ def test_a_training_killed_at_each_point_leaves_no_orphan(small_window, tmp_path
     day = dt.date(2013, 1, 5)
     _killed_at(point, tmp_path, what="train", day=day.isoformat())
 
-    out = steps.train("flights", day, dag_run_id="try-2")
+    out = train_challenger.run(Day.of("flights", day, "try-2"))
 
     versions = _versions(s)
     assert versions == [out["version"]], f"one version for the day, got {versions}"
@@ -278,4 +292,6 @@ def test_a_training_killed_at_each_point_leaves_no_orphan(small_window, tmp_path
         assert out["reused"] is False and len(runs) == 2
     else:  # the killed try's complete run is registered or adopted, not trained again
         assert out.get("adopted") is True and len(runs) == 1
-    assert steps._artifact(s, h, out["version"], "reference.parquet").shape[0] > 0  # its artifacts are usable
+    assert (
+        registry.artifact(s, h, out["version"], "reference.parquet").shape[0] > 0
+    )  # its artifacts are usable

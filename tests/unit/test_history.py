@@ -304,7 +304,7 @@ def test_lock_whose_pid_now_belongs_to_another_process_is_taken_over(history):
 def test_lock_of_a_live_process_is_waited_for_and_named_in_the_error(history):
     sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
     try:
-        from ml.history import _process_started
+        from ml.liveness import process_started
 
         with history.engine.begin() as conn:
             conn.execute(
@@ -315,7 +315,7 @@ def test_lock_of_a_live_process_is_waited_for_and_named_in_the_error(history):
                     heartbeat_at=dt.datetime.now(dt.UTC),
                     host=socket.gethostname(),
                     pid=sleeper.pid,
-                    pid_started=_process_started(sleeper.pid),
+                    pid_started=process_started(sleeper.pid),
                 )
             )
         with pytest.raises(PromotionLockedError, match=rf"'busy-task' \(pid {sleeper.pid} on "):
@@ -359,14 +359,6 @@ def test_a_held_lock_keeps_its_heartbeat_so_it_is_not_taken_over(history):
                 pass
         assert _holders(history, "promote:flights") == ["long-holder"]
     assert _holders(history, "promote:flights") == []
-
-
-def test_alerts_are_claimed_once_per_day_and_event(history):
-    assert history.claim_alert("flights", "2013-02-01", "promotion", "v5", dag_run_id="r1", message="m")
-    assert not history.claim_alert("flights", "2013-02-01", "promotion", "v5", dag_run_id="r2", message="m")
-    assert history.claim_alert("flights", "2013-02-02", "promotion", "v5", dag_run_id="r3", message="m")
-    history.unclaim_alert("flights", "2013-02-01", "promotion", "v5")
-    assert history.claim_alert("flights", "2013-02-01", "promotion", "v5", dag_run_id="r4", message="m")
 
 
 def test_the_history_database_is_private(tmp_path):

@@ -1,9 +1,9 @@
-"""The model monitors as pipeline steps, on real flight partitions, in process (no services):
+"""The model monitors as tasks of the daily flow, on real flight partitions, in process (no services):
 bias drift, feature-attribution drift, performance estimated without labels, delayed labels.
 
 flights with a 10-day original window (Jan 1-10): the first champion is trained on Jan 10, Jan 11.. are
 monitored. Each test replays the days with the platform's own decisions (`ml.replay`, policy drift), which
-calls the same steps in the same order as the DAG.
+runs the flow the DAG runs (ml.runner).
 """
 
 from __future__ import annotations
@@ -28,10 +28,10 @@ def _setup(monkeypatch, add_partitions, **env):
     monkeypatch.setenv("DRIFTWATCH__MONITORING__ATTRIBUTION__ROWS", "500")
     for key, value in env.items():
         monkeypatch.setenv(key, value)
-    from ml import steps
     from ml.config import load_settings
+    from ml.day import settings_for
 
-    steps.settings_for.cache_clear()
+    settings_for.cache_clear()
     s = load_settings("flights")
     add_partitions(s, DAYS)
     return s
@@ -215,9 +215,10 @@ def test_one_monitoring_run_a_day_carries_both_monitors(same_day_labels):
 
 _CREATE_RUNS = """
 import datetime as dt, pathlib, sys, time
-from ml import steps
-s = steps.settings_for("flights"); h = steps.history_for(s)
-from ml.registry import client, experiment_id
+from ml.day import settings_for
+from ml.history import History
+from ml.registry import client, experiment_id, monitoring_run
+s = settings_for("flights"); h = History(s.history_url)
 client(s).search_experiments(); experiment_id(s, "monitoring")  # warm: both start from the same line
 ready, go = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2])
 for i in range(4):
@@ -225,7 +226,7 @@ for i in range(4):
     (ready / f"{sys.argv[3]}-{i}").touch()
     while not (go / str(i)).exists():
         time.sleep(0.002)
-    print(day, steps._monitoring_run(s, h, day, 1), flush=True)
+    print(day, monitoring_run(s, h, day, 1), flush=True)
 """
 
 

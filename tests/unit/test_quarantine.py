@@ -2,9 +2,9 @@
 champion stays as it was.
 
 Each case breaks the real 2013-02-05 partition one way, then drives the pipeline's own step functions
-(`ml.steps.validate`, `ml.steps.quarantine`) as the DAG would, without Airflow and without MLflow: the
+(the `validate_batch` and `quarantine_batch` tasks) as the DAG would, without Airflow and without MLflow: the
 champion (version 1) exists only in the history database, and its reference sample is the local cache file
-`ml.steps._artifact` reads before it would ask MLflow. Message wording is pinned in test_validation.py;
+`ml.registry.artifact` reads before it would ask MLflow. Message wording is pinned in test_validation.py;
 here only the outcome is: where the bytes went, what the history says, who serves, what may be trained on.
 """
 
@@ -22,9 +22,10 @@ import pandas as pd
 import pytest
 
 from ml import data as lake
-from ml import steps
+from ml.day import Day, settings_for
 from ml.exceptions import BatchMissingError
 from ml.history import History
+from ml.tasks import quarantine_batch, validate_batch, wait_for_batch
 from ml.train import usable_days
 
 DATASET = "flights"
@@ -57,7 +58,7 @@ def reference(flights_frame: pd.DataFrame, real_day: pd.DataFrame) -> pd.DataFra
 def champion(settings, reference: pd.DataFrame, monkeypatch: pytest.MonkeyPatch) -> History:
     """Version 1 is champion after 2013-01-31, known to the history DB only; MLflow is never needed."""
     # settings_for is lru_cached: the steps must see this test's environment, not an earlier test's
-    assert steps.settings_for(DATASET).paths.home == settings.paths.home
+    assert settings_for(DATASET).paths.home == settings.paths.home
 
     history = History(settings.history_url)
     history.add_alias_event(
@@ -188,7 +189,7 @@ def test_bad_batch_is_quarantined_never_deleted_never_trained_on(
     digest = sha256(path)
     quarantine_dir = settings.quarantine_dir(DAY)
 
-    checked = steps.validate(DATASET, DAY, "run")
+    checked = validate_batch.run(Day.of(DATASET, DAY, "run"))
 
     assert checked["ok"] is False
     assert checked["champion_version"] == 1 and checked["requarantine"] is False
@@ -196,7 +197,7 @@ def test_bad_batch_is_quarantined_never_deleted_never_trained_on(
         assert fragment in checked["summary"], f"{fragment!r} not in {checked['summary']!r}"
     assert champion.get_day(DATASET, DAY)["status"] == "invalid"
 
-    moved = steps.quarantine(DATASET, DAY, "run")
+    moved = quarantine_batch.run(Day.of(DATASET, DAY, "run"), checked)
 
     # quarantined: gone from the lake, byte for byte in the quarantine area, with the reason beside it
     assert Path(moved["path"]) == quarantine_dir
@@ -214,7 +215,7 @@ def test_bad_batch_is_quarantined_never_deleted_never_trained_on(
     assert row["champion_version"] == 1
     # the champion stays as it was
     assert champion.champion_at(DATASET, DAY) == 1
-    assert steps.serving_champion(settings, champion, NEXT_DAY) == 1
+    assert Day.of(DATASET, NEXT_DAY).serving_champion() == 1
     assert len(champion.alias_events(DATASET)) == 1
     assert [m["version"] for m in champion.models(DATASET)] == [1]
     # never trained on, neither by the day's own run nor by any later one
@@ -224,15 +225,15 @@ def test_bad_batch_is_quarantined_never_deleted_never_trained_on(
     assert alerts(settings, "quarantine", DAY) == []
 
     # re-running the day: the lake partition is gone, the quarantined copy is checked again
-    assert steps.batch_ready(DATASET, DAY)
-    again = steps.validate(DATASET, DAY, "rerun")
+    assert wait_for_batch.run(Day.of(DATASET, DAY))
+    again = validate_batch.run(Day.of(DATASET, DAY, "rerun"))
     assert again["ok"] is False and again["requarantine"] is True
     lake_file = settings.partition_dir(DAY) / FILE_NAME
     assert _normalised(again["summary"], quarantine_dir / FILE_NAME) == _normalised(
         checked["summary"], lake_file, lake_file.relative_to(settings.paths.lake)
     )
 
-    steps.quarantine(DATASET, DAY, "rerun")
+    quarantine_batch.run(Day.of(DATASET, DAY, "rerun"), again)
 
     assert lake.batch_files(quarantine_dir) == [quarantine_dir / FILE_NAME]
     assert sha256(quarantine_dir / FILE_NAME) == digest
@@ -248,13 +249,15 @@ def test_bad_batch_is_quarantined_never_deleted_never_trained_on(
 def test_bad_batch_delivered_again_is_quarantined_beside_the_first(settings, champion, real_day):
     bad = real_day.drop(columns=["visib"])
     first = sha256(write_partition(settings, bad))
-    assert steps.validate(DATASET, DAY, "run")["ok"] is False
-    steps.quarantine(DATASET, DAY, "run")
+    first_check = validate_batch.run(Day.of(DATASET, DAY, "run"))
+    assert first_check["ok"] is False
+    quarantine_batch.run(Day.of(DATASET, DAY, "run"), first_check)
 
     second_frame = bad.iloc[:500]
     second = sha256(write_partition(settings, second_frame))  # upstream re-delivers, still broken
-    assert steps.validate(DATASET, DAY, "rerun")["requarantine"] is False
-    moved = steps.quarantine(DATASET, DAY, "rerun")
+    second_check = validate_batch.run(Day.of(DATASET, DAY, "rerun"))
+    assert second_check["requarantine"] is False
+    moved = quarantine_batch.run(Day.of(DATASET, DAY, "rerun"), second_check)
 
     base = settings.quarantine_dir(DAY)
     assert Path(moved["path"]) == base / "attempt-2"
@@ -272,7 +275,7 @@ def test_good_batch_passes_and_stays_in_the_lake(settings, champion, real_day):
     path = write_partition(settings, real_day)
     digest = sha256(path)
 
-    checked = steps.validate(DATASET, DAY, "run")
+    checked = validate_batch.run(Day.of(DATASET, DAY, "run"))
 
     assert checked["ok"] is True, checked["summary"]
     assert checked["rows"] == len(real_day) and checked["champion_version"] == 1
@@ -287,8 +290,8 @@ def test_good_batch_passes_and_stays_in_the_lake(settings, champion, real_day):
 def test_missing_partition_is_not_ready_and_not_validated(settings, champion):
     partition = settings.partition_dir(DAY)
 
-    assert steps.batch_ready(DATASET, DAY) is False
+    assert wait_for_batch.run(Day.of(DATASET, DAY)) is False
     with pytest.raises(BatchMissingError, match=re.escape(str(partition))):
-        steps.validate(DATASET, DAY, "run")
+        validate_batch.run(Day.of(DATASET, DAY, "run"))
     assert champion.get_day(DATASET, DAY) is None
     assert not settings.quarantine_dir(DAY).exists()

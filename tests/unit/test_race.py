@@ -33,7 +33,7 @@ import pytest
 import sqlalchemy as sa
 from scipy.special import expit
 
-from ml import registry
+from ml import promotion, registry
 from ml.config import BUNDLED_DATASETS, load_settings
 from ml.evaluate import compare
 from ml.history import History, locks
@@ -48,7 +48,7 @@ import contextlib, datetime as dt, json, os, sys, time, traceback
 from pathlib import Path
 
 root, name = Path(sys.argv[1]), sys.argv[2]
-from ml import registry
+from ml import promotion, registry
 from ml.config import load_settings
 from ml.history import History
 
@@ -91,10 +91,10 @@ while True:
     times.clear()
     try:
         if job["kind"] == "promote":
-            out = registry.promote(s, h, version=job["version"], day=dt.date.fromisoformat(job["day"]),
+            out = promotion.promote(s, h, version=job["version"], day=dt.date.fromisoformat(job["day"]),
                                    evaluation=spec["evaluation"], dag_run_id=f"{name}-{i}")
         else:
-            out = registry.rollback(s, h, reason=f"race round {i}", actor=f"worker-{name}")
+            out = promotion.rollback(s, h, reason=f"race round {i}", actor=f"worker-{name}")
         result = {"ok": True, "out": out}
     except BaseException:
         result = {"ok": False, "error": traceback.format_exc()}
@@ -271,7 +271,7 @@ def test_two_processes_promoting_at_once_leave_one_champion_and_a_complete_audit
     v1, v2, v3 = _register(s, 3, tmp_path / "model")
     established = round_ % 2 == 0
     if established:
-        registry.promote(
+        promotion.promote(
             s,
             history,
             version=v1,
@@ -322,7 +322,7 @@ def test_a_rollback_racing_a_promotion_keeps_the_chain(workers, round_settings, 
     history = History(s.history_url)
     v1, v2, v3 = _register(s, 3, tmp_path / "model")
     for version, day in ((v1, DAY - dt.timedelta(days=2)), (v2, DAY - dt.timedelta(days=1))):
-        registry.promote(
+        promotion.promote(
             s, history, version=version, day=day, evaluation=copy.deepcopy(evaluation), dag_run_id="setup"
         )
 

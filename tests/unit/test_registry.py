@@ -17,7 +17,7 @@ import pytest
 import sqlalchemy as sa
 from scipy.special import expit
 
-from ml import registry
+from ml import promotion, registry
 from ml.config import load_settings
 from ml.evaluate import compare
 from ml.history import History
@@ -166,15 +166,17 @@ def test_log_challenger_registers_a_loadable_tagged_version(mlflow_store):
 def test_promote_moves_champion_and_previous_with_an_audit_trail(reg, history, mlflow_store, ev):
     v1, v2 = _register(reg, mlflow_store, 2)
 
-    first = registry.promote(reg, history, version=v1, day=D1, evaluation=ev("bootstrap"), dag_run_id="run-1")
+    first = promotion.promote(
+        reg, history, version=v1, day=D1, evaluation=ev("bootstrap"), dag_run_id="run-1"
+    )
     better = ev("better")
-    second = registry.promote(reg, history, version=v2, day=D2, evaluation=better, dag_run_id="run-2")
+    second = promotion.promote(reg, history, version=v2, day=D2, evaluation=better, dag_run_id="run-2")
 
     assert first == {"promoted": True, "champion": v1, "previous": None, "recorded_before": False}
     assert second == {"promoted": True, "champion": v2, "previous": v1, "recorded_before": False}
     assert _alias(reg, "champion") == v2
     assert _alias(reg, "previous") == v1
-    assert registry.champion_alias(reg) == v2
+    assert promotion.champion_alias(reg) == v2
     assert _events(history, reg, "champion") == [(D1.isoformat(), None, v1), (D2.isoformat(), v1, v2)]
     assert _events(history, reg, "previous") == [(D2.isoformat(), None, v1)]
     last = history.alias_events(reg.name, "champion")[-1]
@@ -188,12 +190,12 @@ def test_promote_moves_champion_and_previous_with_an_audit_trail(reg, history, m
 
 def test_promote_again_for_the_same_day_and_version_adds_no_event(reg, history, mlflow_store, ev):
     v1, v2 = _register(reg, mlflow_store, 2)
-    registry.promote(reg, history, version=v1, day=D1, evaluation=ev("bootstrap"), dag_run_id=None)
+    promotion.promote(reg, history, version=v1, day=D1, evaluation=ev("bootstrap"), dag_run_id=None)
     better = ev("better")
-    registry.promote(reg, history, version=v2, day=D2, evaluation=better, dag_run_id="try-1")
+    promotion.promote(reg, history, version=v2, day=D2, evaluation=better, dag_run_id="try-1")
     before = history.alias_events(reg.name)
 
-    retry = registry.promote(reg, history, version=v2, day=D2, evaluation=better, dag_run_id="try-2")
+    retry = promotion.promote(reg, history, version=v2, day=D2, evaluation=better, dag_run_id="try-2")
 
     assert retry["champion"] == v2 and retry["recorded_before"] is True
     assert history.alias_events(reg.name) == before
@@ -206,7 +208,7 @@ def test_promote_interrupted_between_audit_rows_is_completed_by_its_retry(
     """A promotion that fails after writing the `champion` row but before the `previous` row must not
     leave a half-written audit log that the retry then takes as done."""
     v1, v2 = _register(reg, mlflow_store, 2)
-    registry.promote(reg, history, version=v1, day=D1, evaluation=ev("bootstrap"), dag_run_id=None)
+    promotion.promote(reg, history, version=v1, day=D1, evaluation=ev("bootstrap"), dag_run_id=None)
     real = History.add_alias_event
 
     def connection_lost_on_previous(self, conn=None, **fields):
@@ -216,10 +218,10 @@ def test_promote_interrupted_between_audit_rows_is_completed_by_its_retry(
 
     monkeypatch.setattr(History, "add_alias_event", connection_lost_on_previous)
     with pytest.raises(sa.exc.OperationalError, match="connection lost"):
-        registry.promote(reg, history, version=v2, day=D2, evaluation=ev("better"), dag_run_id="try-1")
+        promotion.promote(reg, history, version=v2, day=D2, evaluation=ev("better"), dag_run_id="try-1")
     monkeypatch.setattr(History, "add_alias_event", real)
 
-    registry.promote(reg, history, version=v2, day=D2, evaluation=ev("better"), dag_run_id="try-2")
+    promotion.promote(reg, history, version=v2, day=D2, evaluation=ev("better"), dag_run_id="try-2")
 
     assert _events(history, reg, "champion") == [(D1.isoformat(), None, v1), (D2.isoformat(), v1, v2)]
     assert _events(history, reg, "previous") == [(D2.isoformat(), None, v1)]
@@ -228,9 +230,9 @@ def test_promote_interrupted_between_audit_rows_is_completed_by_its_retry(
 
 def test_previous_events_record_the_version_previous_named_before(reg, history, mlflow_store, ev):
     v1, v2, v3 = _register(reg, mlflow_store, 3)
-    registry.promote(reg, history, version=v1, day=D1, evaluation=ev("bootstrap"), dag_run_id=None)
-    registry.promote(reg, history, version=v2, day=D3, evaluation=ev("better"), dag_run_id=None)
-    registry.promote(reg, history, version=v3, day=D2, evaluation=ev("better"), dag_run_id=None)
+    promotion.promote(reg, history, version=v1, day=D1, evaluation=ev("bootstrap"), dag_run_id=None)
+    promotion.promote(reg, history, version=v2, day=D3, evaluation=ev("better"), dag_run_id=None)
+    promotion.promote(reg, history, version=v3, day=D2, evaluation=ev("better"), dag_run_id=None)
 
     assert _events(history, reg, "previous") == [(D3.isoformat(), None, v1), (D2.isoformat(), v1, v2)]
     assert _alias(reg, "previous") == v2
@@ -239,10 +241,10 @@ def test_previous_events_record_the_version_previous_named_before(reg, history, 
 def test_the_promotion_and_the_days_row_are_one_transaction(reg, history, mlflow_store, ev):
     v1, v2 = _register(reg, mlflow_store, 2)
     history.start_day(reg.name, D2, status="accepted")
-    registry.promote(reg, history, version=v1, day=D1, evaluation=ev("bootstrap"), dag_run_id=None)
+    promotion.promote(reg, history, version=v1, day=D1, evaluation=ev("bootstrap"), dag_run_id=None)
     better = ev("better")
 
-    registry.promote(reg, history, version=v2, day=D2, evaluation=better, dag_run_id="run-2")
+    promotion.promote(reg, history, version=v2, day=D2, evaluation=better, dag_run_id="run-2")
 
     row = history.get_day(reg.name, D2)
     assert (row["promotion"], row["promotion_reason"], row["candidate_version"]) == (
@@ -257,11 +259,11 @@ def test_rerun_of_an_old_days_promotion_leaves_the_alias_on_the_later_champion(
 ):
     v1, v2 = _register(reg, mlflow_store, 2)
     bootstrap = ev("bootstrap")
-    registry.promote(reg, history, version=v1, day=D1, evaluation=bootstrap, dag_run_id=None)
-    registry.promote(reg, history, version=v2, day=D2, evaluation=ev("better"), dag_run_id=None)
+    promotion.promote(reg, history, version=v1, day=D1, evaluation=bootstrap, dag_run_id=None)
+    promotion.promote(reg, history, version=v2, day=D2, evaluation=ev("better"), dag_run_id=None)
     before = history.alias_events(reg.name)
 
-    registry.promote(reg, history, version=v1, day=D1, evaluation=bootstrap, dag_run_id="rerun")
+    promotion.promote(reg, history, version=v1, day=D1, evaluation=bootstrap, dag_run_id="rerun")
 
     assert history.alias_events(reg.name) == before
     assert _alias(reg, "champion") == v2
@@ -271,10 +273,10 @@ def test_rerun_of_an_old_days_promotion_leaves_the_alias_on_the_later_champion(
 def test_backfilled_promotion_between_two_others_is_recorded_but_not_served(reg, history, mlflow_store, ev):
     v1, v2, v3 = _register(reg, mlflow_store, 3)
     better = ev("better")
-    registry.promote(reg, history, version=v1, day=D1, evaluation=ev("bootstrap"), dag_run_id=None)
-    registry.promote(reg, history, version=v2, day=D2, evaluation=better, dag_run_id=None)
+    promotion.promote(reg, history, version=v1, day=D1, evaluation=ev("bootstrap"), dag_run_id=None)
+    promotion.promote(reg, history, version=v2, day=D2, evaluation=better, dag_run_id=None)
 
-    out = registry.promote(reg, history, version=v3, day=D3, evaluation=better, dag_run_id="backfill")
+    out = promotion.promote(reg, history, version=v3, day=D3, evaluation=better, dag_run_id="backfill")
 
     assert out["previous"] == v1  # the champion in force before D3 in logical-date order
     assert history.champion_at(reg.name, D3) == v3
@@ -285,10 +287,10 @@ def test_backfilled_promotion_between_two_others_is_recorded_but_not_served(reg,
 
 def test_promoting_the_serving_champion_again_is_a_no_op(reg, history, mlflow_store, ev):
     (v1,) = _register(reg, mlflow_store, 1)
-    registry.promote(reg, history, version=v1, day=D1, evaluation=ev("bootstrap"), dag_run_id=None)
+    promotion.promote(reg, history, version=v1, day=D1, evaluation=ev("bootstrap"), dag_run_id=None)
     before = history.alias_events(reg.name)
 
-    out = registry.promote(reg, history, version=v1, day=D2, evaluation=ev("better"), dag_run_id=None)
+    out = promotion.promote(reg, history, version=v1, day=D2, evaluation=ev("better"), dag_run_id=None)
 
     assert out["promoted"] is False and out["champion"] == v1
     assert history.alias_events(reg.name) == before
@@ -296,11 +298,11 @@ def test_promoting_the_serving_champion_again_is_a_no_op(reg, history, mlflow_st
 
 def test_sync_aliases_repairs_an_alias_moved_by_hand(reg, history, mlflow_store, ev):
     v1, v2 = _register(reg, mlflow_store, 2)
-    registry.promote(reg, history, version=v1, day=D1, evaluation=ev("bootstrap"), dag_run_id=None)
-    registry.promote(reg, history, version=v2, day=D2, evaluation=ev("better"), dag_run_id=None)
+    promotion.promote(reg, history, version=v1, day=D1, evaluation=ev("bootstrap"), dag_run_id=None)
+    promotion.promote(reg, history, version=v2, day=D2, evaluation=ev("better"), dag_run_id=None)
     registry.client(reg).set_registered_model_alias(reg.registered_model, "champion", str(v1))
 
-    latest = registry.sync_aliases(reg, history)
+    latest = promotion.sync_aliases(reg, history)
 
     assert latest == {"champion": v2, "previous": v1}
     assert _alias(reg, "champion") == v2
@@ -308,12 +310,12 @@ def test_sync_aliases_repairs_an_alias_moved_by_hand(reg, history, mlflow_store,
 
 def test_reject_tags_the_version_with_the_reason_and_keeps_the_champion(reg, history, mlflow_store, ev):
     v1, v2 = _register(reg, mlflow_store, 2)
-    registry.promote(reg, history, version=v1, day=D1, evaluation=ev("bootstrap"), dag_run_id=None)
+    promotion.promote(reg, history, version=v1, day=D1, evaluation=ev("bootstrap"), dag_run_id=None)
     worse = ev("worse")
     worse["champion_version"] = v1
     before = history.alias_events(reg.name)
 
-    registry.reject(reg, version=v2, day=D2, evaluation=worse, champion=v1)
+    promotion.reject(reg, version=v2, day=D2, evaluation=worse, champion=v1)
 
     version = registry.client(reg).get_model_version(reg.registered_model, str(v2))
     assert version.tags["driftwatch.decision"] == "rejected"

@@ -1,4 +1,4 @@
-"""The replay harness: policy schedules, the metrics, and short real replays through the pipeline's steps."""
+"""The replay harness: policy schedules, the metrics, and short real replays through the daily flow."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from ml import replay
+from ml import replay, replay_jobs, replay_report
 from ml.exceptions import ConfigError
 
 D = dt.date(2013, 3, 1)
@@ -38,9 +38,9 @@ def _day(i: int, **fields) -> dict:
     return row
 
 
-# ---- policies -------------------------------------------------------------------------------------------
+# ---- policies (their decisions: tests/unit/test_policy.py) ---------------------------------------------
 @pytest.mark.parametrize(
-    ("name", "every", "drift", "label"),
+    ("name", "every", "reads_signals", "label"),
     [
         ("never", None, False, "never retrain"),
         ("daily", 1, False, "every day"),
@@ -50,34 +50,15 @@ def _day(i: int, **fields) -> dict:
         ("drift", None, True, "drift-triggered"),
     ],
 )
-def test_policies_parse(name, every, drift, label):
+def test_policies_parse(name, every, reads_signals, label):
     p = replay.parse_policy(name)
-    assert (p.every, p.drift, p.label) == (every, drift, label)
+    assert (getattr(p, "every", None), p.reads_signals, p.label) == (every, reads_signals, label)
 
 
 @pytest.mark.parametrize("name", ["weekly", "every-0", "every-x", ""])
 def test_unknown_policy_is_rejected_with_the_choices(name):
     with pytest.raises(ConfigError, match=r"unknown policy .*Use one of \['never', 'daily'"):
         replay.parse_policy(name)
-
-
-def test_every_n_retrains_n_days_after_the_last_training():
-    weekly = replay.parse_policy("every-7")
-    last = dt.date(2013, 1, 31)
-    days = [last + dt.timedelta(days=i) for i in range(1, 16)]
-    assert [d for d in days if replay.due(weekly, d, last)] == [d for d in days if (d - last).days >= 7]
-    assert replay.due(weekly, dt.date(2013, 2, 7), last) and not replay.due(weekly, dt.date(2013, 2, 6), last)
-    daily = replay.parse_policy("daily")
-    assert all(replay.due(daily, d, d - dt.timedelta(days=1)) for d in days)
-    assert not replay.due(daily, last, last)
-
-
-@pytest.mark.parametrize("name", ["never", "drift", "daily"])
-def test_nothing_is_scheduled_before_a_first_champion_nor_for_never_and_drift(name):
-    p = replay.parse_policy(name)
-    assert not replay.due(p, dt.date(2013, 3, 1), None)
-    if name != "daily":
-        assert not replay.due(p, dt.date(2013, 3, 1), dt.date(2013, 1, 1))
 
 
 def test_costliest_policies_run_first():
@@ -174,12 +155,12 @@ def test_choose_thresholds_best_auc_within_the_retrain_budget():
 
 def test_replace_section_keeps_the_rest_of_the_document():
     doc = "# Benchmarks\n\n## Drift check\n\ntext\n"
-    once = replay.replace_section(doc, "replay", "table 1")
+    once = replay_report.replace_section(doc, "replay", "table 1")
     assert (
         once.startswith(doc.rstrip("\n"))
         and "<!-- bench:replay:start -->\ntable 1\n<!-- bench:replay:end -->" in once
     )
-    twice = replay.replace_section(once + "\n## After\n", "replay", "table 2")
+    twice = replay_report.replace_section(once + "\n## After\n", "replay", "table 2")
     assert "table 1" not in twice and "table 2" in twice and twice.endswith("## After\n")
     assert twice.count("bench:replay:start") == 1
 
@@ -192,7 +173,7 @@ def test_link_lake_gives_a_replay_its_own_partitions(tmp_path):
         (source / f"date={day}" / "_predictions.parquet").write_bytes(b"scores")
     target = tmp_path / "lake"
     days = [dt.date(2013, 1, 1), dt.date(2013, 1, 2), dt.date(2013, 1, 3)]
-    assert replay.link_lake(source, target, days) == 2
+    assert replay_jobs.link_lake(source, target, days) == 2
     copied = target / "date=2013-01-01" / "part-0.parquet"
     assert (
         copied.read_bytes() == b"PAR1" and not (target / "date=2013-01-01" / "_predictions.parquet").exists()
@@ -205,7 +186,7 @@ def test_link_lake_gives_a_replay_its_own_partitions(tmp_path):
 def test_isolated_env_points_every_store_at_the_replay_home(tmp_path, monkeypatch):
     monkeypatch.setenv("DRIFTWATCH_DB_URL", "postgresql://prod/driftwatch")
     monkeypatch.setenv("DRIFTWATCH_ALERT_TARGET", "https://hooks.example.com/x")
-    env = replay.isolated_env(tmp_path / "h", tmp_path / "l", {"thresholds.drift_share": 0.4})
+    env = replay_jobs.isolated_env(tmp_path / "h", tmp_path / "l", {"thresholds.drift_share": 0.4})
     assert env["DRIFTWATCH_DB_URL"] == f"sqlite:///{tmp_path / 'h' / 'driftwatch.db'}"
     assert env["MLFLOW_TRACKING_URI"].startswith(f"sqlite:///{tmp_path / 'h'}")
     assert "DRIFTWATCH_ALERT_TARGET" not in env and env["DRIFTWATCH_LAKE"] == str(tmp_path / "l")
@@ -218,10 +199,10 @@ def short_window(dw_env, monkeypatch, settings, add_partitions):
     """flights with a 10-day original window (Jan 1-10), and the real partitions of Jan 1-16."""
     monkeypatch.setenv("DRIFTWATCH__ORIGINAL_WINDOW__END", "2013-01-10")
     monkeypatch.setenv("DRIFTWATCH__THRESHOLDS__BOOTSTRAP_RESAMPLES", "200")
-    from ml import steps
     from ml.config import load_settings
+    from ml.day import settings_for
 
-    steps.settings_for.cache_clear()
+    settings_for.cache_clear()
     s = load_settings("flights")
     days = [dt.date(2013, 1, 1) + dt.timedelta(days=i) for i in range(16)]
     add_partitions(s, days)
@@ -296,10 +277,10 @@ def test_run_jobs_isolates_each_replay_in_its_own_process(tmp_path, dw_env, monk
     s = load_settings("tiny")
     synthetic.prepare(s, progress=False)
     before = sorted(p.name for p in s.lake_dir.rglob("*"))
-    job = replay.Job(
+    job = replay_jobs.Job(
         "tiny-daily", "tiny", "daily", dt.date(2024, 1, 1), dt.date(2024, 1, 9), datasets=datasets
     )
-    results = replay.run_jobs([job], tmp_path / "runs", echo=lambda m: None)
+    results = replay_jobs.run_jobs([job], tmp_path / "runs", echo=lambda m: None)
     out = results["tiny-daily"]
     assert [r["day"] for r in out["days"] if r["trained"] and not r["bootstrap"]] == [
         "2024-01-07",
@@ -315,9 +296,9 @@ def test_run_jobs_isolates_each_replay_in_its_own_process(tmp_path, dw_env, monk
 
     # a replay that starts inside the original window still finds the window's earlier days, like a
     # backfill of that range does: the first champion is trained on the whole window
-    late = replay.run_jobs(
+    late = replay_jobs.run_jobs(
         [
-            replay.Job(
+            replay_jobs.Job(
                 "tiny-late", "tiny", "never", dt.date(2024, 1, 4), dt.date(2024, 1, 8), datasets=datasets
             )
         ],
@@ -336,7 +317,7 @@ def test_run_jobs_isolates_each_replay_in_its_own_process(tmp_path, dw_env, monk
 
 
 def test_run_jobs_refuses_a_range_without_partitions(tmp_path, dw_env):
-    job = replay.Job("bad", "flights", "every-7", dt.date(2013, 1, 1), dt.date(2013, 1, 2))
+    job = replay_jobs.Job("bad", "flights", "every-7", dt.date(2013, 1, 1), dt.date(2013, 1, 2))
     with pytest.raises(FileNotFoundError, match="no partitions of flights"):
-        replay.run_jobs([job], tmp_path / "runs", echo=lambda m: None)
-    assert not os.path.exists(Path(tmp_path / "runs" / "bad" / replay.RESULT_FILE))
+        replay_jobs.run_jobs([job], tmp_path / "runs", echo=lambda m: None)
+    assert not os.path.exists(Path(tmp_path / "runs" / "bad" / replay_jobs.RESULT_FILE))

@@ -207,17 +207,3 @@ def _monitor_cases() -> list[dict]:
             labels_note="n",
         ),
     ]
-
-
-@pytest.mark.parametrize("case", range(4))
-def test_the_monitor_page_shows_what_the_hand_built_page_showed(case):
-    # Delete this test with ml.monitor.render_html: the template replaces it (ml/tasks/monitor_model.py).
-    from ml import monitor
-
-    old = getattr(monitor, "render_html", None)
-    if old is None:
-        pytest.skip("ml.monitor.render_html is gone: ml.reports.monitor_page replaced it")
-    kwargs = _monitor_cases()[case]
-    before = Blocks(old("2013-02-01", "flights<b>", **kwargs)).shown
-    after = Blocks(reports.monitor_page("2013-02-01", "flights<b>", **kwargs)).shown
-    assert after == before

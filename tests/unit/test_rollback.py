@@ -1,6 +1,6 @@
 """`rollback`: champion back to previous under the promotion lock, audited, and `champion --at` after it.
 
-Semantics pinned here (see `ml.registry.rollback`):
+Semantics pinned here (see `ml.promotion.rollback`):
 - champion goes current -> previous and `previous` goes to the version rolled back from, so a second
   rollback undoes the first;
 - the rollback's audit events carry the logical date of the latest audit event, so they sort after every
@@ -24,7 +24,7 @@ import pytest
 import sqlalchemy as sa
 from scipy.special import expit
 
-from ml import registry
+from ml import promotion, registry
 from ml.cli import main
 from ml.config import BUNDLED_DATASETS, load_settings
 from ml.evaluate import compare
@@ -88,7 +88,7 @@ def three(s, history, evaluations, tmp_path) -> tuple[int, int, int]:
     """v1 champion from A, v2 from B, v3 from C: champion v3, previous v2."""
     v1, v2, v3 = _register(s, 3, tmp_path)
     for version, day, kind in ((v1, A, "bootstrap"), (v2, B, "better"), (v3, C, "better")):
-        registry.promote(
+        promotion.promote(
             s,
             history,
             version=version,
@@ -125,7 +125,7 @@ def run(capsys, *argv: str) -> tuple[int, str, str]:
 def test_rollback_moves_champion_back_to_previous_with_audit_rows(s, history, three):
     v1, v2, v3 = three
 
-    out = registry.rollback(s, history, reason="v3 scores EWR badly", actor="alice")
+    out = promotion.rollback(s, history, reason="v3 scores EWR badly", actor="alice")
 
     assert out == {
         "rolled_back": v3,
@@ -135,7 +135,7 @@ def test_rollback_moves_champion_back_to_previous_with_audit_rows(s, history, th
         "reason": "rollback: v3 scores EWR badly",
     }
     assert (_alias(s, "champion"), _alias(s, "previous")) == (v2, v3)
-    assert registry.champion_alias(s) == v2
+    assert promotion.champion_alias(s) == v2
     assert _events(history, s, "champion")[-1] == (C.isoformat(), v3, v2)
     assert _events(history, s, "previous")[-1] == (C.isoformat(), v2, v3)
     for event in history.alias_events(s.name)[-2:]:
@@ -166,7 +166,7 @@ def test_champion_at_after_a_rollback(s, history, three, capsys):
     v1, v2, v3 = three
     assert history.champion_at(s.name, C) == v3
 
-    registry.rollback(s, history, reason="bad")
+    promotion.rollback(s, history, reason="bad")
 
     expected = {A - DAY: None, A: v1, B - DAY: v1, B: v2, C - DAY: v2, C: v2, C + DAY: v2, C + 30 * DAY: v2}
     assert {day: history.champion_at(s.name, day) for day in expected} == expected
@@ -178,9 +178,9 @@ def test_champion_at_after_a_rollback(s, history, three, capsys):
 
 def test_a_second_rollback_undoes_the_first(s, history, three):
     v1, v2, v3 = three
-    registry.rollback(s, history, reason="v3 looked bad")
+    promotion.rollback(s, history, reason="v3 looked bad")
 
-    out = registry.rollback(s, history, reason="false alarm", actor="bob")
+    out = promotion.rollback(s, history, reason="false alarm", actor="bob")
 
     assert (out["rolled_back"], out["champion"], out["previous"]) == (v2, v3, v2)
     assert (_alias(s, "champion"), _alias(s, "previous")) == (v3, v2)
@@ -194,7 +194,7 @@ def test_a_promotion_after_a_rollback_replaces_the_restored_champion(
     s, history, three, evaluations, tmp_path
 ):
     v1, v2, v3 = three
-    registry.rollback(s, history, reason="bad")
+    promotion.rollback(s, history, reason="bad")
     (v4,) = [
         int(
             registry.client(s)
@@ -203,7 +203,7 @@ def test_a_promotion_after_a_rollback_replaces_the_restored_champion(
         )
     ]
 
-    out = registry.promote(
+    out = promotion.promote(
         s,
         history,
         version=v4,
@@ -228,10 +228,10 @@ def test_a_promotion_after_a_rollback_replaces_the_restored_champion(
 
 def test_a_rerun_of_the_rolled_back_days_promotion_does_not_undo_the_rollback(s, history, three, evaluations):
     v1, v2, v3 = three
-    registry.rollback(s, history, reason="bad")
+    promotion.rollback(s, history, reason="bad")
     before = history.alias_events(s.name)
 
-    registry.promote(
+    promotion.promote(
         s, history, version=v3, day=C, evaluation=copy.deepcopy(evaluations["better"]), dag_run_id="rerun"
     )
 
@@ -242,20 +242,20 @@ def test_a_rerun_of_the_rolled_back_days_promotion_does_not_undo_the_rollback(s,
 def test_rollback_at_a_later_logical_date(s, history, three):
     v1, v2, v3 = three
 
-    out = registry.rollback(s, history, reason="bad", day=C + 5 * DAY)
+    out = promotion.rollback(s, history, reason="bad", day=C + 5 * DAY)
 
     assert out["logical_date"] == (C + 5 * DAY).isoformat()
     assert [history.champion_at(s.name, d) for d in (C, C + 4 * DAY, C + 5 * DAY)] == [v3, v3, v2]
     with pytest.raises(
         ModelError, match=r"rollback date 2013-02-24 is before the latest audit event \(2013-02-25\)"
     ):
-        registry.rollback(s, history, reason="again", day=C + 4 * DAY)
+        promotion.rollback(s, history, reason="again", day=C + 4 * DAY)
 
 
 # ---------------------------------------------------------------------------------------------- impossible
 def test_rollback_without_a_previous_version_is_refused(s, history, evaluations, tmp_path):
     (v1,) = _register(s, 1, tmp_path)
-    registry.promote(
+    promotion.promote(
         s, history, version=v1, day=A, evaluation=copy.deepcopy(evaluations["bootstrap"]), dag_run_id=None
     )
     before = history.alias_events(s.name)
@@ -263,7 +263,7 @@ def test_rollback_without_a_previous_version_is_refused(s, history, evaluations,
     with pytest.raises(
         ModelError, match=rf"flights: cannot roll back champion version {v1}: there is no previous version"
     ):
-        registry.rollback(s, history, reason="bad")
+        promotion.rollback(s, history, reason="bad")
 
     assert history.alias_events(s.name) == before
     assert (_alias(s, "champion"), _alias(s, "previous")) == (v1, None)
@@ -273,12 +273,12 @@ def test_rollback_without_a_previous_version_is_refused(s, history, evaluations,
 
 def test_rollback_without_a_champion_is_refused(s, history):
     with pytest.raises(ModelError, match="flights: nothing to roll back: the audit log has no champion"):
-        registry.rollback(s, history, reason="bad")
+        promotion.rollback(s, history, reason="bad")
 
 
 def test_rollback_needs_a_reason(s, history, three):
     with pytest.raises(ModelError, match="rollback needs a reason"):
-        registry.rollback(s, history, reason="  ")
+        promotion.rollback(s, history, reason="  ")
     assert _alias(s, "champion") == three[2]
 
 
@@ -304,7 +304,7 @@ def test_cli_rollback_prints_before_and_after(s, history, three, capsys):
 
 def test_cli_rollback_without_previous_exits_1_with_the_message(s, history, evaluations, tmp_path, capsys):
     (v1,) = _register(s, 1, tmp_path)
-    registry.promote(
+    promotion.promote(
         s, history, version=v1, day=A, evaluation=copy.deepcopy(evaluations["bootstrap"]), dag_run_id=None
     )
 
@@ -336,7 +336,7 @@ def test_rollback_to_a_version_missing_from_mlflow_records_nothing(s, history, t
     with pytest.raises(
         ModelError, match=rf"cannot roll back to version {v2} of {s.registered_model}: .*Nothing was recorded"
     ):
-        registry.rollback(s, history, reason="bad")
+        promotion.rollback(s, history, reason="bad")
 
     assert history.alias_events(s.name) == before
     assert _alias(s, "champion") == v3

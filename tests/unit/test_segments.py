@@ -1,7 +1,7 @@
 """The segment guardrail: a challenger better overall may not lose more than a tolerance on any segment.
 
 `compare` on synthetic scores (the rule), the `evaluation:` config section, the evidence it leaves on the
-model version, and `steps.evaluate` passing the holdout's segment columns (real partitions, stand-in
+model version, and the evaluate_challenger task passing the holdout's segment columns (real partitions, stand-in
 models). Also here: the drift report that triggered a challenger is logged with its training run.
 """
 
@@ -18,11 +18,13 @@ import pytest
 import yaml
 from scipy.special import expit
 
-from ml import registry, steps
+from ml import promotion, registry
 from ml.config import BUNDLED_DATASETS, load_settings
+from ml.day import Day
 from ml.evaluate import compare
 from ml.exceptions import ConfigError
 from ml.history import History
+from ml.tasks import evaluate_challenger
 
 SEGMENT_CHECK = "worst_segment_auc_drop"
 
@@ -202,8 +204,8 @@ def test_the_segment_check_is_in_the_version_tags_and_description(fast):
     y, champion, challenger, carrier = _scores(bad_noise=3.0)
     out = json.loads(json.dumps(compare(fast, y, champion, challenger, segments={"carrier": carrier})))
 
-    tags = registry.evidence_tags(out)
-    text = registry._description(fast, dt.date(2013, 2, 20), out, before=1)
+    tags = promotion.evidence_tags(out)
+    text = promotion._description(fast, dt.date(2013, 2, 20), out, before=1)
 
     assert tags["guardrail.worst_segment_drop"] == out["checks"][SEGMENT_CHECK]["value"]
     assert tags["guardrail.worst_segment"] == "carrier=EV"
@@ -216,7 +218,7 @@ def test_the_segment_check_is_in_the_version_tags_and_description(fast):
 def test_no_segment_tags_without_the_check(fast):
     y, champion, challenger, _ = _scores(bad_noise=3.0)
 
-    tags = registry.evidence_tags(compare(fast, y, champion, challenger))
+    tags = promotion.evidence_tags(compare(fast, y, champion, challenger))
 
     assert not any(key.startswith("guardrail.") for key in tags)
 
@@ -264,12 +266,12 @@ def test_bad_evaluation_values_are_rejected_by_key_path(dw_env, tmp_path, evalua
         load_settings(path)
 
 
-# ---------------------------------------------------------------------------------------------- steps
+# ---------------------------------------------------------------------------------------------- the task
 HOLDOUT = [dt.date(2013, 2, d) for d in range(1, 8)]
 
 
 class FakeClient:
-    """Records what the steps log to MLflow."""
+    """Records what the task logs to MLflow."""
 
     def __init__(self):
         self.metrics: dict[str, float] = {}
@@ -315,7 +317,7 @@ def test_evaluate_step_checks_the_holdouts_origin_and_carrier(fast, add_partitio
 
     monkeypatch.setattr(ml.train, "predict_proba", predict_proba)
 
-    out = steps.evaluate(fast, "2013-02-08", 2)
+    out = evaluate_challenger.run(Day.of(fast, "2013-02-08"), {"version": 2})
 
     assert out["promote"] is False and out["champion_version"] == 1
     assert "segment carrier=EV loses" in out["reason"]

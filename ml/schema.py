@@ -1,0 +1,203 @@
+"""The configuration schema, declared once: every section of a dataset YAML as a frozen dataclass whose
+defaults are the defaults (the settings, the DAG file's catalog and the DAG's docs all read them), how a
+section is read (types checked, unknown keys refused, naming the key path), and the environment overrides
+(`DRIFTWATCH__SECTION__KEY=value`). Light to import: the DAG file reads it at parse time.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+from ml.exceptions import ConfigError
+
+ENV_PREFIX = "DRIFTWATCH__"
+TOP_LEVEL_KEYS = frozenset(
+    {
+        "name",
+        "description",
+        "dag_id",
+        "start_date",
+        "registered_model",
+        "source",
+        "date_column",
+        "label",
+        "features",
+        "drop",
+        "keys",
+        "original_window",
+        "holdout_days",
+        "training",
+        "thresholds",
+        "validation",
+        "wait",
+        "retries",
+        "drift",
+        "evaluation",
+        "synthetic",
+        "label_delay_days",
+        "monitoring",
+    }
+)
+MONITOR_ACTIONS = ("record", "alert", "retrain")
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    drift_share: float = 0.5
+    quality_drop: float = 0.05
+    cooldown_days: int = 7
+    min_new_rows: int = 3000
+    min_delta: float = 0.0
+    logloss_tolerance: float = 0.01
+    min_bootstrap_auc: float = 0.55
+    bootstrap_resamples: int = 1000
+    confidence: float = 0.95
+
+
+@dataclass(frozen=True)
+class Training:
+    window: str = "all"  # all | last_n_days | time_decay
+    window_days: int = 90
+    half_life_days: float = 60.0
+    model: str = "hist_gradient_boosting"
+    params: Mapping[str, Any] = field(default_factory=dict)
+    seed: int = 42
+
+
+@dataclass(frozen=True)
+class Validation:
+    min_rows: int = 1
+    max_rows: int = 1_000_000
+    min_non_null: Mapping[str, float] = field(default_factory=lambda: {"default": 0.95})
+    range_tolerance: float = 0.25
+    max_unseen_share: float = 0.05
+    ranges: Mapping[str, tuple[float, float]] = field(default_factory=dict)
+
+    def non_null_floor(self, column: str) -> float:
+        return float(self.min_non_null.get(column, self.min_non_null.get("default", 0.95)))
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """Segment guardrail: no segment value may lose more than `segment_tolerance` AUC to the challenger."""
+
+    segments: tuple[str, ...] = ()  # columns whose values are the segments, e.g. (origin, carrier)
+    segment_tolerance: float = 0.02
+    min_segment_rows: int = 200  # smaller segments (or single-class ones) are not checked: AUC too noisy
+
+
+@dataclass(frozen=True)
+class BiasMonitor:
+    """Bias drift: disparity between segments (positive-prediction rate; accuracy once labels are known)
+    compared with the champion's reference. Off when `segments` is empty."""
+
+    segments: tuple[str, ...] = ()
+    min_rows: int = 50  # smaller segment values are left out of a day's disparity (too noisy)
+    threshold: float = 0.5  # a score at or above it is a positive prediction
+    max_positive_rate_gap_change: float = 0.1  # violation: the gap grew by more than this vs the reference
+    max_accuracy_gap_change: float = 0.1
+    action: str = "record"  # record | alert | retrain
+
+
+@dataclass(frozen=True)
+class AttributionMonitor:
+    """Feature-attribution drift: nDCG of the champion's feature ranking on the day vs on its reference."""
+
+    enabled: bool = True
+    rows: int = 2000  # rows sampled (seeded) from each side
+    repeats: int = 3  # permutations per feature
+    min_ndcg: float = 0.9  # Model Monitor's limit
+    top_k: int = 0  # features compared (0: all)
+    action: str = "record"  # record | alert | retrain
+
+
+@dataclass(frozen=True)
+class Estimation:
+    """Performance without labels: CBPE from the champion's calibrated probabilities."""
+
+    enabled: bool = True
+    use_for_decisions: bool = False  # with label_delay_days > 0 the AUC-drop trigger uses the estimate
+
+
+@dataclass(frozen=True)
+class Monitoring:
+    bias: BiasMonitor = field(default_factory=BiasMonitor)
+    attribution: AttributionMonitor = field(default_factory=AttributionMonitor)
+    estimation: Estimation = field(default_factory=Estimation)
+
+
+@dataclass(frozen=True)
+class Wait:
+    timeout_minutes: float = 60.0  # for the day's batch to arrive in the lake
+    poke_seconds: float = 30.0
+    # for earlier runs of the dataset to finish (a backfill ahead of a manual run): days are processed in order
+    earlier_days_timeout_minutes: float = 720.0
+
+
+@dataclass(frozen=True)
+class Retries:
+    """Airflow retries of each task (a killed or failed try is retried once by default; every step is safe to
+    retry: see ml/faults.py)."""
+
+    count: int = 1
+    delay_seconds: float = 20.0
+
+
+def section(raw: Mapping[str, Any], key: str, cls: type, path: str) -> Any:
+    value = raw.get(key) or {}
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{path}: {key}: expected a mapping. Got {type(value).__name__}.")
+    fields = dataclasses.fields(cls)
+    known = {f.name for f in fields}
+    unknown = sorted(set(value) - known)
+    if unknown:
+        raise ConfigError(f"{path}: {key}: unknown keys {unknown[:5]}. Allowed: {sorted(known)}.")
+    kwargs: dict[str, Any] = {}
+    for spec in fields:
+        name = spec.name
+        if name not in value:
+            continue
+        v = value[name]
+        default = spec.default
+        if isinstance(default, bool) or default is None or isinstance(default, Mapping):
+            kwargs[name] = v
+        elif isinstance(default, int) and not isinstance(default, bool):
+            try:
+                kwargs[name] = int(v)
+            except (TypeError, ValueError):
+                raise ConfigError(f"{path}: {key}.{name}: expected an integer. Got {v!r}.") from None
+        elif isinstance(default, float):
+            try:
+                kwargs[name] = float(v)
+            except (TypeError, ValueError):
+                raise ConfigError(f"{path}: {key}.{name}: expected a number. Got {v!r}.") from None
+        else:
+            kwargs[name] = v
+    return cls(**kwargs)
+
+
+def apply_env_overrides(raw: dict[str, Any], environ: Mapping[str, str]) -> dict[str, Any]:
+    for var, value in environ.items():
+        if not var.startswith(ENV_PREFIX):
+            continue
+        parts = [p.lower() for p in var[len(ENV_PREFIX) :].split("__") if p]
+        node = raw
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"{var}: {'.'.join(parts)} does not name a mapping key.")
+        node[parts[-1]] = yaml.safe_load(value)
+    return raw
+
+
+_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+def read_yaml(text: str) -> Any:
+    """yaml.safe_load with libyaml when available (same results: both resolve the YAML 1.1 safe tags)."""
+    return yaml.load(text, Loader=_YAML_LOADER)  # noqa: S506 - a SafeLoader
