@@ -98,9 +98,10 @@ bench-tune: venv ## pick the drift thresholds on Jan-Apr 2013 only (~15 min); do
 	$(BIN)/driftwatch prepare flights
 	$(PY) scripts/bench_replay.py --tune $(REPLAY_ARGS)
 
-lint: venv ## ruff (lint + format check) on ml, devstack, dags, plugins, tests, scripts
+lint: venv ## ruff (lint + format check) on ml, devstack, dags, plugins, tests, scripts; mypy on ml and devstack
 	$(BIN)/ruff check ml devstack dags plugins tests scripts
 	$(BIN)/ruff format --check ml devstack dags plugins tests scripts
+	$(BIN)/mypy
 
 format: venv ## ruff format (and the fixable lint rules) on ml, devstack, dags, plugins, tests, scripts
 	$(BIN)/ruff check --fix ml devstack dags plugins tests scripts

@@ -99,4 +99,4 @@ def add_partitions(flights_partitions: Path):
 
 # The real stacks (Airflow + MLflow on free ports) and the shared DAG scenario, for tests/integration and
 # tests/e2e alike: registered once here so a session-scoped stack is started once per pytest session.
-from stack_fixtures import pipeline, stack, stack_factory, yaml_datasets  # noqa: E402,F401
+from stack_fixtures import _pipeline_env, pipeline, stack, stack_factory, yaml_datasets  # noqa: E402,F401

@@ -397,3 +397,23 @@ def use_stack_env(stack: Stack, datasets: Path | None = None) -> pytest.MonkeyPa
         mp.setenv("DRIFTWATCH_DATASETS", str(datasets))
     mp.delenv("DRIFTWATCH_DB_URL", raising=False)
     return mp
+
+
+@pytest.fixture(autouse=True)
+def _pipeline_env(request: pytest.FixtureRequest) -> Iterator[None]:
+    """A test on the `pipeline` stack sees that stack's home, lake, datasets and MLflow login, whichever
+    stack was started last (each start points os.environ at its own: MLflow refuses another stack's login)."""
+    if "pipeline" not in request.fixturenames:
+        yield
+        return
+    stack, _ = request.getfixturevalue("pipeline")
+    datasets = stack.env.get("DRIFTWATCH_DATASETS")
+    from ml.day import settings_for
+
+    mp = use_stack_env(stack, Path(datasets) if datasets else None)
+    settings_for.cache_clear()
+    try:
+        yield
+    finally:
+        mp.undo()
+        settings_for.cache_clear()
