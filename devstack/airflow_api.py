@@ -117,6 +117,32 @@ def call(cfg: StackConfig, operation: Callable[[af.ApiClient], T], what: str = "
     raise AssertionError("unreachable")
 
 
+# How long an idempotent write is retried while the API server answers "Database error" (seconds).
+DATABASE_BUSY_RETRY_S = 60.0
+
+
+def is_database_busy(exc: ApiError) -> bool:
+    """True for the API server's 500 "Database error": on the embedded SQLite metadata DB, a write whose
+    deferred transaction another process (the scheduler) overtook fails at once with "database is locked"
+    (the busy timeout does not cover that case; see devstack.launch.airflow_cli_immediate). Transient."""
+    return exc.status == 500 and "Database error" in exc.body
+
+
+def call_idempotent(cfg: StackConfig, operation: Callable[[af.ApiClient], T], what: str) -> T:
+    """`call` for a write that may safely be sent again: retried with backoff while the metadata DB is busy
+    (is_database_busy), up to DATABASE_BUSY_RETRY_S; any other error is raised at once."""
+    deadline = time.monotonic() + DATABASE_BUSY_RETRY_S
+    pause = 0.5
+    while True:
+        try:
+            return call(cfg, operation, what)
+        except ApiError as exc:
+            if not is_database_busy(exc) or time.monotonic() + pause > deadline:
+                raise
+        time.sleep(pause)
+        pause = min(pause * 2, 8.0)
+
+
 def api(
     cfg: StackConfig,
     method: str,
@@ -191,7 +217,7 @@ def set_paused(cfg: StackConfig, dag_id: str, paused: bool) -> None:
     from airflow_client import client as af
 
     body = af.DAGPatchBody(is_paused=paused)
-    call(cfg, lambda c: af.DAGApi(c).patch_dag(dag_id, body), f"patch dag {dag_id}")
+    call_idempotent(cfg, lambda c: af.DAGApi(c).patch_dag(dag_id, body), f"patch dag {dag_id}")
 
 
 def unpause(cfg: StackConfig, dag_id: str) -> None:
@@ -248,8 +274,23 @@ def trigger_run(
     """POST /api/v2/dags/{dag_id}/dagRuns: one run at `logical_date` with `conf`; the run created."""
     from airflow_client import client as af
 
+    # A run id of our own (Airflow's default form) makes the trigger safe to send again: if a "database is
+    # locked" answer hid a commit, the retry gets 409 and the run is read back.
+    run_id = run_id or f"manual__{logical_date.isoformat()}"
     body = af.TriggerDAGRunPostBody(logical_date=logical_date, conf=dict(conf), dag_run_id=run_id)
-    run = call(cfg, lambda c: af.DagRunApi(c).trigger_dag_run(dag_id, body), f"trigger {dag_id}")
+    attempts = 0
+
+    def trigger(c: af.ApiClient) -> Any:
+        nonlocal attempts
+        attempts += 1
+        return af.DagRunApi(c).trigger_dag_run(dag_id, body)
+
+    try:
+        run = call_idempotent(cfg, trigger, f"trigger {dag_id}")
+    except ApiError as exc:
+        if exc.status == 409 and attempts > 1:
+            return dag_run(cfg, dag_id, run_id)
+        raise
     return _plain(run)
 
 

@@ -42,10 +42,30 @@ class _Airflow(http.server.BaseHTTPRequestHandler):
     def do_POST(self):  # noqa: N802 - http.server's name
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         type(self).seen.append(("POST", self.path, None))
+        if self.path == "/api/v2/dags/d/dagRuns":
+            return self._trigger(body)
         if body["password"] != "right":
             return self._reply(401, {"detail": "Invalid credentials"})
         type(self).tokens += 1
         return self._reply(201, {"access_token": f"token-{self.tokens}"})
+
+    # POST .../dagRuns: each answer in turn; "busy-committed" is SQLite's "database is locked" reported
+    # after the run was in fact written (the worst case for a retry)
+    trigger_answers: list[str] = []
+    triggered: dict[str, dict] = {}
+
+    def _trigger(self, body: dict):
+        answer = type(self).trigger_answers.pop(0) if type(self).trigger_answers else "ok"
+        run_id = body["dag_run_id"]
+        if run_id in type(self).triggered:
+            return self._reply(409, {"detail": f"DAG Run with id {run_id} already exists"})
+        if answer == "busy":
+            return self._reply(500, {"detail": {"reason": "Database error", "message": "Serious error"}})
+        run = {**_run(9), "dag_run_id": run_id, "logical_date": body["logical_date"], "state": "queued"}
+        type(self).triggered[run_id] = run
+        if answer == "busy-committed":
+            return self._reply(500, {"detail": {"reason": "Database error", "message": "Serious error"}})
+        return self._reply(200, run)
 
     def do_GET(self):  # noqa: N802
         auth = self.headers.get("Authorization")
@@ -55,6 +75,10 @@ class _Airflow(http.server.BaseHTTPRequestHandler):
             return self._reply(401, {"detail": "Token expired"})
         url = urllib.parse.urlsplit(self.path)
         query = urllib.parse.parse_qs(url.query)
+        if url.path.startswith("/api/v2/dags/d/dagRuns/"):
+            run_id = urllib.parse.unquote(url.path.rsplit("/", 1)[1])
+            if run_id in type(self).triggered:
+                return self._reply(200, type(self).triggered[run_id])
         if url.path == "/api/v2/dags/d/dagRuns":
             offset = int(query["offset"][0])
             runs = [_run(i) for i in (1, 2, 3)][offset : offset + 2]
@@ -71,6 +95,8 @@ def cfg(tmp_path, monkeypatch):
     threading.Thread(target=server.serve_forever, daemon=True).start()
     monkeypatch.setattr(_Airflow, "seen", [])
     monkeypatch.setattr(_Airflow, "tokens", 0)
+    monkeypatch.setattr(_Airflow, "trigger_answers", [])
+    monkeypatch.setattr(_Airflow, "triggered", {})
     monkeypatch.setattr(airflow_api, "_clients", {})
     stack = config.StackConfig.for_tests(tmp_path / "home", airflow_port=server.server_address[1])
     stack.password_file.parent.mkdir(parents=True)
@@ -114,3 +140,32 @@ def test_errors_name_the_call_and_the_fix(cfg):
     with pytest.raises(config.StackError, match=r"does not answer .*Is the stack up\? \(`make up`\)"):
         airflow_api.dag_runs(down, "d")
     assert airflow_api.version(down) is None
+
+
+JAN9 = dt.datetime(2013, 1, 9, tzinfo=dt.UTC)
+
+
+@pytest.mark.parametrize("answers", [["busy", "busy", "ok"], ["busy-committed"]])
+def test_a_trigger_answered_database_busy_is_sent_again_and_creates_one_run(cfg, answers):
+    """SQLite's "database is locked" (HTTP 500) while the scheduler writes: the trigger is retried with the
+    same run id; if the failed attempt had in fact committed, the 409 that follows reads the run back."""
+    _Airflow.trigger_answers = list(answers)
+    run = airflow_api.trigger_run(cfg, "d", JAN9, {"k": 1})
+    assert run["dag_run_id"] == "manual__2013-01-09T00:00:00+00:00" and run["state"] == "queued"
+    assert list(_Airflow.triggered) == [run["dag_run_id"]]
+    posts = [s for s in _Airflow.seen if s[:2] == ("POST", "/api/v2/dags/d/dagRuns")]
+    assert len(posts) == (3 if answers[0] == "busy" and len(answers) == 3 else 2)
+
+
+def test_a_trigger_of_a_run_that_already_exists_is_still_an_error(cfg):
+    airflow_api.trigger_run(cfg, "d", JAN9, {}, run_id="mine")
+    with pytest.raises(airflow_api.ApiError, match="HTTP 409: .*already exists"):
+        airflow_api.trigger_run(cfg, "d", JAN9, {}, run_id="mine")
+
+
+def test_database_busy_past_the_retry_budget_is_raised(cfg, monkeypatch):
+    monkeypatch.setattr(airflow_api, "DATABASE_BUSY_RETRY_S", 0.0)
+    _Airflow.trigger_answers = ["busy"]
+    with pytest.raises(airflow_api.ApiError, match="HTTP 500: .*Database error"):
+        airflow_api.trigger_run(cfg, "d", JAN9, {})
+    assert _Airflow.triggered == {}
