@@ -76,8 +76,8 @@ test: venv ## unit, integration (real Airflow + MLflow on free ports) and browse
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests; failing" >&2; exit 1; fi; \
 	exit $$rc
 
-test-unit: venv ## the unit tests only (no service is started)
-	$(PY) -m pytest -p no:cacheprovider tests/unit $(PYTEST_ARGS)
+test-unit: venv ## the fast unit tests (no service, no model training, under 2 minutes); make test runs every test
+	$(PY) -m pytest -p no:cacheprovider tests/unit -m "not slow" -n auto $(PYTEST_ARGS)
 
 e2e: venv ## only the browser tests (Debian's chromium, headless); screenshots in test-artifacts/e2e/
 	$(PY) -m pytest -p no:cacheprovider tests/e2e $(PYTEST_ARGS)

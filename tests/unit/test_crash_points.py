@@ -33,6 +33,8 @@ from ml.history import History
 from ml.status import status
 from ml.tasks import promote_challenger, record, train_challenger
 
+pytestmark = pytest.mark.slow  # real training or real processes: make test runs it, make test-unit does not
+
 D1, D2 = dt.date(2013, 1, 31), dt.date(2013, 2, 10)
 
 WORKER = r"""

@@ -81,6 +81,7 @@ def test_paired_bootstrap_is_reproducible_with_a_seed():
     assert (first["low"], first["high"]) != (other["low"], other["high"])
 
 
+@pytest.mark.slow  # a coverage simulation: hundreds of bootstraps
 def test_paired_bootstrap_covers_the_true_auc_difference():
     """Binormal scores: positives ~ N(d, 1), negatives ~ N(0, 1) give a population AUC of Phi(d / sqrt(2)).
 

@@ -18,6 +18,8 @@ import pytest
 from ml import replay
 from ml.config import REPO_ROOT
 
+pytestmark = pytest.mark.slow  # real training or real processes: make test runs it, make test-unit does not
+
 DAYS = [dt.date(2013, 1, 1) + dt.timedelta(days=i) for i in range(16)]
 FIRST_MONITORED = dt.date(2013, 1, 11)
 
@@ -218,6 +220,7 @@ import datetime as dt, pathlib, sys, time
 from ml.day import settings_for
 from ml.history import History
 from ml.registry import client, experiment_id, monitoring_run
+
 s = settings_for("flights"); h = History(s.history_url)
 client(s).search_experiments(); experiment_id(s, "monitoring")  # warm: both start from the same line
 ready, go = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2])

@@ -38,6 +38,8 @@ from ml.config import BUNDLED_DATASETS, load_settings
 from ml.evaluate import compare
 from ml.history import History, locks
 
+pytestmark = pytest.mark.slow  # real training or real processes: make test runs it, make test-unit does not
+
 ROUNDS = 20
 DAY = dt.date(2013, 2, 20)  # the day both runs promote for (a manual and a scheduled run of one date)
 WORKERS = ("a", "b")
@@ -51,6 +53,7 @@ root, name = Path(sys.argv[1]), sys.argv[2]
 from ml import promotion, registry
 from ml.config import load_settings
 from ml.history import History
+
 
 base = load_settings("flights")
 times = {}

@@ -209,6 +209,7 @@ def short_window(dw_env, monkeypatch, settings, add_partitions):
     return s, days
 
 
+@pytest.mark.slow
 def test_scheduled_replay_on_real_partitions(short_window):
     from ml.data import model_frame, read_batch
     from ml.evaluate import auc
@@ -245,6 +246,7 @@ def test_scheduled_replay_on_real_partitions(short_window):
         assert (p["worse"] is None) == (p["days"] == 0)
 
 
+@pytest.mark.slow
 def test_drift_replay_uses_the_platforms_decision(short_window):
     from ml.history import History
 
@@ -258,6 +260,7 @@ def test_drift_replay_uses_the_platforms_decision(short_window):
         assert r["trained"] == (r["decision"] == "retrain")
 
 
+@pytest.mark.slow
 def test_run_jobs_isolates_each_replay_in_its_own_process(tmp_path, dw_env, monkeypatch):
     """A synthetic stream replayed in a subprocess: its own home and lake, the source lake untouched."""
     import yaml
