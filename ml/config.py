@@ -30,6 +30,7 @@ from ml.schema import (
     Evaluation,
     Monitoring,
     Retries,
+    Serving,
     Thresholds,
     Training,
     Validation,
@@ -38,6 +39,9 @@ from ml.schema import (
     read_yaml,
     section,
 )
+
+# what a record captured by the model server carries beside the date column and the features (ml/capture.py)
+CAPTURE_COLUMNS = ("inference_id", "captured_at", "served_score", "served_version")
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 BUNDLED_DATASETS = Path(__file__).resolve().parent / "datasets"
@@ -110,6 +114,7 @@ class Settings:
     label_delay_days: int = 0
     monitoring: Monitoring = field(default_factory=Monitoring)
     retries: Retries = field(default_factory=Retries)
+    serving: Serving = field(default_factory=Serving)
 
     def labels_known(self, day: dt.date, on: dt.date) -> bool:
         """True when the labels of `day` may be read by the run of `on`."""
@@ -125,11 +130,31 @@ class Settings:
         return [self.date_column, *self.features, self.label, *self.drop]
 
     @property
+    def optional_columns(self) -> tuple[str, ...]:
+        """Columns a partition may have beyond `columns`: a captured batch's inference ids, scores, versions."""
+        return CAPTURE_COLUMNS if self.captured else ()
+
+    @property
     def lake_dir(self) -> Path:
         return self.paths.lake / self.name
 
     def partition_dir(self, day: dt.date) -> Path:
         return self.lake_dir / f"date={day.isoformat()}"
+
+    @property
+    def captured(self) -> bool:
+        """True when the daily batches are the model server's captured traffic (`source: capture`)."""
+        return self.source == "capture"
+
+    @property
+    def capture_dir(self) -> Path:
+        """Where the model server writes its captured requests (ml/capture.py)."""
+        return self.lake_dir / "_capture"
+
+    @property
+    def labels_dir(self) -> Path:
+        """Where ground truth arriving after the predictions is stored, keyed by inference id."""
+        return self.lake_dir / "_labels"
 
     def quarantine_dir(self, day: dt.date) -> Path:
         return self.paths.quarantine / self.name / f"date={day.isoformat()}"
@@ -331,6 +356,25 @@ def load_settings(dataset: str | Path, environ: Mapping[str, str] | None = None)
         ) from None
     if label_delay < 0:
         raise ConfigError(f"{p}: label_delay_days: expected a whole number of days >= 0. Got {label_delay}.")
+    serving = section(raw, "serving", Serving, p)
+    if not 0 <= serving.capture_percent <= 100:
+        raise ConfigError(
+            f"{p}: serving.capture_percent: expected a percentage in [0, 100]. Got {serving.capture_percent}."
+        )
+    for key in ("poll_seconds", "flush_seconds", "settle_seconds"):
+        if getattr(serving, key) <= 0:
+            raise ConfigError(f"{p}: serving.{key}: expected seconds > 0. Got {getattr(serving, key)}.")
+    if raw.get("source") == "capture" and label_delay < 1:
+        raise ConfigError(
+            f"{p}: label_delay_days: a dataset with `source: capture` is labelled after it is served: expected "
+            f"the number of days its labels take to arrive (>= 1). Got {label_delay}."
+        )
+    if raw.get("source") == "capture" and serving.settle_seconds < 2 * serving.flush_seconds:
+        raise ConfigError(
+            f"{p}: serving.settle_seconds: expected at least twice serving.flush_seconds "
+            f"({2 * serving.flush_seconds}), or a day could be read before its last buffer is written. "
+            f"Got {serving.settle_seconds}."
+        )
     name = str(raw["name"])
     home = home_dir()
     return Settings(
@@ -366,6 +410,7 @@ def load_settings(dataset: str | Path, environ: Mapping[str, str] | None = None)
         synthetic=dict(synthetic),
         label_delay_days=label_delay,
         monitoring=monitoring,
+        serving=serving,
     )
 
 

@@ -87,11 +87,29 @@ def read_batch(settings: Settings, day: dt.date) -> pd.DataFrame:
         raise BatchMissingError(
             f"{partition}: no batch for {settings.name} on {day} (expected *.parquet files)."
         )
-    return read_files(files)
+    return _with_labels(settings, read_files(files))
+
+
+def _with_labels(settings: Settings, frame: pd.DataFrame) -> pd.DataFrame:
+    """A captured batch with the labels that have arrived joined by inference id (ml/capture.py)."""
+    if not settings.captured:
+        return frame
+    from ml.capture import attach_labels
+
+    return attach_labels(settings, frame)
+
+
+def labelled(settings: Settings, frame: pd.DataFrame) -> pd.DataFrame:
+    """The rows whose label is known (all rows of a lake batch; of captured traffic, those labelled so far)."""
+    if settings.label not in frame.columns:
+        return frame.iloc[0:0]
+    known = frame[settings.label].notna()
+    return frame if bool(known.all()) else frame[known].reset_index(drop=True)
 
 
 def read_days(settings: Settings, days: Iterable[dt.date]) -> pd.DataFrame:
-    """Concatenate the batches of several days (missing days are skipped), features + label + date."""
+    """The labelled rows of several days' batches (missing days are skipped), features + label + date: every
+    row of a lake batch; of captured traffic, the rows whose label has arrived (training and holdouts)."""
     import pandas as pd
 
     frames = []
@@ -101,7 +119,8 @@ def read_days(settings: Settings, days: Iterable[dt.date]) -> pd.DataFrame:
             frames.append(read_files(files))
     if not frames:
         return pd.DataFrame(columns=settings.columns)
-    return pd.concat(frames, ignore_index=True)
+    frame = pd.concat(frames, ignore_index=True)
+    return labelled(settings, _with_labels(settings, frame)) if settings.captured else frame
 
 
 def available_days(settings: Settings, until: dt.date | None = None) -> list[dt.date]:

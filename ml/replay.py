@@ -62,10 +62,11 @@ def daily_quality(settings: Any, day: dt.date) -> dict[str, Any] | None:
     if preds is None:
         return None
     frame = lake.read_batch(settings, day)
-    _, y = lake.model_frame(settings, frame)
-    if len(y) != len(preds):
-        raise ValueError(f"{settings.name} {day}: {len(preds)} stored scores for {len(y)} batch rows")
-    return classification_metrics(y.to_numpy(), preds["score"].to_numpy())
+    if len(frame) != len(preds):
+        raise ValueError(f"{settings.name} {day}: {len(preds)} stored scores for {len(frame)} batch rows")
+    known = frame[settings.label].notna().to_numpy()  # captured traffic: the rows labelled so far
+    _, y = lake.model_frame(settings, frame[known])
+    return classification_metrics(y.to_numpy(), preds["score"].to_numpy()[known])
 
 
 # ---- the replay -----------------------------------------------------------------------------------------
@@ -213,7 +214,7 @@ def promotion_effects(
         window = [d for d in accepted if day < d <= day + dt.timedelta(days=horizon)]
         old_aucs, new_aucs = [], []
         for d in window:
-            frame = lake.read_batch(settings, d)
+            frame = lake.labelled(settings, lake.read_batch(settings, d))
             _, y = lake.model_frame(settings, frame)
             a_old = auc(y.to_numpy(), predict_proba(load_model(settings, before), settings, frame))
             a_new = auc(y.to_numpy(), predict_proba(load_model(settings, after), settings, frame))

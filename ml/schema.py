@@ -41,6 +41,7 @@ TOP_LEVEL_KEYS = frozenset(
         "synthetic",
         "label_delay_days",
         "monitoring",
+        "serving",
     }
 )
 MONITOR_ACTIONS = ("record", "alert", "retrain")
@@ -137,6 +138,26 @@ class Wait:
     poke_seconds: float = 30.0
     # for earlier runs of the dataset to finish (a backfill ahead of a manual run): days are processed in order
     earlier_days_timeout_minutes: float = 720.0
+
+
+@dataclass(frozen=True)
+class Serving:
+    """The model server (`driftwatch serve`) and its data capture (ml/capture.py)."""
+
+    alias: str = "champion"  # the registry alias served; the server follows it without a restart
+    poll_seconds: float = 2.0  # how often the server asks the registry where the alias points
+    capture_percent: float = (
+        100.0  # share of requests captured (by inference id, so a retry is captured alike)
+    )
+    flush_seconds: float = (
+        5.0  # buffered captures are written as one file per interval (kill -9 loses <= one)
+    )
+    # a captured day is complete once the wall clock is past it and no capture file of it is newer than this
+    settle_seconds: float = 30.0
+    max_body_bytes: int = 5_000_000  # larger requests get 413
+    max_rows: int = 10_000  # rows per request
+    # the dataset whose lake partitions `driftwatch traffic` sends as requests (default: this dataset's own)
+    traffic_from: str | None = None
 
 
 @dataclass(frozen=True)

@@ -177,6 +177,11 @@ def data_digest(settings: Settings, days: list[dt.date]) -> str:
         for f in batch_files(settings.partition_dir(d)):
             h.update(f"{d}:{f.name}:".encode())
             h.update(f.read_bytes())
+    if settings.captured:  # the labels joined to captured traffic are training data too
+        from ml.capture import label_files
+
+        for f in label_files(settings):
+            h.update(f"{f.parent.name}/{f.name}:{f.stat().st_size}".encode())
     return h.hexdigest()[:16]
 
 

@@ -240,9 +240,15 @@ def _labels_arrive(s: Settings, h: History, labelled: dt.date, on: dt.date) -> d
     batch = lake.read_batch(s, labelled)
     if len(preds) != len(batch):
         return None
+    known = batch[s.label].notna().to_numpy()  # captured traffic: the rows whose label has arrived
+    if not known.any():
+        return None
+    batch = batch[known].reset_index(drop=True)
     y = lake.model_frame(s, batch)[1].to_numpy()
-    scores = preds["score"].to_numpy()
+    scores = preds["score"].to_numpy()[known]
     quality = classification_metrics(y, scores)
+    if not known.all():
+        quality = {**quality, "batch_rows": len(known)}  # `rows`: the labelled ones
     champion = (
         int(preds["champion_version"].iloc[0]) if "champion_version" in preds else row.get("champion_version")
     )

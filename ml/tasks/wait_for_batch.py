@@ -1,10 +1,15 @@
 """Wait until the day's batch is in the lake: `<lake>/<dataset>/date=YYYY-MM-DD/*.parquet` (or, when the day
-is re-run, the copy an earlier run quarantined). The log names the folder it waits for."""
+is re-run, the copy an earlier run quarantined). The log names the folder it waits for.
+
+A dataset with `source: capture` is served, not delivered: its batch is assembled from the model server's
+capture of the day (`date=D/capture.parquet`, ml/capture.py) once the day is over and its capture has
+settled (no file newer than `serving.settle_seconds`)."""
 
 from __future__ import annotations
 
 import logging
 
+from ml import capture
 from ml import data as lake
 from ml.day import Day
 
@@ -27,5 +32,13 @@ def run(day: Day) -> bool:
             s.quarantine_dir(d),
         )
         return True
+    if s.captured:
+        settled, why = capture.day_settled(s, d)
+        if settled:
+            path = capture.assemble_batch(s, d)
+            log.info("%s: the capture is complete (%s): batch assembled in %s", day, why, path)
+            return path is not None
+        log.info("%s: waiting for the day's captured traffic: %s", day, why)
+        return False
     log.info("%s: waiting for the day's batch: no *.parquet file in %s yet", day, folder)
     return False

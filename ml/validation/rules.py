@@ -97,6 +97,8 @@ class LabelPresent(Rule):
     expectation = NOT_NULL
 
     def expectations(self, basis: Basis) -> Iterator[Expectation]:
+        if basis.settings.captured:
+            return  # captured traffic is labelled later: each label is checked when it arrives (ml/serving)
         yield self.ask(f"label.column in {basis.yaml}", column=basis.settings.label, mostly=1.0)
 
     def problem(self, found: Found) -> Problem:

@@ -35,7 +35,7 @@ def schema_checks(
     present = [str(c) for c in frame.columns]
     expected = settings.columns
     missing = [c for c in expected if c not in present and c != settings.label]
-    extra = [c for c in present if c not in expected]
+    extra = [c for c in present if c not in expected and c not in settings.optional_columns]
     hints = rename_hints([*missing, *([settings.label] if settings.label not in present else [])], extra)
     yaml_name = settings.yaml_path.name
     failures: list[Failure] = []
