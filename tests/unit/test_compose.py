@@ -65,7 +65,7 @@ def resolved() -> dict:
 def test_config_passes_with_the_example_env_file(resolved):
     expected = {
         "postgres", "redis", "mlflow", "airflow-init", "airflow-apiserver", "airflow-scheduler",
-        "airflow-dag-processor", "airflow-triggerer", "airflow-worker",
+        "airflow-dag-processor", "airflow-triggerer", "airflow-worker", "model-server",
     }  # fmt: skip
     assert set(resolved["services"]) == expected
 
@@ -196,3 +196,28 @@ def test_image_is_built_from_the_locked_requirements_and_the_ml_package():
     ignored = (REPO_ROOT / ".dockerignore").read_text().split()
     assert ignored[0] == "**" or "**" in ignored, "the build context is an allow-list: .env stays out"
     assert "!.env" not in ignored
+
+
+def test_the_model_server_follows_the_registry_with_replicas_a_health_check_and_the_capture_volume(resolved):
+    server = resolved["services"]["model-server"]
+    command = " ".join(server["command"])
+    assert command.startswith("driftwatch serve --dataset ") and "--host 0.0.0.0" in command
+    assert int(server["deploy"]["replicas"]) >= 2 and "container_name" not in server
+    assert "/health" in " ".join(server["healthcheck"]["test"])
+    env = server["environment"]
+    assert env["MLFLOW_TRACKING_URI"] == "http://mlflow:5000" and env["MLFLOW_TRACKING_USERNAME"]
+    assert env["DRIFTWATCH_LAKE"] == "/data/lake"
+    assert not any(k.startswith("AIRFLOW__") for k in env), "the model server gets no Airflow secret"
+    assert "DRIFTWATCH_DB_URL" not in env  # it reads the registry, not the history database
+    # the capture lands where the DAG reads it (docker-compose 1.x prints volumes as "source:target:mode")
+    mounts = {
+        (v["target"] if isinstance(v, dict) else v.split(":")[1]): (
+            v["source"] if isinstance(v, dict) else v.split(":")[0]
+        )
+        for v in server["volumes"]
+    }
+    assert mounts["/data/lake"].endswith("lake")
+    for port in server["ports"]:
+        host = port.get("host_ip", "") if isinstance(port, dict) else str(port)
+        assert str(host).startswith("127."), port
+    assert server["depends_on"]["mlflow"]["condition"] == "service_healthy"
