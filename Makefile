@@ -17,6 +17,7 @@ PY_VERSION := 3.11
 FROM    ?= 2013-01-01
 TO      ?= 2013-03-31
 DATASET ?= flights
+SERVE_PORT ?= 5080
 BENCH_FROM ?= 2013-01-01
 BENCH_TO   ?= 2013-12-31
 PYTEST_ARGS ?=
@@ -31,7 +32,7 @@ STACK_ENV += DRIFTWATCH_MLFLOW_PORT=$(MLFLOW_PORT)
 endif
 STACK := $(STACK_ENV) $(PY) -m devstack
 
-.PHONY: help venv demo up down backfill prepare test test-unit e2e lint format lock clean bench bench-pipeline \
+.PHONY: help venv demo up down backfill prepare serve test test-unit e2e lint format lock clean bench bench-pipeline \
 	bench-tune bench-monitors
 
 help: ## list the targets
@@ -68,6 +69,9 @@ backfill: venv ## backfill FROM..TO on the (started if needed) stack: make backf
 
 prepare: venv ## write the daily partitions of DATASET into the lake
 	$(BIN)/driftwatch prepare $(DATASET)
+
+serve: venv ## the model server of DATASET on 127.0.0.1:SERVE_PORT (5080), following its champion on the stack's MLflow; Ctrl-C stops it
+	$(STACK) serve --dataset $(DATASET) --port $(SERVE_PORT)
 
 test: venv ## unit, integration (real Airflow + MLflow on free ports) and browser tests; JUnit XML + screenshots in test-artifacts/
 	@mkdir -p test-artifacts

@@ -20,7 +20,7 @@ Modules, one concern each (no module imports the heavier ones below it at import
     startup       Airflow DB migration, `start`, waiting until every component is healthy
     airflow_api   Airflow's REST API through the official apache-airflow-client
     backfill      `airflow backfill create` and following its runs (progress bar, summary), `trigger`
-    cli           `python -m devstack up|down|demo|backfill` (console script `driftwatch-stack`)
+    cli           `python -m devstack up|down|demo|backfill|serve` (console script `driftwatch-stack`)
 
 Nothing is open that need not be: every listener is on 127.0.0.1, MLflow runs its basic-auth app, and
 every process of the stack runs with umask 077 (see config, private and launch).

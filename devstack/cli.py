@@ -1,5 +1,5 @@
-"""`python -m devstack up | down | demo | backfill` (console script `driftwatch-stack`): what `make up`,
-`make down`, `make demo` and `make backfill` run."""
+"""`python -m devstack up | down | demo | backfill | serve` (console script `driftwatch-stack`): what `make up`,
+`make down`, `make demo`, `make backfill` and `make serve` run."""
 
 from __future__ import annotations
 
@@ -120,6 +120,26 @@ def _cmd_backfill(args: argparse.Namespace) -> int:
     return _run_backfill_command(args, demo=False)
 
 
+def _cmd_serve(args: argparse.Namespace) -> int:
+    """`driftwatch serve` with the stack's MLflow (and its login), home and history, as the tasks have them:
+    the server follows the alias the DAG moves. Replaces this process, so Ctrl-C and SIGTERM reach it."""
+    from devstack.components import client_env, executable
+
+    os.umask(PRIVATE_UMASK)  # the captures it writes under the home: private like the rest
+    env = client_env(StackConfig.from_env())
+    argv = [
+        executable("driftwatch"),
+        "serve",
+        "--dataset",
+        args.dataset,
+        "--host",
+        args.host,
+        "--port",
+        str(args.port),
+    ]
+    os.execve(argv[0], argv, env)
+
+
 def _backfill_args(p: argparse.ArgumentParser, *, required: bool) -> None:
     p.add_argument("--from", dest="from_date", required=required, default=None if required else "2013-01-01",
                    help="first logical date, inclusive (YYYY-MM-DD)")  # fmt: skip
@@ -132,7 +152,7 @@ def _backfill_args(p: argparse.ArgumentParser, *, required: bool) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The parser of `driftwatch-stack`: subcommands up, down, demo and backfill (each sets func=)."""
+    """The parser of `driftwatch-stack`: subcommands up, down, demo, backfill and serve (each sets func=)."""
     parser = argparse.ArgumentParser(
         prog="driftwatch-stack", description="The local stack: Airflow and MLflow under DRIFTWATCH_HOME."
     )
@@ -150,6 +170,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("backfill", help="backfill a date range on the running stack and summarise")
     _backfill_args(p, required=True)
     p.set_defaults(func=_cmd_backfill)
+    p = sub.add_parser(
+        "serve", help="the model server (driftwatch serve) on this stack's MLflow, home and history"
+    )
+    p.add_argument("--dataset", default="flights", help="dataset name (default: flights)")
+    p.add_argument("--host", default="127.0.0.1", help="interface to listen on (default: loopback only)")
+    p.add_argument("--port", type=int, default=5080, help="default 5080")
+    p.set_defaults(func=_cmd_serve)
     return parser
 
 

@@ -1,4 +1,5 @@
-"""Each component's command line and environment: the Airflow settings of the stack, `mlflow server`.
+"""Each component's command line and environment: the Airflow settings of the stack, `mlflow server`, and the
+environment of the model server run beside them (`client_env`).
 
 The Celery workers of the production shape are in devstack.production; this module dispatches to it.
 """
@@ -111,6 +112,22 @@ def airflow_env(cfg: StackConfig, base: Mapping[str, str] | None = None) -> dict
                 *cfg.preload_modules,
             )
         )
+    env.update({k: str(v) for k, v in settings.items()})
+    env.update({k: str(v) for k, v in cfg.extra_env.items()})
+    return env
+
+
+def client_env(cfg: StackConfig, base: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment of a driftwatch process run beside the stack (the model server of `make serve`): the
+    home, tracking URI, MLflow login and history database the tasks get from `airflow_env`, nothing of Airflow.
+    """
+    env = dict(os.environ if base is None else base)
+    settings: dict[str, Any] = {"DRIFTWATCH_HOME": cfg.home, "MLFLOW_TRACKING_URI": cfg.mlflow_tracking_uri}
+    if cfg.history_db_url:
+        settings["DRIFTWATCH_DB_URL"] = cfg.history_db_url
+    if cfg.mlflow_credentials_for_tasks:
+        settings["MLFLOW_TRACKING_USERNAME"] = ADMIN_USER
+        settings["MLFLOW_TRACKING_PASSWORD"] = cfg.mlflow_admin_password
     env.update({k: str(v) for k, v in settings.items()})
     env.update({k: str(v) for k, v in cfg.extra_env.items()})
     return env

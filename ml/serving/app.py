@@ -1,0 +1,249 @@
+"""The model server's HTTP app (FastAPI), `create_app(settings)`:
+
+    POST /invocations   score rows (MLflow's input formats, ml/serving/inputs.py) with the version the alias
+                        names (ml/serving/model.py); the scored rows are captured (ml/capture.py)
+    POST /ground-truth  labels by inference id, stored beside the capture
+    GET  /health        ok | degraded | no_model, the versions, the last error, the capture writers' state
+    GET  /version       the version served, its run, when it was loaded
+    GET  /              the endpoints
+
+Every answer is JSON; nothing is rendered as HTML and no interactive docs are served (request data is
+hostile). Bad input gets a 4xx naming the field, the expected type and what was found, never a 500, and is
+never captured. The lifespan starts the follower and the writers; shutdown stops the poller and writes what
+the writers hold.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
+
+from ml import capture as store
+from ml.config import Settings
+from ml.serving import cells, inputs
+from ml.serving.model import Follower, Served, score
+
+if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
+    from starlette.responses import Response
+
+log = logging.getLogger(__name__)
+
+ENDPOINTS = {
+    "POST /invocations": "score rows: JSON dataframe_split | dataframe_records | instances | inputs, or text/csv",
+    "POST /ground-truth": 'labels: {"labels": [{"inference_id": "...", "label": ...}, ...]}',
+    "GET /health": "ok | degraded | no_model, the versions, the last error, the capture",
+    "GET /version": "the model version served",
+}
+
+
+def capture_records(
+    settings: Settings, rows: inputs.Rows, scores: np.ndarray, version: int, now: pd.Timestamp | None = None
+) -> pd.DataFrame:
+    """The capture records of a scored request (the rows `serving.capture_percent` samples by inference id):
+    the row's day (its date column, else the UTC day it arrived), the features, the id, when, score, version."""
+    import numpy as np
+    import pandas as pd
+
+    now = now if now is not None else pd.Timestamp.now(tz="UTC")
+    keep = np.array([store.sampled(i, settings.serving.capture_percent) for i in rows.ids], dtype=bool)
+    today = now.date()
+    frame = rows.features[keep].reset_index(drop=True)
+    days = [d if d is not None else today for d, k in zip(rows.days, keep, strict=True) if k]
+    frame.insert(0, settings.date_column, pd.Series(days, dtype=object))
+    frame[store.INFERENCE_ID] = [i for i, k in zip(rows.ids, keep, strict=True) if k]
+    frame[store.CAPTURED_AT] = now
+    frame[store.SCORE] = scores[keep].astype("float64")
+    frame[store.VERSION] = np.int64(version)
+    return frame
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The body, refused with 413 past `limit` bytes: by its Content-Length before reading, and while reading
+    (a chunked body has none)."""
+    declared = request.headers.get("content-length")
+    too_big = inputs.InputError(
+        413,
+        f"the body is larger than {limit} bytes (serving.max_body_bytes): split the request.",
+        field="body",
+        expected=f"at most {limit} bytes",
+    )
+    if declared is not None:
+        if not declared.strip().isdigit():
+            raise inputs.InputError(
+                400,
+                f"Content-Length {inputs.show(declared)} is not a number.",
+                field="Content-Length",
+                expected="a number of bytes",
+            )
+        if int(declared) > limit:
+            raise too_big
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise too_big
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _writer_state(writer: store.BufferedWriter | None) -> dict[str, Any] | None:
+    if writer is None:
+        return None
+    s = writer.stats
+    last = (
+        dt.datetime.fromtimestamp(s.last_flush, dt.UTC).isoformat(timespec="seconds")
+        if s.last_flush
+        else None
+    )
+    return {
+        "buffered": s.buffered,
+        "written": s.written,
+        "files": s.files,
+        "last_flush": last,
+        "last_error": s.last_error,
+    }
+
+
+def create_app(settings: Settings, *, follower: Follower | None = None, capture: bool = True) -> FastAPI:
+    """The server of `settings`' model. `follower`: one already built (and maybe started); `capture`: False
+    scores without capturing (labels are still accepted)."""
+    follower = follower or Follower(settings)
+    columns = inputs.Columns.of(settings)
+    records = store.capture_writer(settings) if capture else None
+    labels = store.label_writer(settings)
+    limit = settings.serving.max_body_bytes
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await run_in_threadpool(follower.start)
+        for writer in (records, labels):
+            if writer is not None:
+                writer.start()
+        try:
+            yield
+        finally:
+            follower.stop()
+            for writer in (records, labels):
+                if writer is not None:
+                    await run_in_threadpool(writer.close)
+            log.info(
+                "serving: stopped; captured %s records in %s files, %s labels (%s left unwritten)",
+                records.stats.written if records else 0,
+                records.stats.files if records else 0,
+                labels.stats.written,
+                (records.stats.buffered if records else 0) + labels.stats.buffered,
+            )
+
+    app = FastAPI(
+        title="driftwatch model server", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan
+    )
+    app.state.follower, app.state.capture, app.state.labels = follower, records, labels
+
+    @app.exception_handler(inputs.InputError)
+    async def refused(request: Request, exc: inputs.InputError) -> Response:
+        return JSONResponse(exc.to_dict(), status_code=exc.status)
+
+    @app.exception_handler(Exception)
+    async def crashed(request: Request, exc: Exception) -> Response:
+        log.exception("serving: %s %s failed", request.method, request.url.path)
+        return JSONResponse({"error": "internal error: see the server's log"}, status_code=500)
+
+    @app.middleware("http")
+    async def no_sniffing(request: Request, call_next: Any) -> Response:
+        response: Response = await call_next(request)
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        return response
+
+    def invoke(
+        served: Served, body: bytes, content_type: str | None, header_id: str | None
+    ) -> dict[str, Any]:
+        rows = inputs.parse_request(
+            body, content_type, columns, new_id=store.new_inference_id, header_id=header_id
+        )
+        scores = score(settings, served.model, rows.features)
+        if records is not None:
+            records.add(capture_records(settings, rows, scores, served.version))
+        return {"predictions": scores.tolist(), "inference_ids": rows.ids, "model_version": served.version}
+
+    @app.post("/invocations")
+    async def invocations(request: Request) -> Response:
+        served = follower.served  # read once: this request is scored by this version whatever happens next
+        if served is None:
+            return JSONResponse(
+                {"error": follower.health()["error"], "model_version": None},
+                status_code=503,
+                headers={"Retry-After": str(max(1, round(follower.poll_seconds)))},
+            )
+        body = await read_body(request, limit)
+        out = await run_in_threadpool(
+            invoke, served, body, request.headers.get("content-type"), request.headers.get(inputs.ID_HEADER)
+        )
+        return JSONResponse(out, headers={"X-Model-Version": str(served.version)})
+
+    def store_labels(body: bytes, content_type: str | None) -> int:
+        found = inputs.parse_labels(body, content_type, columns.max_rows)
+        try:
+            ids, values = store.check_labels(settings, found, where="labels")
+        except store.LabelError as exc:
+            message = str(exc)
+            negative, positive = store.label_classes(settings)
+            if "field 'inference_id'" in message:
+                field, expected = "inference_id", cells.ID
+            elif "field 'label'" in message:
+                field = "label"
+                expected = (
+                    f"{negative!r} or {positive!r}" if negative is not None else type(positive).__name__
+                )
+            else:
+                field, expected = "labels", inputs.LABELS_SHAPE
+            raise inputs.InputError(422, message, field=field, expected=expected) from None
+        labels.add(store.label_frame(settings, ids, values))
+        return len(ids)
+
+    @app.post("/ground-truth")
+    async def ground_truth(request: Request) -> Response:
+        body = await read_body(request, limit)
+        accepted = await run_in_threadpool(store_labels, body, request.headers.get("content-type"))
+        return JSONResponse({"accepted": accepted})
+
+    @app.get("/health")
+    async def health() -> Response:
+        out = follower.health()
+        out["capture"], out["labels"] = _writer_state(records), _writer_state(labels)
+        return JSONResponse(out, status_code=200 if follower.served is not None else 503)
+
+    @app.get("/version")
+    async def version() -> Response:
+        served = follower.served
+        out = {
+            "dataset": settings.name,
+            "registered_model": settings.registered_model,
+            "alias": follower.alias,
+            "version": served.version if served else None,
+            "run_id": served.run_id if served else None,
+            "loaded_at": served.loaded_at.isoformat(timespec="seconds") if served else None,
+        }
+        return JSONResponse(out, status_code=200 if served is not None else 503)
+
+    @app.get("/")
+    async def index() -> Response:
+        return JSONResponse(
+            {
+                "service": "driftwatch model server",
+                "dataset": settings.name,
+                "registered_model": settings.registered_model,
+                "alias": follower.alias,
+                "endpoints": ENDPOINTS,
+            }
+        )
+
+    return app
