@@ -199,14 +199,21 @@ def send(
     frames: dict[dt.date, pd.DataFrame] = {}
     lock = threading.Lock()
 
-    def send_labels(day: dt.date) -> None:
+    def send_labels(day: dt.date) -> bool:
         frame = frames.pop(day, None)
+        if frame is None and day < start and lake.partition_exists(source, day):
+            # a day served by an earlier call (traffic sent a day at a time): its labels are due now
+            from ml.capture import read_capture
+
+            if len(read_capture(settings, day)):
+                frame = lake.read_batch(source, day)
         if frame is None:
-            return
+            return False
         for body in label_bodies(settings, frame, day):
             status, payload = client.post("/ground-truth", body)
             if status != 200:
                 raise RuntimeError(f"POST {url}/ground-truth for {day}: HTTP {status}: {payload}")
+        return True
 
     interval = batch / rps if rps > 0 else 0.0
     with ThreadPoolExecutor(max_workers=workers) as pool:
@@ -240,8 +247,7 @@ def send(
 
             list(pool.map(one, enumerate(bodies)))
             due = day - dt.timedelta(days=delay)
-            if due in frames:
-                send_labels(due)
+            if send_labels(due):
                 report.labels_sent = due.isoformat()
             reports.append(report)
             echo(report.line())

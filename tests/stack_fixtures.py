@@ -374,12 +374,51 @@ def _late_labels_yaml(folder: Path) -> None:
     (folder / f"{LATE_NAME}.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
 
 
+# flights served and monitored from its capture (tests/integration/test_serving_loop.py): the real rows come
+# from the lake of CAPTURE_SOURCE (a batch dataset whose DAG is never run)
+CAPTURE_NAME = "flights_cap"
+CAPTURE_DAG_ID = f"retraining_pipeline__{CAPTURE_NAME}"
+CAPTURE_SOURCE = "flights_src"
+
+
+def _capture_yamls(folder: Path) -> None:
+    """flights_cap: the bundled flights_live with a 5-day original window, a 2-day holdout, quick capture
+    intervals and guardrails that let a forced challenger through; flights_src: the rows it is sent."""
+    raw = yaml.safe_load((BUNDLED_DATASETS / "flights.yaml").read_text())
+    raw.update(
+        name=CAPTURE_SOURCE, dag_id=f"retraining_pipeline__{CAPTURE_SOURCE}", registered_model="flights-src"
+    )
+    (folder / f"{CAPTURE_SOURCE}.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    raw = yaml.safe_load((BUNDLED_DATASETS / "flights_live.yaml").read_text())
+    raw.update(
+        name=CAPTURE_NAME,
+        dag_id=CAPTURE_DAG_ID,
+        registered_model="flights-cap",
+        holdout_days=2,
+        original_window={"start": "2013-01-01", "end": "2013-01-05"},
+        wait={"timeout_minutes": 3, "poke_seconds": 5},
+        serving={
+            "traffic_from": CAPTURE_SOURCE,
+            "poll_seconds": 0.5,
+            "flush_seconds": 0.5,
+            "settle_seconds": 3,
+        },
+    )
+    raw["thresholds"].update(
+        cooldown_days=0, min_new_rows=0, min_bootstrap_auc=0.5, bootstrap_resamples=300, logloss_tolerance=1.0
+    )
+    raw["evaluation"]["segment_tolerance"] = 1.0
+    raw["monitoring"]["attribution"]["rows"] = 500
+    (folder / f"{CAPTURE_NAME}.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+
+
 @pytest.fixture(scope="session")
 def yaml_datasets(stack_factory, tmp_path_factory):
     """A stack whose datasets folder holds only YAML files written by the tests (no flights DAG)."""
     folder = tmp_path_factory.mktemp("yaml-datasets")
     _synthetic_yaml(folder, onset=dt.date(2024, 1, 8), days=9)
     _late_labels_yaml(folder)
+    _capture_yamls(folder)
     stack = stack_factory("yaml-datasets", extra_env={"DRIFTWATCH_DATASETS": str(folder)})
     return stack, folder
 

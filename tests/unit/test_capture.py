@@ -249,3 +249,55 @@ def test_prepare_copies_the_original_window_from_the_source_lake(live, add_parti
     copied = lake.read_batch(live, days[0])
     assert list(copied.columns) == live.columns and copied[live.label].notna().all()
     assert os.listdir(live.partition_dir(days[0])) == ["history.parquet"]
+
+
+def test_traffic_sent_a_day_at_a_time_still_sends_the_labels_of_the_day_served_before(live, add_partitions):
+    """`driftwatch traffic --from D --to D`, day after day: each call sends the labels of the day served
+    label_delay_days before (found in the capture), never those of a day that was not served."""
+    import http.server
+    import json
+    import threading
+
+    from ml.config import load_settings
+
+    flights = load_settings("flights")
+    first, second = DAY, DAY + dt.timedelta(days=1)
+    add_partitions(flights, [first, second])
+    posts: list[tuple[str, dict]] = []
+
+    class Receiver(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 - http.server's name
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            posts.append((self.path, body))
+            out = {"model_version": 1} if self.path == "/invocations" else {"accepted": len(body["labels"])}
+            data = json.dumps(out).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        (day1,) = traffic.send(live, url, first, first, rps=0, batch=500, echo=lambda _: None)
+        assert day1.labels_sent is None and {p for p, _ in posts} == {"/invocations"}
+        w = capture.capture_writer(live)  # what the server would have captured of the first day
+        w.add(records(live, first, 3))
+        w.close()
+        posts.clear()
+        (day2,) = traffic.send(live, url, second, second, rps=0, batch=500, echo=lambda _: None)
+        labels = [label for path, body in posts if path == "/ground-truth" for label in body["labels"]]
+        assert day2.labels_sent == first.isoformat()
+        assert len(labels) == day1.rows and labels[0]["inference_id"] == f"{first}-00000"
+        posts.clear()
+        third = second + dt.timedelta(days=1)
+        add_partitions(flights, [third])
+        (day3,) = traffic.send(live, url, third, third, rps=0, batch=500, echo=lambda _: None)
+        assert day3.labels_sent is None, "the second day was not captured: no labels of it are sent"
+    finally:
+        server.shutdown()
