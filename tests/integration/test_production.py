@@ -384,6 +384,79 @@ def test_champion_alias_is_in_the_mlflow_registry_on_postgres(production):
     assert any(production.cfg.mlflow_artifacts.rglob("MLmodel"))
 
 
+def _get_json(url: str) -> tuple[int, dict]:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read() or b"{}")
+    except OSError:
+        return 0, {}
+
+
+def test_model_server_replicas_serve_the_champion_through_mlflow_auth_into_one_capture(production):
+    """docker-compose's `model-server`, as processes: two replicas of `driftwatch serve` with the environment
+    the stack gives its clients (the MLflow server's URL and login, the history on PostgreSQL) serve the
+    champion of the registry on PostgreSQL and capture into the same lake, each in files of its own; a
+    replica without the MLflow login serves nothing and says why."""
+    import signal
+    import subprocess
+
+    from devstack.components import client_env, executable
+    from ml import capture
+    from ml.config import load_settings
+    from ml.data import read_batch
+    from ml.traffic import Client, requests_of
+
+    cfg = production.cfg
+    champion = int(production.mlflow_client().get_model_version_by_alias("flights-delay", "champion").version)
+    env = client_env(cfg)
+    anonymous = {k: v for k, v in env.items() if k != "MLFLOW_TRACKING_PASSWORD"}
+    servers = {}
+    try:
+        for name, environ in (("a", env), ("b", env), ("anonymous", anonymous)):
+            port = config.free_port()
+            log = (cfg.run_dir / f"model-server-{name}.log").open("w")
+            cmd = [executable("driftwatch"), "serve", "--dataset", "flights", "--port", str(port)]
+            servers[name] = (
+                f"http://127.0.0.1:{port}",
+                subprocess.Popen(cmd, env=environ, stdout=log, stderr=subprocess.STDOUT),
+            )
+        deadline = time.monotonic() + 120
+        answers: dict[str, tuple[int, dict]] = {}
+        while time.monotonic() < deadline and len(answers) < len(servers):
+            for name, (url, _) in servers.items():
+                status, body = _get_json(url + "/health")
+                if status and (body.get("model_version") or body.get("error")):
+                    answers[name] = (status, body)
+            time.sleep(0.5)
+        assert answers["a"][1]["model_version"] == champion and answers["b"][1]["model_version"] == champion
+        status, body = answers["anonymous"]
+        assert status == 503 and body["model_version"] is None and "401" in json.dumps(body), body
+
+        s = load_settings("flights")
+        day = DAYS[-1]
+        frame = read_batch(s, day)
+        bodies = list(requests_of(s, frame.head(40), day, batch=10))
+        for i, request_body in enumerate(bodies):
+            status, out = Client(servers["ab"[i % 2]][0]).post("/invocations", request_body)
+            assert status == 200 and out["model_version"] == champion, out
+        for name in ("a", "b"):
+            servers[name][1].send_signal(signal.SIGTERM)
+            # uvicorn re-raises the signal once it has shut down gracefully
+            assert servers[name][1].wait(timeout=30) in (0, -signal.SIGTERM)
+        captured = capture.read_capture(s, day)
+        assert sorted(captured[capture.INFERENCE_ID]) == sorted(i for b in bodies for i in b["inference_ids"])
+        assert set(captured[capture.VERSION]) == {champion}
+        writers = {f.stem.rsplit("-", 2)[0] for f in s.capture_dir.rglob("part-*.parquet")}
+        assert len(writers) == 2, f"expected the files of two writers: {writers}"
+    finally:
+        for _, process in servers.values():
+            if process.poll() is None:
+                process.kill()
+                process.wait(timeout=10)
+
+
 def test_mlflow_and_airflow_refuse_anonymous_requests(production):
     cfg = production.cfg
     with pytest.raises(urllib.error.HTTPError) as mlflow_err:
