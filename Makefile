@@ -18,6 +18,7 @@ FROM    ?= 2013-01-01
 TO      ?= 2013-03-31
 DATASET ?= flights
 SERVE_PORT ?= 5080
+SERVE_WORKERS ?= 1
 BENCH_FROM ?= 2013-01-01
 BENCH_TO   ?= 2013-12-31
 PYTEST_ARGS ?=
@@ -33,7 +34,7 @@ endif
 STACK := $(STACK_ENV) $(PY) -m devstack
 
 .PHONY: help venv demo up down backfill prepare serve test test-unit e2e lint format lock clean bench bench-pipeline \
-	bench-tune bench-monitors
+	bench-tune bench-monitors bench-serving
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -71,7 +72,7 @@ prepare: venv ## write the daily partitions of DATASET into the lake
 	$(BIN)/driftwatch prepare $(DATASET)
 
 serve: venv ## the model server of DATASET on 127.0.0.1:SERVE_PORT (5080), following its champion on the stack's MLflow; Ctrl-C stops it
-	$(STACK) serve --dataset $(DATASET) --port $(SERVE_PORT)
+	$(STACK) serve --dataset $(DATASET) --port $(SERVE_PORT) --workers $(SERVE_WORKERS)
 
 test: venv ## unit, integration (real Airflow + MLflow on free ports) and browser tests; JUnit XML + screenshots in test-artifacts/
 	@mkdir -p test-artifacts
@@ -97,6 +98,9 @@ bench: venv ## replay flights 2013 under each policy + synthetic drift streams, 
 bench-monitors: venv ## bias/attribution drift and CBPE estimates on the demo range, labels on time and a week late (~10 min); docs/benchmarks.md
 	$(BIN)/driftwatch prepare flights
 	$(PY) scripts/bench_monitors.py $(MONITOR_ARGS)
+
+bench-serving: venv ## driftwatch serve vs mlflow models serve on loopback: latency, throughput, alias moves, capture after SIGTERM/kill -9 (~5 min); docs/benchmarks.md
+	$(PY) scripts/bench_serving.py $(SERVING_ARGS)
 
 bench-tune: venv ## pick the drift thresholds on Jan-Apr 2013 only (~15 min); docs/bench_tuning.json, used by `make bench`
 	$(BIN)/driftwatch prepare flights

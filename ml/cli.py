@@ -331,7 +331,7 @@ def _serve(args: argparse.Namespace) -> int:
     """The model server: scores with the version the alias names and follows it (ml/serving/)."""
     from ml.serving.server import run
 
-    return run(load_settings(args.dataset), host=args.host, port=args.port)
+    return run(load_settings(args.dataset), host=args.host, port=args.port, workers=args.workers)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -410,6 +410,9 @@ def build_parser() -> argparse.ArgumentParser:
     dataset_arg(sp)
     sp.add_argument("--host", default="127.0.0.1", help="interface to listen on (default: loopback only)")
     sp.add_argument("--port", type=int, default=5080, help="default 5080")
+    sp.add_argument(
+        "--workers", type=int, default=1, help="processes on the port, e.g. one per core (default 1)"
+    )
     sp.set_defaults(func=_serve)
 
     sp = sub.add_parser(

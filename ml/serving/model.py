@@ -46,6 +46,12 @@ class Served:
     run_id: str | None
     model: Any
     loaded_at: dt.datetime
+    fast: Callable[[pd.DataFrame], np.ndarray] | None = None  # ml/serving/fast.py, when exact for this model
+
+    def score(self, settings: Settings, features: pd.DataFrame) -> np.ndarray:
+        """Positive-class probabilities of `features`: the numpy path when it was proven exact at load, else
+        the pipeline's."""
+        return self.fast(features) if self.fast is not None else score(settings, self.model, features)
 
 
 def score(settings: Settings, model: Any, features: pd.DataFrame) -> np.ndarray:
@@ -210,7 +216,15 @@ class Follower:
         path = _local_model_dir(self.settings, version, mv.run_id)
         model = mlflow.sklearn.load_model(str(path))
         self._probe(model, path, version)
-        return Served(version=version, run_id=mv.run_id, model=model, loaded_at=_now())
+        from ml.serving.fast import check_rows, compile_scorer
+
+        fast = compile_scorer(
+            self.settings,
+            model,
+            check_rows(self.settings, _input_example(path)),
+            lambda rows: score(self.settings, model, rows),
+        )
+        return Served(version=version, run_id=mv.run_id, model=model, loaded_at=_now(), fast=fast)
 
     def _probe(self, model: Any, path: Path, version: int) -> None:
         """Score the model's input example (else one row of missing values): it must give one probability

@@ -90,3 +90,23 @@ def test_clean_keeps_only_the_drift_replays_model_references(tmp_path):
         "drift/home/models/flights/v3/monitor_reference.json",
         "drift/result.json",
     ]
+
+
+def test_serving_bench_figures_percentiles_and_lost_records():
+    bench = _script("bench_serving")
+    assert bench.percentile([], 50) is None
+    assert bench.percentile([5.0], 99) == 5.0
+    assert bench.percentile([1.0, 2.0, 3.0, 4.0], 50) == 2.5
+    assert bench.percentile(list(range(101)), 99) == 99.0
+
+    ok = [bench.Result(0.0, 0.010 * (i + 1), 200, 1, [f"id{i}"]) for i in range(4)]
+    failed = [bench.Result(0.0, 0.5), bench.Result(1.0, 1.0)]  # no answer; never sent (overload)
+    f = bench.summarize(ok + failed, rows=100, cpu_s=0.2)
+    assert (f["sent"], f["ok"], f["failed"], f["unsent"]) == (6, 4, 2, 1)
+    assert f["p50"] == pytest.approx(25.0) and f["p99"] == pytest.approx(39.7)
+    assert f["rps"] == pytest.approx(4.0) and f["rows_per_s"] == pytest.approx(400.0)  # 4 answers in 1 s
+    assert f["cpu_ms"] == pytest.approx(50.0)
+    assert bench.cells(f)["fail"] == "2 / 6 (1)"
+
+    # answered ids missing from the capture, or captured with another version than the answer named
+    assert bench.lost(ok + failed, {"id0": 1, "id1": 2, "id2": 1}) == (4, 1, 1)
