@@ -317,6 +317,16 @@ def load_settings(dataset: str | Path, environ: Mapping[str, str] | None = None)
         raise ConfigError(
             f"{p}: training.window: expected all | last_n_days | time_decay. Got {training.window!r}."
         )
+    model = training.model
+    if model != "hist_gradient_boosting" and (
+        not isinstance(model, str)
+        or not all(part.strip() for part in model.partition(":")[::2])
+        or ":" not in model
+    ):
+        raise ConfigError(
+            f"{p}: training.model: expected 'hist_gradient_boosting' or 'package.module:factory' (a function "
+            f"returning a scikit-learn classifier or pipeline; see ml/estimators.py). Got {model!r}."
+        )
     validation = section(raw, "validation", Validation, p)
     ranges = {}
     for col, bounds in (validation.ranges or {}).items():

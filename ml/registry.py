@@ -115,6 +115,7 @@ def log_challenger(
 
     from ml import faults
     from ml.data import model_frame
+    from ml.train import custom_model
 
     _configure(settings)
     exp = experiment_id(settings, "training")
@@ -163,8 +164,14 @@ def log_challenger(
             signature=signature,
             input_example=example,
             # skops (MLflow's default format) refuses types it does not know; these are the ones a
-            # HistGradientBoosting pipeline we built ourselves contains, reviewed and trusted
-            skops_trusted_types=SKOPS_TRUSTED_TYPES,
+            # HistGradientBoosting pipeline we built ourselves contains, reviewed and trusted. A model of the
+            # user's own (training.model: "package.module:factory") may hold any type: cloudpickle, loaded
+            # only from this registry, by processes that can import the factory's module
+            **(
+                {"serialization_format": mlflow.sklearn.SERIALIZATION_FORMAT_CLOUDPICKLE}
+                if custom_model(settings)
+                else {"skops_trusted_types": SKOPS_TRUSTED_TYPES}
+            ),
             # stated, not inferred: MLflow's inference re-imports the model in a subprocess (~10 s)
             pip_requirements=_pip_requirements(),
         )
@@ -466,7 +473,9 @@ def log_monitoring(
 
     c = client(settings)
     run_id = monitoring_run(settings, history, day, champion)
-    timestamp = int(dt.datetime.combine(day, dt.time(), dt.UTC).timestamp() * 1000)
+    # MLflow refuses timestamps before 1970 ("must be a nonnegative long"): a day before then is stamped
+    # 1970-01-01 (its run is found by the logical_date tag, not by this time)
+    timestamp = max(0, int(dt.datetime.combine(day, dt.time(), dt.UTC).timestamp() * 1000))
     c.log_batch(
         run_id, metrics=[Metric(k, float(v), timestamp, 0) for k, v in metrics.items() if v is not None]
     )

@@ -16,7 +16,6 @@ from ml.exceptions import ModelError
 if TYPE_CHECKING:
     import numpy as np
     import pandas as pd
-    from sklearn.pipeline import Pipeline
 
     from ml.history import History
 
@@ -99,18 +98,27 @@ def sample_weights(settings: Settings, dates: pd.Series, day: dt.date) -> np.nda
     return np.power(0.5, age / settings.training.half_life_days)
 
 
-def build_model(settings: Settings, params: Mapping[str, Any] | None = None) -> Pipeline:
-    """The configured model: categorical encoding + HistGradientBoostingClassifier, seeded."""
+BUILTIN_MODEL = "hist_gradient_boosting"
+# what a `training.model: "package.module:factory"` is offered, when its signature takes them
+FACTORY_ARGUMENTS = ("numeric", "categorical", "seed")
+
+
+def custom_model(settings: Settings) -> bool:
+    """Whether `training.model` names the user's own factory rather than the built-in model."""
+    return settings.training.model != BUILTIN_MODEL
+
+
+def build_model(settings: Settings, params: Mapping[str, Any] | None = None) -> Any:
+    """The configured model, seeded: the built-in categorical encoding + HistGradientBoostingClassifier, or
+    what `training.model: "package.module:factory"` returns (see `_custom`)."""
     from sklearn.compose import ColumnTransformer
     from sklearn.ensemble import HistGradientBoostingClassifier
     from sklearn.pipeline import Pipeline
     from sklearn.preprocessing import OrdinalEncoder
 
-    if settings.training.model != "hist_gradient_boosting":
-        raise ModelError(
-            f"{settings.yaml_path}: training.model {settings.training.model!r} is not supported."
-        )
     merged = {**dict(settings.training.params), **dict(params or {})}
+    if custom_model(settings):
+        return _custom(settings, merged)
     n_num = len(settings.numeric)
     n_cat = len(settings.categorical)
     encode = ColumnTransformer(
@@ -139,15 +147,107 @@ def build_model(settings: Settings, params: Mapping[str, Any] | None = None) -> 
     return Pipeline([("encode", encode), ("model", booster)])
 
 
+def _factory(settings: Settings) -> Any:
+    """The callable `training.model` names ("package.module:factory", the attribute may be dotted).
+
+    Raises:
+        ModelError: not of that form, the module cannot be imported, or it has no such callable.
+    """
+    import importlib
+
+    spec = settings.training.model
+    where = f"{settings.yaml_path}: training.model {spec!r}"
+    expected = (
+        f"expected '{BUILTIN_MODEL}' or 'package.module:factory', a function on the Python path of the "
+        "Airflow workers returning a scikit-learn classifier or pipeline"
+    )
+    module_name, _, attr = spec.partition(":")
+    if not module_name or not attr:
+        raise ModelError(f"{where}: {expected}.")
+    try:
+        target: Any = importlib.import_module(module_name)
+    except Exception as exc:  # noqa: BLE001 - any import failure is the user's to see
+        raise ModelError(
+            f"{where}: cannot import {module_name!r} ({type(exc).__name__}: {exc}); {expected}."
+        ) from None
+    for part in attr.split("."):
+        target = getattr(target, part, None)
+    if not callable(target):
+        raise ModelError(f"{where}: {module_name!r} has no callable {attr!r}; {expected}.")
+    return target
+
+
+def _custom(settings: Settings, params: Mapping[str, Any]) -> Any:
+    """Call the user's factory with `training.params` and those of FACTORY_ARGUMENTS its signature takes
+    (numeric and categorical column lists, the seed); the result must have fit and predict_proba.
+
+    Raises:
+        ModelError: the call failed, or the object cannot be trained or cannot give probabilities.
+    """
+    import inspect
+
+    factory = _factory(settings)
+    where = f"{settings.yaml_path}: training.model {settings.training.model!r}"
+    offered = {
+        "numeric": list(settings.numeric),
+        "categorical": list(settings.categorical),
+        "seed": settings.training.seed,
+    }
+    try:
+        signature = inspect.signature(factory)
+        takes_any = any(p.kind is p.VAR_KEYWORD for p in signature.parameters.values())
+        names = set(signature.parameters)
+    except (TypeError, ValueError):
+        takes_any, names = False, set()
+    kwargs = {k: v for k, v in offered.items() if takes_any or k in names}
+    kwargs.update(params)
+    try:
+        model = factory(**kwargs)
+    except Exception as exc:  # noqa: BLE001 - a bad training.params is the usual cause
+        raise ModelError(
+            f"{where}: calling it with {sorted(kwargs)} failed ({type(exc).__name__}: {exc}); check "
+            "training.params."
+        ) from None
+    missing = [m for m in ("fit", "predict_proba") if not callable(getattr(model, m, None))]
+    if missing:
+        raise ModelError(
+            f"{where}: it returned a {type(model).__name__}, which has no {missing[0]}(); expected a "
+            "scikit-learn classifier or pipeline with fit() and predict_proba()."
+        )
+    return model
+
+
+def _fit_kwargs(settings: Settings, model: Any, weights: np.ndarray | None) -> dict[str, Any]:
+    """How `model.fit` receives the time-decay weights (none without them)."""
+    if weights is None:
+        return {}
+    steps = getattr(model, "steps", None)
+    if steps:  # a Pipeline routes fit parameters to a step by name
+        return {f"{steps[-1][0]}__sample_weight": weights}
+    return {"sample_weight": weights}
+
+
 def fit(
     settings: Settings, frame: pd.DataFrame, day: dt.date, params: Mapping[str, Any] | None = None
-) -> Pipeline:
+) -> Any:
     X, y = model_frame(settings, frame)
     if y.nunique() < 2:
         raise ModelError(f"{settings.name} on {day}: training data has a single class; cannot train.")
     model = build_model(settings, params)
     weights = sample_weights(settings, frame[settings.date_column], day)
-    model.fit(X, y, model__sample_weight=weights)
+    if not custom_model(settings):
+        model.fit(X, y, model__sample_weight=weights)
+        return model
+    try:
+        model.fit(X, y, **_fit_kwargs(settings, model, weights))
+    except TypeError as exc:
+        if weights is None or "sample_weight" not in str(exc):
+            raise
+        raise ModelError(
+            f"{settings.yaml_path}: training.window 'time_decay' weights the rows, and the fit() of "
+            f"training.model {settings.training.model!r} takes no sample_weight ({exc}); use window 'all' or "
+            "'last_n_days', or a model whose fit takes sample_weight."
+        ) from None
     return model
 
 

@@ -308,3 +308,21 @@ def test_label_delay_from_the_environment(monkeypatch):
     assert s.label_delay_days == 7
     assert not s.labels_known(dt.date(2013, 3, 1), dt.date(2013, 3, 7))
     assert s.labels_known(dt.date(2013, 3, 1), dt.date(2013, 3, 8))
+
+
+@pytest.mark.parametrize("model", ["random_forest", "ml.estimators:", ":factory", 3])
+def test_a_model_that_is_neither_built_in_nor_a_factory_is_refused_at_load(tmp_path, model):
+    raw = _raw()
+    raw["training"]["model"] = model
+    with pytest.raises(
+        ConfigError, match=r"training.model: expected 'hist_gradient_boosting' or 'package.module:factory'"
+    ):
+        load_settings(_write(tmp_path, raw), environ={})
+
+
+def test_a_factory_is_accepted_at_load(tmp_path):
+    raw = _raw()
+    raw["training"]["model"] = "ml.estimators:logistic_regression"
+    assert (
+        load_settings(_write(tmp_path, raw), environ={}).training.model == "ml.estimators:logistic_regression"
+    )

@@ -325,3 +325,18 @@ def test_reject_tags_the_version_with_the_reason_and_keeps_the_champion(reg, his
     assert "FAIL" in version.description
     assert _alias(reg, "champion") == v1
     assert history.alias_events(reg.name) == before
+
+
+@pytest.mark.parametrize("day", [dt.date(1949, 3, 1), dt.date(2013, 3, 1)])
+def test_monitoring_metrics_of_any_date_are_logged(dw_env, day):
+    """A dataset of the 1940s: MLflow refuses negative timestamps, so a day before 1970 is stamped 1970-01-01;
+    the run is still the day's (its logical_date tag) and holds the value."""
+    s = load_settings("flights")
+    history = History(s.history_url)
+    registry.log_monitoring(s, history, day, 1, {"batch_auc": 0.61}, [])
+    c = registry.client(s)
+    exp = registry.experiment_id(s, "monitoring")
+    (run,) = c.search_runs([exp], filter_string=f"tags.`driftwatch.logical_date` = '{day.isoformat()}'")
+    assert run.data.metrics["batch_auc"] == 0.61
+    (metric,) = c.get_metric_history(run.info.run_id, "batch_auc")
+    assert metric.timestamp == max(0, int(dt.datetime.combine(day, dt.time(), dt.UTC).timestamp() * 1000))
