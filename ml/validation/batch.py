@@ -19,7 +19,7 @@ from ml.validation import gx
 from ml.validation.base import explain, observed
 from ml.validation.report import write_reports
 from ml.validation.result import Failure, Problem, ValidationResult, failure, jsonable
-from ml.validation.rules import suite
+from ml.validation.rules import not_checked, suite
 from ml.validation.schema import schema_checks
 
 if TYPE_CHECKING:
@@ -92,6 +92,7 @@ def validate_frame(
         json_path=None,
         html_path=None,
         expectations=jsonable(records),
+        not_checked=not_checked(settings, reference),
     )
 
 

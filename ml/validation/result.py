@@ -36,10 +36,13 @@ class ValidationResult:
     html_path: str | None
     # every check with its outcome, for the reports: {type, column, kwargs, success, observed, source}
     expectations: list[dict[str, Any]] = field(default_factory=list, repr=False)
+    not_checked: list[str] = field(default_factory=list)  # checks left out of the suite, and why
 
     def summary(self) -> str:
         if self.success:
-            return f"{self.checked} expectations passed"
+            return f"{self.checked} expectations passed" + "".join(
+                f"\n  not checked: {why}" for why in self.not_checked
+            )
         return "\n".join(f.message for f in self.failures)
 
     def to_dict(self) -> dict[str, Any]:

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from ml.config import Settings
 from ml.validation.base import DAY_PARAMETER, RULES, Basis, Expectation, FeatureRule, Found, Rule
-from ml.validation.result import Problem, examples, num, py
+from ml.validation.result import Problem, examples, names, num, py
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -356,3 +356,32 @@ def numeric_range(basis: Basis, column: str) -> tuple[tuple[float, float], str] 
     bounds = (round(ref_lo - margin, 6), round(ref_hi + margin, 6))
     source = f"reference range [{num(ref_lo)}, {num(ref_hi)}] widened by {v.range_tolerance:g} of its span"
     return bounds, source
+
+
+def not_checked(settings: Settings, reference: pd.DataFrame | None) -> list[str]:
+    """The checks this suite leaves out, and why: those derived from the champion's training data before
+    there is a champion, and the unseen-category check when validation.max_unseen_share turns it off."""
+    basis = Basis.of(settings, reference)
+    v = settings.validation
+    out = []
+    if basis.reference is None:
+        unbounded = [c for c in settings.numeric if c not in v.ranges]
+        if unbounded:
+            out.append(
+                f"the value ranges of {names(unbounded)}: no validation.ranges for them and no champion yet "
+                "(its training data gives the ranges)"
+            )
+        if settings.categorical and v.max_unseen_share < 1:
+            out.append(
+                f"unseen categories of {names(list(settings.categorical))}: no champion yet (its training "
+                "data gives the categories)"
+            )
+        floor0 = [c for c in settings.features if v.non_null_floor(c) == 0]
+        if floor0:
+            out.append(f"that {names(floor0)} still have values: no champion yet")
+    elif settings.categorical and v.max_unseen_share >= 1:
+        out.append(
+            f"unseen categories of {names(list(settings.categorical))}: validation.max_unseen_share is "
+            f"{v.max_unseen_share:g}"
+        )
+    return out

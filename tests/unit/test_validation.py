@@ -126,6 +126,7 @@ def test_real_day_passes_and_writes_reports(flights, day, reference):
     assert result.day == "2013-02-05"
     assert result.checked >= 30
     assert result.summary() == f"{result.checked} expectations passed"
+    assert result.not_checked == []  # with a champion's reference every check runs
     report = json.loads(Path(result.json_path).read_text())
     assert report["success"] is True and report["dataset"] == "flights"
     assert Path(result.json_path).parent == flights.report_dir(DAY)
@@ -704,3 +705,22 @@ def test_the_rules_need_no_great_expectations():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split()[1] == "False" and int(out.split()[0]) > 20
+
+
+def test_without_a_champion_the_derived_checks_are_listed_as_not_checked(flights):
+    from ml.validation.rules import not_checked
+
+    bare = flights.with_overrides(
+        validation=dataclasses.replace(flights.validation, ranges={"distance": (1, 6000)})
+    )
+    skipped = not_checked(bare, None)
+    assert skipped[0].startswith(
+        "the value ranges of ['sched_dep_time', 'sched_arr_time', 'hour', 'temp', 'dewp', ...]"
+    )
+    assert "'distance'" not in skipped[0]
+    allow_all = flights.with_overrides(
+        validation=dataclasses.replace(flights.validation, max_unseen_share=1.0)
+    )
+    assert not_checked(allow_all, pd.DataFrame({"carrier": ["AA"]})) == [
+        "unseen categories of ['carrier', 'origin', 'dest']: validation.max_unseen_share is 1"
+    ]
