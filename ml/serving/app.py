@@ -169,6 +169,7 @@ def create_app(settings: Settings, *, follower: Follower | None = None, capture:
         try:
             yield
         finally:
+            gc.unfreeze()  # an app started in a longer-lived process (tests) gives its objects back
             follower.stop()
             await run_in_threadpool(batcher.stop)
             for writer in (records, labels):
