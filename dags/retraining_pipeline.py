@@ -33,7 +33,7 @@ DAG_DOC = """
 
 One run per **logical date** (the date picks the batch, never "now"). Retrain when the drift share is
 >= {drift_share} or the AUC drop >= {quality_drop} (or a monitor set to `retrain` is violated), outside a
-{cooldown}-day cooldown and with >= {min_rows} new labelled rows; labels arrive {delay}. Each task's work
+{cooldown}-day cooldown and with >= {min_days} new labelled days (>= {min_rows} rows); labels arrive {delay}. Each task's work
 is the module of the same name in `ml/tasks/` (the flow is declared in `ml/flow.py`):
 
 | task | what it does |
@@ -93,6 +93,7 @@ def build(spec: DagSpec):
             quality_drop=t["quality_drop"],
             cooldown=t["cooldown_days"],
             min_rows=t["min_new_rows"],
+            min_days=t["min_new_days"],
             delay=f"{spec.label_delay_days} days after the batch"
             if spec.label_delay_days
             else "with the batch",

@@ -281,9 +281,10 @@ def _run_id(context: Any) -> str | None:
 class DriftwatchNotifier(BaseNotifier):
     """Send a driftwatch alert from an Airflow callback.
 
-    kind "quarantine" / "promotion" / "monitor": use as `on_success_callback` of quarantine_batch /
-    promote_challenger / monitor_model; the alert is built from the task's return value (a monitor alerts
-    only on a violation of a check whose action is alert or retrain). kind "failure": use as the DAG's `on_failure_callback`
+    kind "quarantine" / "promotion" / "monitor" / "novelty": use as `on_success_callback` of
+    quarantine_batch / promote_challenger / monitor_model / validate_batch; the alert is built from the task's
+    output (`ml.alerts.step_alert`: a monitor alerts only on a violation of a check whose action is alert or
+    retrain, a validation only on novelty). kind "failure": use as the DAG's `on_failure_callback`
     (one alert per failed run; the failing step's error is read from the day's history row).
     """
 
@@ -295,7 +296,7 @@ class DriftwatchNotifier(BaseNotifier):
         self.dataset = dataset
 
     def build(self, context: Any) -> dict[str, Any] | None:
-        from ml import alerts
+        from ml import alerts, flow
         from ml.day import settings_for
         from ml.history import History
 
@@ -306,17 +307,13 @@ class DriftwatchNotifier(BaseNotifier):
             raise ValueError(
                 f"no logical date in the callback's context: the {self.kind} alert cannot be built"
             )
-        if self.kind == "monitor":
+        if self.kind != "failure":
             ti = context["ti"]
-            result = ti.xcom_pull(task_ids=ti.task_id) or {}
+            branch = ti.task_id in flow.BY_ID and flow.BY_ID[ti.task_id].kind == "branch"
+            key = OUTPUT_KEY if branch else "return_value"
+            result = ti.xcom_pull(task_ids=ti.task_id, key=key) or {}
             assert day is not None
-            return alerts.monitor_alert(s, day, result, run_id) if result.get("alerts") else None
-        if self.kind in ("quarantine", "promotion"):
-            ti = context["ti"]
-            result = ti.xcom_pull(task_ids=ti.task_id) or {}
-            make = alerts.quarantine_alert if self.kind == "quarantine" else alerts.promotion_alert
-            assert day is not None
-            return make(s, day, result, run_id)
+            return alerts.step_alert(s, self.kind, day, result, run_id)
         failed: list[str] = []
         if day is not None:
             row = History(s.history_url).get_day(s.name, day) or {}

@@ -32,7 +32,7 @@ from ml.exceptions import ConfigError
 
 log = logging.getLogger(__name__)
 
-KINDS = ("quarantine", "promotion", "failure", "monitor", "registry", "serving")
+KINDS = ("quarantine", "promotion", "failure", "monitor", "registry", "serving", "novelty")
 TARGET_ENV = "DRIFTWATCH_ALERT_TARGET"
 
 
@@ -111,8 +111,8 @@ def event_key(alert: dict[str, Any]) -> str:
     import hashlib
 
     kind = alert["kind"]
-    if kind == "quarantine":
-        return "quarantine"
+    if kind in ("quarantine", "novelty"):
+        return kind
     if kind in ("promotion", "serving"):
         return f"v{alert.get('version')}"
     what = {
@@ -257,6 +257,35 @@ def monitor_alert(settings: Settings, day: dt.date, result: dict[str, Any], dag_
         report=result.get("report"),
         dag_run_id=dag_run_id,
     )
+
+
+def novelty_alert(settings: Settings, day: dt.date, result: dict[str, Any], dag_run_id: str | None) -> dict:
+    return event(
+        settings,
+        "novelty",
+        f"{settings.name} {day}: values the champion never saw (accepted, not quarantined): "
+        + str(result.get("novelty") or "")[:600],
+        day=day.isoformat(),
+        report=result.get("report"),
+        dag_run_id=dag_run_id,
+    )
+
+
+def step_alert(
+    settings: Settings, kind: str, day: dt.date, result: dict[str, Any], dag_run_id: str | None
+) -> dict | None:
+    """The alert a step raises from its return value (`ml.flow.Step.alert`), or None when there is nothing
+    to report: a monitor without violations, a batch without novelty (or `validation.novelty: record`)."""
+    if kind == "monitor":
+        return monitor_alert(settings, day, result, dag_run_id) if result.get("alerts") else None
+    if kind == "novelty":
+        wanted = settings.validation.novelty in ("alert", "retrain")
+        return novelty_alert(settings, day, result, dag_run_id) if wanted and result.get("novelty") else None
+    if kind == "quarantine":
+        return quarantine_alert(settings, day, result, dag_run_id)
+    if kind == "promotion":
+        return promotion_alert(settings, day, result, dag_run_id)
+    raise ValueError(f"step alert: expected monitor | novelty | quarantine | promotion. Got {kind!r}.")
 
 
 def failure_alert(

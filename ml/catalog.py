@@ -59,7 +59,12 @@ def dag_specs() -> list[DagSpec]:
                 earlier_days_timeout_s=wait.earlier_days_timeout_minutes * 60,
                 retries=retries.count,
                 retry_delay_s=retries.delay_seconds,
-                thresholds=asdict(thresholds),
+                thresholds={
+                    **asdict(thresholds),
+                    "min_new_days": thresholds.min_new_days
+                    if thresholds.min_new_days is not None
+                    else int(raw.get("holdout_days") or 0),
+                },
                 monitoring={
                     k: dict(v) for k, v in (raw.get("monitoring") or {}).items() if isinstance(v, dict)
                 },

@@ -23,9 +23,11 @@ import yaml
 from ml.exceptions import ConfigError
 from ml.schema import (
     MONITOR_ACTIONS,
+    NOVELTY_ACTIONS,
     TOP_LEVEL_KEYS,
     AttributionMonitor,
     BiasMonitor,
+    Drift,
     Estimation,
     Evaluation,
     Monitoring,
@@ -115,10 +117,17 @@ class Settings:
     monitoring: Monitoring = field(default_factory=Monitoring)
     retries: Retries = field(default_factory=Retries)
     serving: Serving = field(default_factory=Serving)
+    drift: Drift = field(default_factory=Drift)
 
     def labels_known(self, day: dt.date, on: dt.date) -> bool:
         """True when the labels of `day` may be read by the run of `on`."""
         return (on - day).days >= self.label_delay_days
+
+    @property
+    def min_new_days(self) -> int:
+        """Accepted days needed since the last training before a triggered retrain (default: holdout_days)."""
+        given = self.thresholds.min_new_days
+        return self.holdout_days if given is None else int(given)
 
     @property
     def features(self) -> list[str]:
@@ -312,6 +321,26 @@ def load_settings(dataset: str | Path, environ: Mapping[str, str] | None = None)
         raise ConfigError(
             f"{p}: thresholds.confidence: expected a value in (0, 1). Got {thresholds.confidence}."
         )
+    given_days = thresholds.min_new_days
+    if given_days is not None and (
+        isinstance(given_days, bool) or not isinstance(given_days, int) or given_days < 0
+    ):
+        raise ConfigError(
+            f"{p}: thresholds.min_new_days: expected a whole number of days >= 0 (or leave it out: "
+            f"holdout_days). Got {given_days!r}."
+        )
+    if thresholds.min_new_rows < 0:
+        raise ConfigError(f"{p}: thresholds.min_new_rows: expected rows >= 0. Got {thresholds.min_new_rows}.")
+    drift = section(raw, "drift", Drift, p)
+    if not isinstance(drift.calibrate, bool):
+        raise ConfigError(f"{p}: drift.calibrate: expected true or false. Got {drift.calibrate!r}.")
+    if not 0 < drift.false_alarm_rate < 0.5:
+        raise ConfigError(
+            f"{p}: drift.false_alarm_rate: expected a probability in (0, 0.5), e.g. 0.01 (one drift-free day "
+            f"in 100 flagged). Got {drift.false_alarm_rate}."
+        )
+    if not isinstance(drift.columns, Mapping):
+        raise ConfigError(f"{p}: drift.columns: expected a mapping of column: {{method, threshold}}.")
     training = section(raw, "training", Training, p)
     if training.window not in ("all", "last_n_days", "time_decay"):
         raise ConfigError(
@@ -336,6 +365,10 @@ def load_settings(dataset: str | Path, environ: Mapping[str, str] | None = None)
     from dataclasses import replace
 
     validation = replace(validation, ranges=ranges)
+    if validation.novelty not in NOVELTY_ACTIONS:
+        raise ConfigError(
+            f"{p}: validation.novelty: expected one of {' | '.join(NOVELTY_ACTIONS)}. Got {validation.novelty!r}."
+        )
     evaluation = section(raw, "evaluation", Evaluation, p)
     segments = _names(evaluation.segments or None, "evaluation.segments", p)
     columns = {str(raw["date_column"]), *numeric, *categorical, *_names(raw.get("drop"), "drop", p)}
@@ -409,9 +442,8 @@ def load_settings(dataset: str | Path, environ: Mapping[str, str] | None = None)
         validation=validation,
         wait=section(raw, "wait", Wait, p),
         retries=section(raw, "retries", Retries, p),
-        drift_columns=dict(
-            raw.get("drift", {}).get("columns", {}) if isinstance(raw.get("drift"), Mapping) else {}
-        ),
+        drift_columns=dict(drift.columns),
+        drift=drift,
         paths=Paths.from_env(),
         tracking_uri=environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{home / 'mlflow' / 'mlflow.db'}",
         history_url=environ.get("DRIFTWATCH_DB_URL") or f"sqlite:///{home / 'driftwatch.db'}",

@@ -21,7 +21,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ml import report_html
+from ml import evaluate, report_html
 from ml.config import Settings
 from ml.data import as_date
 from ml.exceptions import ConfigError, DataQualityError, SchemaError
@@ -61,6 +61,8 @@ RESULT_KEYS = (
     "prediction_drift",
     "quality",
     "quality_drop",
+    "quality_se",
+    "thresholds",
     "html_path",
     "json_path",
     "seconds",
@@ -78,6 +80,7 @@ def detect_drift(
     reference_scores: np.ndarray | None = None,
     champion_holdout: Mapping[str, Any] | None = None,
     report_path: Path | None = None,
+    calibration: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Compare the batch of `day` with the reference window; write the HTML report and `drift.json`.
 
@@ -93,6 +96,8 @@ def detect_drift(
         champion_holdout: the champion's holdout metrics; `quality_drop` = its `roc_auc` - the batch's.
         report_path: where to write the HTML (default: `settings.report_dir(day) / "drift.html"`);
             `drift.json` is written beside it.
+        calibration: `ml.calibration.calibrate`'s result for this reference: its per-column method and
+            threshold apply where `settings.drift_columns` gives no threshold. None: Evidently's defaults.
 
     Returns:
         A dict with the keys of `RESULT_KEYS`. `rows_reference` counts the reference as given (before
@@ -100,6 +105,8 @@ def detect_drift(
         listed in `columns` with method `skipped (...)`, score and threshold None, and left out of
         `n_features` and `drift_share`. `quality` is None without `current_scores` or labels; its `roc_auc`
         is None when the batch holds one label class. `positive_rate` is the share of positive labels.
+        `quality_se` is the standard error of the batch's AUC (Hanley & McNeil), the noise of a drop.
+        `thresholds` says where the thresholds came from: "calibrated" or "evidently defaults".
         The sklearn numbers are authoritative; Evidently's ClassificationPreset is added to the HTML only
         when both sides have scores and fully labelled two-class data (it raises otherwise).
 
@@ -122,6 +129,11 @@ def detect_drift(
             "detect_drift uses that name for the champion's scores."
         )
     overrides = _drift_overrides(settings, with_prediction=ref_scores is not None and cur_scores is not None)
+    scored = ref_scores is not None and cur_scores is not None
+    for col, spec in ((calibration or {}).get("columns") or {}).items():
+        known = col in features or (col == PREDICTION_COLUMN and scored)
+        if known and "threshold" not in overrides.get(col, {}):
+            overrides[col] = {"method": spec["method"], "threshold": float(spec["threshold"])}
 
     rows_reference = len(reference)
     keep = None
@@ -215,6 +227,8 @@ def detect_drift(
         "prediction_drift": results.get(PREDICTION_COLUMN) if prediction_drift_on else None,
         "quality": quality,
         "quality_drop": quality_drop,
+        "quality_se": None if quality is None else quality.get("roc_auc_se"),
+        "thresholds": "calibrated" if calibration else "evidently defaults",
         "html_path": str(html_path),
         "json_path": str(json_path),
         "seconds": round(time.perf_counter() - started, 3),
@@ -350,8 +364,12 @@ def _quality(settings: Settings, cur: pd.DataFrame) -> dict[str, Any] | None:
     p = rows[PREDICTION_COLUMN].to_numpy(dtype="float64")
     predicted = (p >= DECISION_THRESHOLD).astype("int64")
     two_classes = len(set(y.tolist())) == 2
+    auc = float(roc_auc_score(y, p)) if two_classes else None
     return {
-        "roc_auc": float(roc_auc_score(y, p)) if two_classes else None,
+        "roc_auc": auc,
+        "roc_auc_se": None
+        if auc is None
+        else evaluate.auc_standard_error(auc, int(y.sum()), int(len(y) - y.sum())),
         "accuracy": float(accuracy_score(y, predicted)),
         "f1": float(f1_score(y, predicted, zero_division=0)),
         "log_loss": float(log_loss(y, p, labels=[0, 1])),

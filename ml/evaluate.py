@@ -8,6 +8,7 @@ The promotion rule: promote only when the lower bound of the AUC gain's confiden
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING, Any
 
 from ml.config import Settings
@@ -269,3 +270,12 @@ def _reason(out: dict[str, Any], min_delta: float, confidence: float) -> str:
             f"segment {segment['segment']} loses {segment['value']:.3f} AUC (tolerance {segment['threshold']})"
         )
     return f"rejected: {'; '.join(reasons)}; {gain}"
+
+
+def auc_standard_error(auc: float, positives: int, negatives: int) -> float:
+    """The standard error of an AUC measured on `positives` + `negatives` rows (Hanley & McNeil, 1982)."""
+    q1, q2 = auc / (2 - auc), 2 * auc * auc / (1 + auc)
+    var = (auc * (1 - auc) + (positives - 1) * (q1 - auc * auc) + (negatives - 1) * (q2 - auc * auc)) / max(
+        positives * negatives, 1
+    )
+    return math.sqrt(max(var, 0.0))

@@ -65,7 +65,7 @@ class Step:
 STEPS: tuple[Step, ...] = (
     Step("wait_for_earlier_days", kind="sensor"),
     Step("wait_for_batch", kind="sensor"),
-    Step("validate_batch", kind="branch", after=("wait_for_earlier_days", "wait_for_batch")),
+    Step("validate_batch", kind="branch", after=("wait_for_earlier_days", "wait_for_batch"), alert="novelty"),
     Step(
         "quarantine_batch",
         after=("validate_batch",),
@@ -80,7 +80,7 @@ STEPS: tuple[Step, ...] = (
         "decide",
         kind="branch",
         after=("monitor_model", "detect_drift"),
-        reads={"drift": "detect_drift", "monitored": "monitor_model"},
+        reads={"validated": "validate_batch", "drift": "detect_drift", "monitored": "monitor_model"},
     ),
     Step(
         "skip_retrain",

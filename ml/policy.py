@@ -31,8 +31,11 @@ class Signals:
     drift_share: float | None = None
     quality_drop: float | None = None
     quality_name: str = "AUC drop"  # which drop it is (the day's own, an estimate, an earlier day's)
+    # the standard error of the day's metric (its sampling noise: large for a small batch); None: not known
+    quality_se: float | None = None
     bias_violation: str | None = None  # the first reason, when a bias violation counts as a trigger
     attribution_ndcg: float | None = None  # the nDCG, when an attribution violation counts as a trigger
+    novelty: str | None = None  # values the champion never saw, when `validation.novelty` is `retrain`
 
 
 @dataclass(frozen=True)
@@ -42,6 +45,7 @@ class Facts:
     day: dt.date
     last_trained: dt.date | None  # logical date of the last training before `day`
     new_rows: int  # accepted, labelled rows since then (what a challenger could train on today)
+    new_days: int | None = None  # accepted days with labels since then (None: not counted)
 
 
 @dataclass(frozen=True)
@@ -67,38 +71,74 @@ class RetrainPolicy(Protocol):
 
 @dataclass(frozen=True)
 class DriftTriggered:
-    """The platform's own policy. `thresholds` / `min_ndcg` None: the dataset's (`for_dataset` fills them)."""
+    """The platform's own policy. `thresholds` / `min_ndcg` None: the dataset's (`for_dataset` fills them).
+
+    `min_new_days`: accepted days needed since the last training. `false_alarm_rate` (None: off): a quality
+    drop counts only when it is also beyond the day's sampling noise, `z * quality_se` with z the one-sided
+    normal quantile of half the rate (the drift share gets the other half, ml/calibration.py), so a small
+    batch's noisy AUC does not trigger retrains.
+    """
 
     thresholds: Thresholds | None = None
     min_ndcg: float | None = None
+    min_new_days: int = 0
+    false_alarm_rate: float | None = None
     name: str = "drift"
     label: str = "drift-triggered"
     reads_signals: bool = True
 
-    def for_dataset(self, thresholds: Thresholds, min_ndcg: float) -> DriftTriggered:
+    def for_dataset(
+        self,
+        thresholds: Thresholds,
+        min_ndcg: float,
+        *,
+        min_new_days: int = 0,
+        false_alarm_rate: float | None = None,
+    ) -> DriftTriggered:
         return DriftTriggered(
-            self.thresholds or thresholds, self.min_ndcg if self.min_ndcg is not None else min_ndcg
+            self.thresholds or thresholds,
+            self.min_ndcg if self.min_ndcg is not None else min_ndcg,
+            min_new_days=min_new_days,
+            false_alarm_rate=false_alarm_rate,
         )
+
+    def noise_floor(self, se: float | None) -> float | None:
+        """The drop the day's sampling noise alone exceeds with probability false_alarm_rate / 2."""
+        if se is None or self.false_alarm_rate is None:
+            return None
+        return normal_quantile(1 - self.false_alarm_rate / 2) * se
 
     def decide(self, signals: Signals, facts: Facts) -> Decision:
         t = self.thresholds
         if t is None:
             raise ValueError("DriftTriggered.decide: no thresholds; use for_dataset() first")
         share, drop = signals.drift_share, signals.quality_drop
+        floor = self.noise_floor(signals.quality_se)
         triggers = []
         if share is not None and share >= t.drift_share:
             triggers.append(f"drift share {share:.2f} >= {t.drift_share}")
+        quality_noise = None
         if drop is not None and drop >= t.quality_drop:
-            triggers.append(f"{signals.quality_name} {drop:.3f} >= {t.quality_drop}")
+            if floor is not None and drop < floor:
+                quality_noise = (
+                    f"{signals.quality_name} {drop:.3f} >= {t.quality_drop} but within the day's noise "
+                    f"(< {floor:.3f}: {signals.quality_se:.3f} standard error)"
+                )
+            else:
+                triggers.append(f"{signals.quality_name} {drop:.3f} >= {t.quality_drop}")
         if signals.bias_violation:
             triggers.append(f"bias drift ({signals.bias_violation})")
         if signals.attribution_ndcg is not None:
             triggers.append(f"attribution nDCG {signals.attribution_ndcg:.2f} < {self.min_ndcg}")
+        if signals.novelty:
+            triggers.append(f"novelty ({signals.novelty})")
         if not triggers:
             parts = [
                 f"drift share {share:.2f} < {t.drift_share}" if share is not None else "no drift measured"
             ]
-            if drop is not None:
+            if quality_noise is not None:
+                parts.append(quality_noise)
+            elif drop is not None:
                 parts.append(f"{signals.quality_name} {drop:.3f} < {t.quality_drop}")
             return Decision(False, "no retrain: " + "; ".join(parts))
         why, last = " and ".join(triggers), facts.last_trained
@@ -113,7 +153,20 @@ class DriftTriggered:
             return Decision(
                 False, f"{why}, but only {facts.new_rows} new rows since {last} (minimum {t.min_new_rows})"
             )
+        if facts.new_days is not None and last is not None and facts.new_days < self.min_new_days:
+            return Decision(
+                False,
+                f"{why}, but only {facts.new_days} new labelled days since {last} (minimum {self.min_new_days}: "
+                "thresholds.min_new_days, by default holdout_days, so the challenger's holdout is all new data)",
+            )
         return Decision(True, f"retrain: {why}; {facts.new_rows} new rows since {last}")
+
+
+def normal_quantile(p: float) -> float:
+    """The standard normal quantile (statistics.NormalDist: no scipy at decision time)."""
+    from statistics import NormalDist
+
+    return NormalDist().inv_cdf(p)
 
 
 @dataclass(frozen=True)

@@ -123,13 +123,9 @@ def _call(step: flow.Step, day: Day, run: DayRun) -> Any:
 
 
 def _alert(kind: str, day: Day, result: dict[str, Any]) -> None:
-    s = day.settings
-    if kind == "quarantine":
-        alerts.send_once(s, alerts.quarantine_alert(s, day.date, result, day.run_id))
-    elif kind == "promotion":
-        alerts.send_once(s, alerts.promotion_alert(s, day.date, result, day.run_id))
-    elif kind == "monitor" and result.get("alerts"):
-        alerts.send_once(s, alerts.monitor_alert(s, day.date, result, day.run_id))
+    alert = alerts.step_alert(day.settings, kind, day.date, result, day.run_id)
+    if alert is not None:
+        alerts.send_once(day.settings, alert)
 
 
 def run_day_or_raise(dataset: str, date: dt.date, **kwargs: Any) -> DayRun:

@@ -52,7 +52,10 @@ class Thresholds:
     drift_share: float = 0.5
     quality_drop: float = 0.05
     cooldown_days: int = 7
-    min_new_rows: int = 3000
+    min_new_rows: int = 0  # ... nor before this many new accepted, labelled rows (0: no row minimum)
+    # ... nor before this many new accepted days since the last training (None: holdout_days, so the
+    # challenger's holdout is all new data); days, not rows, so 60-row and 5,000-row batches both work
+    min_new_days: int | None = None
     min_delta: float = 0.0
     logloss_tolerance: float = 0.01
     min_bootstrap_auc: float = 0.55
@@ -78,9 +81,29 @@ class Validation:
     range_tolerance: float = 0.25
     max_unseen_share: float = 0.05
     ranges: Mapping[str, tuple[float, float]] = field(default_factory=dict)
+    # values the champion never saw (outside its training range widened by range_tolerance, or unseen
+    # categories beyond max_unseen_share) are plausible novelty, not bad data: record | alert | retrain
+    # (recorded, and a drift signal for `decide`) or quarantine (treated like a broken rule)
+    novelty: str = "alert"
 
     def non_null_floor(self, column: str) -> float:
         return float(self.min_non_null.get(column, self.min_non_null.get("default", 0.95)))
+
+
+@dataclass(frozen=True)
+class Drift:
+    """How a feature's drift is judged (ml/drift.py, ml/calibration.py)."""
+
+    # true: each feature without a threshold in `columns` gets one calibrated on the champion's own training
+    # days, so that a drift-free day is flagged (drift share >= thresholds.drift_share) with probability at
+    # most `false_alarm_rate`; and an AUC drop must also be beyond the day's sampling noise at that rate.
+    # false: Evidently's default tests and thresholds (0.1), and thresholds.quality_drop alone.
+    calibrate: bool = True
+    false_alarm_rate: float = 0.01
+    columns: Mapping[str, Any] = field(default_factory=dict)  # {column: {method, threshold}} as given
+
+
+NOVELTY_ACTIONS = ("record", "alert", "retrain", "quarantine")
 
 
 @dataclass(frozen=True)

@@ -274,6 +274,7 @@ def _dataset_yaml(folder: Path) -> Path:
     raw["thresholds"].update(
         cooldown_days=0,
         min_new_rows=0,
+        min_new_days=0,
         drift_share=0.5,
         quality_drop=0.5,
         min_bootstrap_auc=0.5,
@@ -347,7 +348,7 @@ def _synthetic_yaml(folder: Path, onset: dt.date, days: int) -> None:
     raw["holdout_days"] = 2
     raw["synthetic"]["days"] = days
     raw["synthetic"]["drift"]["onset"] = onset.isoformat()
-    raw["thresholds"].update(cooldown_days=0, min_new_rows=0)
+    raw["thresholds"].update(cooldown_days=0, min_new_rows=0, min_new_days=0)
     raw["wait"] = {"timeout_minutes": 1, "poke_seconds": 5}
     (folder / f"{SYNTHETIC_NAME}.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
 
@@ -367,7 +368,12 @@ def _late_labels_yaml(folder: Path) -> None:
         wait={"timeout_minutes": 1, "poke_seconds": 5},
     )
     raw["thresholds"].update(
-        cooldown_days=0, min_new_rows=0, quality_drop=-0.05, min_bootstrap_auc=0.5, bootstrap_resamples=300
+        cooldown_days=0,
+        min_new_rows=0,
+        min_new_days=0,
+        quality_drop=-0.05,
+        min_bootstrap_auc=0.5,
+        bootstrap_resamples=300,
     )
     raw["monitoring"]["estimation"]["use_for_decisions"] = True
     raw["monitoring"]["attribution"]["rows"] = 500
@@ -405,7 +411,12 @@ def _capture_yamls(folder: Path) -> None:
         },
     )
     raw["thresholds"].update(
-        cooldown_days=0, min_new_rows=0, min_bootstrap_auc=0.5, bootstrap_resamples=300, logloss_tolerance=1.0
+        cooldown_days=0,
+        min_new_rows=0,
+        min_new_days=0,
+        min_bootstrap_auc=0.5,
+        bootstrap_resamples=300,
+        logloss_tolerance=1.0,
     )
     raw["evaluation"]["segment_tolerance"] = 1.0
     raw["monitoring"]["attribution"]["rows"] = 500

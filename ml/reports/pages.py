@@ -38,7 +38,9 @@ def validation_page(dataset: str, result: ValidationResult) -> str:
                 "type": str(rec.get("type")),
                 "column": str(rec.get("column") or ""),
                 "kwargs": json.dumps(kwargs, default=str),
-                "status": {True: "pass", False: "FAIL", None: "skipped"}[rec.get("success")],
+                "status": "novelty"
+                if rec.get("success") is False and rec.get("novelty") and result.success
+                else {True: "pass", False: "FAIL", None: "skipped"}[rec.get("success")],
                 "observed": str(rec.get("observed") or ""),
                 "source": str(rec.get("source") or ""),
             }
@@ -52,6 +54,7 @@ def validation_page(dataset: str, result: ValidationResult) -> str:
         checked=result.checked,
         files=result.files,
         failures=[f.message for f in result.failures],
+        novelty=[f.message for f in result.novelty],
         checks=checks,
     )
 

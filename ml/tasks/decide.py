@@ -14,7 +14,7 @@ from typing import Literal, TypedDict
 
 from ml import policy as policies
 from ml.day import Day
-from ml.tasks import detect_drift, monitor_model
+from ml.tasks import detect_drift, monitor_model, validate_batch
 
 log = logging.getLogger(__name__)
 
@@ -38,20 +38,29 @@ def policy_for(day: Day) -> policies.RetrainPolicy:
         t = s.thresholds
         t = t if p.drift_share is None else dataclasses.replace(t, drift_share=float(p.drift_share))
         t = t if p.quality_drop is None else dataclasses.replace(t, quality_drop=float(p.quality_drop))
-        return policy.for_dataset(t, s.monitoring.attribution.min_ndcg)
+        return policy.for_dataset(
+            t,
+            s.monitoring.attribution.min_ndcg,
+            min_new_days=s.min_new_days,
+            false_alarm_rate=s.drift.false_alarm_rate if s.drift.calibrate else None,
+        )
     return policy
 
 
 def signals(
-    day: Day, drift: detect_drift.Output | None, monitored: monitor_model.Output | None
+    day: Day,
+    drift: detect_drift.Output | None,
+    monitored: monitor_model.Output | None,
+    validated: validate_batch.Output | None = None,
 ) -> policies.Signals:
     """What today's monitors measured, as the policy reads it. The AUC drop is the day's own when its labels
     came with the batch; with delayed labels, the CBPE estimate (`monitoring.estimation.use_for_decisions`)
     or else the realized drop of the day whose labels arrived today."""
     s, d = day.settings, day.date
     drift, monitored = drift or {}, monitored or {}
+    se = None
     if s.labels_known(d, d):
-        drop, name = drift.get("quality_drop"), "AUC drop"
+        drop, name, se = drift.get("quality_drop"), "AUC drop", drift.get("quality_se")
     elif s.monitoring.estimation.use_for_decisions:
         drop, name = monitored.get("estimated_quality_drop"), "estimated AUC drop (CBPE, labels not in yet)"
     else:
@@ -64,10 +73,12 @@ def signals(
         drift_share=drift.get("drift_share"),
         quality_drop=drop,
         quality_name=name,
+        quality_se=se,
         bias_violation=monitored.get("bias_reason") if mon.bias.action == "retrain" else None,
         attribution_ndcg=monitored.get("attribution_ndcg")
         if mon.attribution.action == "retrain" and monitored.get("attribution_violation")
         else None,
+        novelty=validated.get("novelty") if validated and s.validation.novelty == "retrain" else None,
     )
 
 
@@ -78,20 +89,26 @@ def facts(day: Day) -> policies.Facts:
     last = max(
         (m["trained_on"] for m in day.history.models(s.name) if m["trained_on"] < d.isoformat()), default=None
     )
-    new_rows = sum(
-        (r["rows"] or 0)
+    new = [
+        r
         for r in day.history.days(s.name, until=d)
         if r["status"] == "accepted"
         and (last is None or r["day"] > last)
         and s.labels_known(dt.date.fromisoformat(r["day"]), d)
-    )
+    ]
     return policies.Facts(
-        day=d, last_trained=dt.date.fromisoformat(last) if last else None, new_rows=new_rows
+        day=d,
+        last_trained=dt.date.fromisoformat(last) if last else None,
+        new_rows=sum((r["rows"] or 0) for r in new),
+        new_days=len(new),
     )
 
 
 def run(
-    day: Day, drift: detect_drift.Output | None = None, monitored: monitor_model.Output | None = None
+    day: Day,
+    drift: detect_drift.Output | None = None,
+    monitored: monitor_model.Output | None = None,
+    validated: validate_batch.Output | None = None,
 ) -> Output:
     s, d = day.settings, day.date
     champion = day.serving_champion()
@@ -105,7 +122,7 @@ def run(
             total = (s.original_end - s.original_start).days + 1
             reason = f"collecting the original window: day {n} of {total}; the first champion is trained on {s.original_end}"
     else:
-        decided = policy_for(day).decide(signals(day, drift, monitored), facts(day))
+        decided = policy_for(day).decide(signals(day, drift, monitored, validated), facts(day))
         retrain, reason = decided.retrain, decided.reason
     decision: Literal["collect", "bootstrap", "retrain", "skip"] = (
         "bootstrap" if bootstrap else "retrain" if retrain else ("collect" if champion is None else "skip")

@@ -6,11 +6,14 @@ MLflow monitoring run."""
 
 from __future__ import annotations
 
+import json
 from typing import Any, TypedDict
 
 from ml import data as lake
 from ml import registry
 from ml.day import Day
+
+CALIBRATION = "drift_calibration.json"  # beside the champion's cached model files
 
 
 class Output(TypedDict, total=False):
@@ -19,6 +22,7 @@ class Output(TypedDict, total=False):
     drift_share: float
     dataset_drift: bool
     quality_drop: float | None  # the champion's holdout AUC minus its AUC on the day's labels
+    quality_se: float | None  # the standard error of the day's AUC (how much of the drop noise explains)
     report: str
 
 
@@ -38,6 +42,7 @@ def run(day: Day) -> Output:
         current = current.drop(columns=[s.label])  # not arrived yet: no batch quality today (monitor_model)
     preds = lake.read_predictions(s, d)
     model = h.get_model(s.name, champion) or {}
+    calibrated = calibration(day, champion, reference, reference_scores)
     result = drift.detect_drift(
         s,
         d,
@@ -46,6 +51,7 @@ def run(day: Day) -> Output:
         current_scores=None if preds is None else preds["score"].to_numpy(),
         reference_scores=reference_scores,
         champion_holdout=model.get("holdout_metrics"),
+        calibration=calibrated,
     )
     pred = result.get("prediction_drift") or {}
     day.record(
@@ -71,5 +77,55 @@ def run(day: Day) -> Output:
         "drift_share": result["drift_share"],
         "dataset_drift": bool(result["dataset_drift"]),
         "quality_drop": result.get("quality_drop"),
+        "quality_se": result.get("quality_se"),
         "report": result["html_path"],
     }
+
+
+def calibration(day: Day, champion: int, reference: Any, reference_scores: Any) -> dict[str, Any] | None:
+    """The champion's calibrated drift thresholds (ml/calibration.py), computed once per version and
+    setting, cached beside its model; None with `drift.calibrate: false`."""
+    from ml import calibration as cal
+    from ml import drift
+    from ml.tasks.train_challenger import REFERENCE_ROWS
+
+    s = day.settings
+    if not s.drift.calibrate:
+        return None
+    key = {
+        "version": cal.VERSION,
+        "false_alarm_rate": s.drift.false_alarm_rate,
+        "drift_share": s.thresholds.drift_share,
+        "columns": {c: dict(o) for c, o in s.drift_columns.items()},
+    }
+    cache = s.paths.models / s.name / f"v{champion}" / CALIBRATION
+    if cache.is_file():
+        cached: dict[str, Any] = json.loads(cache.read_text())
+        if cached.get("key") == key:
+            return cached
+    frame = drift._model_columns(s, reference, reference_scores)
+    days = reference[s.date_column] if s.date_column in reference.columns else None
+    batches = {}
+    if days is not None and len(reference) >= REFERENCE_ROWS:
+        # a sample of a long window holds a fraction of each day: compare the chosen days whole
+        for d in cal.choose_days(cal.day_labels(days), s.training.seed):
+            whole = lake.read_days(s, [lake.as_date(d)])
+            if len(whole):
+                batches[d] = drift._model_columns(s, whole, None)
+    out = cal.calibrate(
+        frame,
+        numeric=[*s.numeric, drift.PREDICTION_COLUMN],
+        categorical=list(s.categorical),
+        days=days,
+        methods={c: str(o["method"]) for c, o in s.drift_columns.items() if o.get("method")},
+        false_alarm_rate=s.drift.false_alarm_rate,
+        drift_share=s.thresholds.drift_share,
+        batches=batches,
+        seed=s.training.seed,
+    )
+    out["key"] = key
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cache.with_name(f".{cache.name}.tmp")
+    tmp.write_text(json.dumps(out, indent=1))
+    tmp.replace(cache)
+    return out

@@ -1,6 +1,8 @@
 """Validate the day's batch (Great Expectations): schema, row count, dates, non-null shares, physical ranges,
 categories seen in the champion's training data, duplicate keys, a binary label. Branch: a passing batch
-goes on to `score_batch`, a failing one to `quarantine_batch`. The report is `validation.html`."""
+goes on to `score_batch`, a failing one to `quarantine_batch`. Values outside what the champion was trained on
+(its ranges, its categories) are novelty, not bad data: recorded and alerted (`validation.novelty`), a drift
+signal, quarantined only when the YAML asks. The report is `validation.html`."""
 
 from __future__ import annotations
 
@@ -24,6 +26,7 @@ class Output(TypedDict):
     report: str | None
     champion_version: int | None
     requarantine: bool  # the day's batch was re-checked from the quarantine
+    novelty: str | None  # values the champion never saw (not quarantined), one line each
 
 
 def run(day: Day) -> Output:
@@ -67,4 +70,5 @@ def run(day: Day) -> Output:
         "report": result.html_path,
         "champion_version": champion,
         "requarantine": from_quarantine,
+        "novelty": result.novelty_summary(),
     }

@@ -52,6 +52,9 @@ class Expectation:
     rule: Rule
     kwargs: dict[str, Any]  # JSON-able; the date check's value set is {"$PARAMETER": "day"}
     source: str  # the YAML key or the reference the expected value comes from (in messages and the report)
+    # derived from the champion's training data (its ranges, its categories): a failure is plausible novelty,
+    # not an impossible value (validation.novelty says what happens: recorded, alerted, or quarantined)
+    novelty: bool = False
 
     @property
     def type(self) -> str:
@@ -69,7 +72,9 @@ class Expectation:
 
     def spec(self) -> dict[str, Any]:
         """`{type, kwargs, meta: {id, rule, source}}`: what GX is given."""
-        meta = {"id": self.id, "rule": self.rule.name, "source": self.source}
+        meta: dict[str, Any] = {"id": self.id, "rule": self.rule.name, "source": self.source}
+        if self.novelty:
+            meta["novelty"] = True
         return {"type": self.type, "kwargs": self.kwargs, "meta": meta}
 
     def resolved(self, day: dt.date) -> dict[str, Any]:
@@ -137,8 +142,8 @@ class Rule:
         """What a failure of one of its expectations says."""
         raise NotImplementedError
 
-    def ask(self, source: str, **kwargs: Any) -> Expectation:
-        return Expectation(self, jsonable(kwargs), source)
+    def ask(self, source: str, *, novelty: bool = False, **kwargs: Any) -> Expectation:
+        return Expectation(self, jsonable(kwargs), source, novelty)
 
 
 class FeatureRule(Rule, register=False):

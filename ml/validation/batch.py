@@ -61,6 +61,8 @@ def validate_frame(
     # expectations on absent or mistyped columns are reported as skipped; the schema failure explains why
     runnable = [e.spec() for e in expectations if all(c in present for c in e.columns)]
 
+    novelty: list[Failure] = []
+    refuse_novelty = settings.validation.novelty == "quarantine"
     outcomes = (
         gx.run_suite(settings.name, runnable, gx.gx_frame(settings, frame, present), day) if runnable else {}
     )
@@ -78,7 +80,12 @@ def validate_frame(
             record["success"] = success
             record["observed"] = error or observed(result)
             if not success:
-                failures.append(explain(expectation, result, error, day=day, file=label))
+                found = explain(expectation, result, error, day=day, file=label)
+                record["novelty"] = expectation.novelty
+                if expectation.novelty and not refuse_novelty and not error:
+                    novelty.append(found)
+                else:
+                    failures.append(found)
         records.append(record)
 
     checked = sum(1 for r in records if r["success"] is not None)
@@ -93,6 +100,7 @@ def validate_frame(
         html_path=None,
         expectations=jsonable(records),
         not_checked=not_checked(settings, reference),
+        novelty=novelty,
     )
 
 

@@ -37,13 +37,23 @@ class ValidationResult:
     # every check with its outcome, for the reports: {type, column, kwargs, success, observed, source}
     expectations: list[dict[str, Any]] = field(default_factory=list, repr=False)
     not_checked: list[str] = field(default_factory=list)  # checks left out of the suite, and why
+    # failed checks derived from the champion's training data, when validation.novelty does not quarantine:
+    # values it never saw, recorded (and alerted) but not a reason to refuse the batch
+    novelty: list[Failure] = field(default_factory=list)
 
     def summary(self) -> str:
         if self.success:
-            return f"{self.checked} expectations passed" + "".join(
-                f"\n  not checked: {why}" for why in self.not_checked
+            passed = self.checked - len(self.novelty)
+            return (
+                f"{passed} expectations passed"
+                + "".join(f"\n  novelty (not quarantined): {f.message}" for f in self.novelty)
+                + "".join(f"\n  not checked: {why}" for why in self.not_checked)
             )
         return "\n".join(f.message for f in self.failures)
+
+    def novelty_summary(self) -> str | None:
+        """One line per novelty, or None."""
+        return "\n".join(f.message for f in self.novelty) or None
 
     def to_dict(self) -> dict[str, Any]:
         return jsonable(asdict(self))

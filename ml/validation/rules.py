@@ -212,8 +212,8 @@ class NotAllNull(FeatureRule):
 
 
 class ValueRange(FeatureRule):
-    """A numeric feature within its validation.ranges bounds, else within the reference range widened by
-    validation.range_tolerance of its span."""
+    """A numeric feature within its validation.ranges bounds (impossible values outside), else within the
+    reference range widened by validation.range_tolerance of its span (novelty outside)."""
 
     name = "range"
     expectation = BETWEEN
@@ -223,7 +223,8 @@ class ValueRange(FeatureRule):
             bounds = numeric_range(basis, column)
             if bounds is not None:
                 (lo, hi), source = bounds
-                yield self.ask(source, column=column, min_value=lo, max_value=hi, mostly=1.0)
+                derived = column not in basis.settings.validation.ranges
+                yield self.ask(source, novelty=derived, column=column, min_value=lo, max_value=hi, mostly=1.0)
 
     def problem(self, found: Found) -> Problem:
         bounds = f"[{num(found.kwargs['min_value'])}, {num(found.kwargs['max_value'])}]"
@@ -235,7 +236,8 @@ class ValueRange(FeatureRule):
 
 
 class Domain(FeatureRule):
-    """A categorical feature's values seen in the reference, but for validation.max_unseen_share of rows."""
+    """A categorical feature's values seen in the reference, but for validation.max_unseen_share of rows
+    (beyond it: novelty)."""
 
     name = "domain"
     expectation = IN_SET
@@ -248,7 +250,8 @@ class Domain(FeatureRule):
         value_set = sorted({str(x) for x in ref.dropna()})
         if value_set:
             source = f"{len(value_set)} categories of the reference"
-            yield self.ask(source, column=column, value_set=value_set, mostly=round(1.0 - unseen, 6))
+            mostly = round(1.0 - unseen, 6)
+            yield self.ask(source, novelty=True, column=column, value_set=value_set, mostly=mostly)
 
     def problem(self, found: Found) -> Problem:
         allowance = 1.0 - float(found.kwargs["mostly"])

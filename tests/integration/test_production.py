@@ -81,7 +81,7 @@ def _dataset_yaml(folder: Path, name: str, dag_id: str) -> None:
     raw["original_window"] = {"start": "2013-01-01", "end": "2013-01-05"}
     raw["wait"] = {"timeout_minutes": 1, "poke_seconds": 5}
     raw["thresholds"].update(
-        cooldown_days=0, min_new_rows=0, drift_share=0.5, quality_drop=0.5, min_bootstrap_auc=0.5,
+        cooldown_days=0, min_new_rows=0, min_new_days=0, drift_share=0.5, quality_drop=0.5, min_bootstrap_auc=0.5,
         bootstrap_resamples=300,
     )  # fmt: skip
     (folder / f"{name}.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))

@@ -57,6 +57,7 @@ def _yaml(folder: Path) -> None:
         quality_drop=-1.0,
         cooldown_days=0,
         min_new_rows=0,
+        min_new_days=0,
         min_delta=-1.0,
         logloss_tolerance=1.0,
         min_bootstrap_auc=0.5,

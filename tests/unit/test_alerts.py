@@ -106,12 +106,12 @@ def test_unknown_kind_is_refused(settings):
 class _TI:
     """The two things the notifier reads from a task instance."""
 
-    def __init__(self, task_id: str, value: dict) -> None:
-        self.task_id, self.value = task_id, value
+    def __init__(self, task_id: str, value: dict, key: str = "return_value") -> None:
+        self.task_id, self.value, self.key = task_id, value, key
 
-    def xcom_pull(self, task_ids: str):
+    def xcom_pull(self, task_ids: str, key: str = "return_value"):
         assert task_ids == self.task_id
-        return self.value
+        return self.value if key == self.key else None
 
 
 def test_notifier_builds_each_alert_from_the_task_result_and_history(settings):
@@ -135,6 +135,19 @@ def test_notifier_builds_each_alert_from_the_task_result_and_history(settings):
         }
     )
     assert (p["kind"], p["version"], p["previous"]) == ("promotion", 4, 3)
+    # a branch's output is under its own XCom key (its return value is the step it chose)
+    novel = {"next": "score_batch", "novelty": "x.parquet: column 'dest' has too many categories unseen"}
+    n = DriftwatchNotifier("novelty", "flights").build(
+        {"ti": _TI("validate_batch", novel, key="output"), "logical_date": logical, "run_id": "r"}
+    )
+    assert n["kind"] == "novelty" and "'dest'" in n["message"] and n["day"] == "2013-01-08"
+    quiet = {"next": "score_batch", "novelty": None}
+    assert (
+        DriftwatchNotifier("novelty", "flights").build(
+            {"ti": _TI("validate_batch", quiet, key="output"), "logical_date": logical, "run_id": "r"}
+        )
+        is None
+    )
     History(settings.history_url).update_day(
         "flights", DAY, error="train_challenger failed: ValueError: boom"
     )

@@ -147,7 +147,7 @@ def test_validate_unreadable_input_exits_2(settings, capsys, tmp_path, content):
 
 
 def test_validate_uses_the_champion_reference_unless_told_not_to(
-    settings, capsys, history, flights_frame, real_day, tmp_path
+    settings, capsys, history, flights_frame, real_day, tmp_path, monkeypatch
 ):
     add_champion(history, "2013-01-31", 1)
     reference = flights_frame[
@@ -161,10 +161,15 @@ def test_validate_uses_the_champion_reference_unless_told_not_to(
     real_day.assign(dest="QQQ").to_parquet(path, index=False)  # unseen only against the reference
 
     code, out, err = run(capsys, "validate", str(path))
-    assert code == 1 and "'dest'" in out and err == ""
+    # a destination the champion never saw is novelty: reported, not a failure (validation.novelty)
+    assert code == 0 and "novelty (not quarantined)" in out and "'dest'" in out and err == ""
 
     code, out, err = run(capsys, "validate", str(path), "--no-reference")
-    assert code == 0 and "OK" in out and err == ""
+    assert code == 0 and "OK" in out and "novelty" not in out and err == ""
+
+    monkeypatch.setenv("DRIFTWATCH__VALIDATION__NOVELTY", "quarantine")
+    code, out, err = run(capsys, "validate", str(path))
+    assert code == 1 and "'dest'" in out and err == ""
 
 
 def test_validate_without_a_reachable_reference_checks_the_yaml_rules(settings, capsys, history, good_file):

@@ -211,7 +211,7 @@ def test_dag_specs_list_flights_as_retraining_pipeline():
     spec = specs["flights"]
     assert spec.dag_id == "retraining_pipeline"
     assert spec.start_date == s.start_date
-    assert spec.thresholds == dataclasses.asdict(s.thresholds)
+    assert spec.thresholds == {**dataclasses.asdict(s.thresholds), "min_new_days": s.min_new_days}
     assert spec.wait_timeout_s == s.wait.timeout_minutes * 60
     assert spec.poke_s == s.wait.poke_seconds
     assert (spec.retries, spec.retry_delay_s) == (s.retries.count, s.retries.delay_seconds)
@@ -229,7 +229,8 @@ def test_dag_specs_see_the_same_defaults_and_env_overrides_as_the_settings(tmp_p
     (spec,) = dag_specs()
     s = load_settings("flights")
 
-    assert spec.thresholds["min_new_rows"] == s.thresholds.min_new_rows == 3000
+    assert spec.thresholds["min_new_rows"] == s.thresholds.min_new_rows == 0
+    assert spec.thresholds["min_new_days"] == s.min_new_days == s.holdout_days == 7
     assert spec.wait_timeout_s == s.wait.timeout_minutes * 60 == 300
     assert spec.retry_delay_s == s.retries.delay_seconds == 2
     assert spec.earlier_days_timeout_s == s.wait.earlier_days_timeout_minutes * 60

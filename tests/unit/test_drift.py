@@ -32,7 +32,7 @@ SHIFTED = {
 }
 SWAPPED = {"carrier": {"UA": "OO", "OO": "UA", "B6": "HA", "HA": "B6"}, "origin": {"EWR": "XYZ"}}
 COLUMN_KEYS = {"method", "score", "threshold", "drifted"}
-QUALITY_KEYS = {"roc_auc", "accuracy", "f1", "log_loss", "positive_rate", "rows"}
+QUALITY_KEYS = {"roc_auc", "roc_auc_se", "accuracy", "f1", "log_loss", "positive_rate", "rows"}
 
 
 @pytest.fixture(scope="module")
@@ -158,6 +158,41 @@ def test_column_override_changes_method(env, halves, monkeypatch, tmp_path):
     assert args == ()
     assert {"current_data", "reference_data"} <= set(kwargs)
     assert kwargs["timestamp"] == dt.datetime(2013, 1, 15, tzinfo=dt.UTC)
+
+
+def test_calibrated_thresholds_apply_where_the_yaml_gives_none(env, halves, tmp_path):
+    from ml import calibration
+
+    reference = halves[0]
+    frame = drift._model_columns(env, reference, None)
+    cal = calibration.calibrate(
+        frame,
+        numeric=list(env.numeric),
+        categorical=list(env.categorical),
+        days=reference["date"],
+        methods={},
+        false_alarm_rate=0.01,
+        drift_share=0.5,
+    )
+    settings = env.with_overrides(drift_columns={"temp": {"method": "psi", "threshold": 0.2}})
+
+    result = drift.detect_drift(
+        settings,
+        DAY,
+        current=halves[1],
+        reference=reference,
+        report_path=tmp_path / "d.html",
+        calibration=cal,
+    )
+
+    assert result["thresholds"] == "calibrated"
+    assert result["columns"]["temp"]["method"] == "psi"  # the YAML's threshold wins
+    assert result["columns"]["temp"]["threshold"] == pytest.approx(0.2)
+    for col in ("dewp", "carrier"):
+        assert result["columns"][col]["method"] == cal["columns"][col]["method"]
+        assert result["columns"][col]["threshold"] == pytest.approx(cal["columns"][col]["threshold"])
+    # one day of weather against 13 others: the calibrated weather thresholds are far above Evidently's 0.1
+    assert cal["columns"]["dewp"]["threshold"] > 0.5
 
 
 def test_bad_override_names_the_key(env, halves):

