@@ -11,12 +11,19 @@ How, per feature (and the prediction column):
      without that day, by the column's method, with Evidently's own stat test (the one the report runs). The
      days are real batches: their size and their within-day likeness (one day's weather) are the stream's.
      With fewer than `MIN_DAYS` days (or no dates), random batch-sized samples of the reference instead.
-  2. threshold: the upper prediction bound of the next null score at level 1 - a, from a log-normal fit of
-     the null scores (Student t, so few days give a wider bound), and never below the largest null score.
-  3. a = false_alarm_rate / 2 * drift_share. A day is flagged when at least drift_share of its features
-     drift; by Markov's inequality P(share >= s) <= E[share] / s = a / s, whatever the correlation between
-     features: the drift share takes at most half the false-alarm rate (the AUC-drop trigger, ml/policy.py,
-     the other half).
+  2. threshold: the upper prediction bound of the next null score at level 1 - a, from a normal fit (Student
+     t, so few days give a wider bound) after a Box-Cox transform fitted to the null scores (distances are
+     skewed: a day's weather near the reference's mean scores near 0, a stormy day high), and never below
+     the largest null score. On skewed test distributions (half-normal, chi, gamma, log-normal; 10 to 60
+     samples) the bound is crossed at 1 to 3 times the intended rate.
+  3. a, the per-column rate: a day is flagged when at least drift_share of its features drift, and that may
+     happen on at most false_alarm_rate / 2 of drift-free days (the AUC-drop trigger, ml/policy.py, has
+     the other half). How often features cross together depends on how they move together: the null
+     samples, in the fit's standard units, give their correlation, and 20,000 simulated days (a Gaussian
+     copula) give the largest a that keeps the flag rate under target. Weather columns that move as one
+     get about the target itself; independent columns much more. Never below Markov's bound
+     a = false_alarm_rate / 2 * drift_share (P(share >= s) <= E[share] / s), which holds whatever the
+     dependence.
 
 Only distance methods ("larger is more drift") are calibrated; a feature with a threshold in the YAML's
 `drift.columns` keeps it, and one given a p-value method without a threshold keeps Evidently's default.
@@ -26,6 +33,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -35,8 +43,9 @@ DISTANCE_METHODS = ("wasserstein", "jensenshannon", "hellinger", "kl_div", "psi"
 MAX_DAYS = 60  # reference days used as null samples (a seeded choice above this)
 MIN_DAYS = 8  # fewer reference days: random batch-sized samples instead
 RANDOM_SAMPLES = 60
+SIMULATED_DAYS = 20_000  # drift-free days drawn to find the per-column rate (common_rate)
 SCORE_FLOOR = 1e-6  # scores at 0 (an identical day) before the log
-VERSION = 1  # bump when the calculation changes: cached calibrations are recomputed
+VERSION = 3  # bump when the calculation changes: cached calibrations are recomputed
 
 
 def column_rate(false_alarm_rate: float, drift_share: float) -> float:
@@ -66,6 +75,7 @@ def calibrate(
     batches: Mapping[str, pd.DataFrame] | None = None,
     batch_rows: int | None = None,
     seed: int = 0,
+    outside_share: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Per-column {method, threshold} for the columns in `numeric` + `categorical`.
 
@@ -81,10 +91,12 @@ def calibrate(
         batch_rows: the size of a random sample when the days cannot be used (default: the median rows of
             a reference day, or a twentieth of the reference without days).
         seed: for the choice of days and the random samples.
+        outside_share: calibrated columns that do not count in the drift share (the prediction column): they
+            get the same per-column rate.
 
     Returns:
-        {"version", "false_alarm_rate", "column_rate", "samples": str, "columns": {column: {method,
-        threshold, null: {n, median, max}}}, "skipped": {column: why}}.
+        {"version", "false_alarm_rate", "column_rate", "markov_rate", "correlation", "samples": str,
+        "columns": {column: {method, threshold, null: {n, median, max}}}, "skipped": {column: why}}.
     """
     import numpy as np
 
@@ -107,7 +119,9 @@ def calibrate(
             samples.append((~pick, None, pick))
         described = f"{RANDOM_SAMPLES} random samples of {size} reference rows (fewer than {MIN_DAYS} days)"
 
-    columns: dict[str, Any] = {}
+    fits: dict[str, Fit] = {}
+    null: dict[str, list[float]] = {}
+    methods_used: dict[str, str] = {}
     skipped: dict[str, str] = {}
     for col in [*numeric, *categorical]:
         is_cat = col in categorical
@@ -122,28 +136,145 @@ def calibrate(
             ref_part = values[rest].dropna()
             cur_part = (whole[col] if whole is not None and col in whole.columns else values[own]).dropna()
             if ref_part.empty or cur_part.empty:
+                scores.append(math.nan)
                 continue
             scores.append(_score(test, ref_part, cur_part, is_cat))
-        if len(scores) < 3:
-            skipped[col] = f"only {len(scores)} samples with values: Evidently's default threshold"
+        seen = [x for x in scores if math.isfinite(x)]
+        if len(seen) < 3:
+            skipped[col] = f"only {len(seen)} samples with values: Evidently's default threshold"
             continue
-        columns[col] = {
-            "method": method,
-            "threshold": upper_bound(scores, rate),
-            "null": {
-                "n": len(scores),
-                "median": float(np.median(scores)),
-                "max": float(max(scores)),
-            },
+        fits[col], null[col], methods_used[col] = Fit.of(seen), scores, method
+    shared = [c for c in fits if c not in outside_share]
+    counted = len(shared) + len([c for c in skipped if c not in outside_share])
+    level = common_rate(
+        {c: fits[c].z(null[c]) for c in shared},
+        needed=max(1, math.ceil(drift_share * counted - 1e-9)),
+        target=false_alarm_rate / 2,
+        floor=rate,
+        seed=seed,
+    )
+    columns = {
+        c: {
+            "method": methods_used[c],
+            "threshold": fits[c].bound(level),
+            "null": {"n": fits[c].n, "median": fits[c].median, "max": fits[c].top},
         }
+        for c in fits
+    }
     return {
         "version": VERSION,
         "false_alarm_rate": false_alarm_rate,
-        "column_rate": rate,
+        "column_rate": level,
+        "markov_rate": rate,
+        "correlation": mean_correlation({c: fits[c].z(null[c]) for c in shared}),
         "samples": described,
         "columns": columns,
         "skipped": skipped,
     }
+
+
+@dataclass(frozen=True)
+class Fit:
+    """A column's null scores, fitted: a Box-Cox power (in [0, 1]: 0 the log, for scores spread over orders
+    of magnitude; 1 none) after which the scores are taken as normal with `mean` and `sd`."""
+
+    power: float
+    mean: float
+    sd: float
+    n: int
+    top: float
+    median: float
+
+    @classmethod
+    def of(cls, scores: Sequence[float]) -> Fit:
+        import numpy as np
+        from scipy import stats
+
+        x = np.maximum(np.asarray(scores, dtype="float64"), SCORE_FLOOR)
+        if float(np.ptp(x)) <= 0:
+            power, y = 1.0, x
+        else:
+            power = float(min(max(stats.boxcox_normmax(x, method="mle"), 0.0), 1.0))
+            y = stats.boxcox(x, lmbda=power)
+        return cls(power, float(y.mean()), float(y.std(ddof=1)), len(x), float(x.max()), float(np.median(x)))
+
+    def z(self, scores: Sequence[float]) -> list[float]:
+        """The scores in standard units of the fit (NaN stays NaN)."""
+        import numpy as np
+        from scipy import stats
+
+        x = np.asarray(scores, dtype="float64")
+        out = np.full(len(x), np.nan)
+        ok = np.isfinite(x)
+        if self.sd > 0 and ok.any():
+            y = stats.boxcox(np.maximum(x[ok], SCORE_FLOOR), lmbda=self.power)
+            out[ok] = (y - self.mean) / self.sd
+        return out.tolist()
+
+    def bound(self, rate: float) -> float:
+        """The (1 - rate) upper prediction bound of the next score (Student t: few samples give a wider
+        one), never below the largest score seen (nudged up: Evidently flags a score equal to its threshold)."""
+        from scipy import special, stats
+
+        floor = self.top * (1 + 1e-6) + 1e-9
+        if self.n < 3 or self.sd <= 0:
+            return floor
+        y = self.mean + float(stats.t.ppf(1 - rate, self.n - 1)) * self.sd * math.sqrt(1 + 1 / self.n)
+        value = float(special.inv_boxcox(y, self.power))
+        return max(value if math.isfinite(value) else floor, floor)
+
+
+def upper_bound(scores: Sequence[float], rate: float) -> float:
+    """`Fit.of(scores).bound(rate)`."""
+    return Fit.of(scores).bound(rate)
+
+
+def common_rate(
+    z: Mapping[str, Sequence[float]], *, needed: int, target: float, floor: float, seed: int
+) -> float:
+    """The largest per-column rate at which at most `target` of drift-free days have `needed` columns or more
+    past their thresholds, the columns' dependence taken from the null samples (a Gaussian copula: their
+    correlation in standard units, 20,000 simulated days). Never below `floor` (Markov's bound, which holds
+    whatever the dependence)."""
+    from statistics import NormalDist
+
+    import numpy as np
+
+    if not z:
+        return floor
+    m = np.asarray([list(v) for v in z.values()], dtype="float64").T  # samples x columns
+    m = np.where(np.isfinite(m), m, 0.0)
+    if m.shape[1] == 1 or m.shape[0] < 3:
+        corr = np.eye(m.shape[1])
+    else:
+        corr = np.nan_to_num(np.corrcoef(m, rowvar=False), nan=0.0)
+        np.fill_diagonal(corr, 1.0)
+    values, vectors = np.linalg.eigh(corr)
+    root = vectors * np.sqrt(np.clip(values, 0.0, None))
+    draws = np.random.default_rng(seed).standard_normal((SIMULATED_DAYS, m.shape[1])) @ root.T
+
+    def flagged(rate: float) -> float:
+        return float(((draws > NormalDist().inv_cdf(1 - rate)).sum(axis=1) >= needed).mean())
+
+    lo, hi = math.log(floor), math.log(0.5)
+    if flagged(floor) > target:
+        return floor
+    for _ in range(30):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if flagged(math.exp(mid)) <= target else (lo, mid)
+    return float(math.exp(lo))
+
+
+def mean_correlation(z: Mapping[str, Sequence[float]]) -> float | None:
+    """The mean correlation between columns' null scores (how much drift-free days move them together)."""
+    import numpy as np
+
+    if len(z) < 2:
+        return None
+    m = np.asarray([list(v) for v in z.values()], dtype="float64").T
+    m = np.where(np.isfinite(m), m, 0.0)
+    corr = np.nan_to_num(np.corrcoef(m, rowvar=False), nan=0.0)
+    return float(corr[~np.eye(len(corr), dtype=bool)].mean())
 
 
 def day_labels(days: pd.Series) -> Any:
@@ -162,20 +293,6 @@ def choose_days(labels: Any, seed: int) -> list[str]:
     if len(unique) <= MAX_DAYS:
         return unique
     return sorted(str(d) for d in np.random.default_rng(seed).choice(unique, MAX_DAYS, replace=False))
-
-
-def upper_bound(scores: Sequence[float], rate: float) -> float:
-    """The (1 - rate) upper prediction bound of the next score, from a log-normal fit; at least the largest
-    score seen (nudged up, as Evidently flags a score equal to the threshold)."""
-    from scipy import stats
-
-    logs = [math.log(max(float(x), SCORE_FLOOR)) for x in scores]
-    n = len(logs)
-    mean = sum(logs) / n
-    sd = math.sqrt(sum((x - mean) ** 2 for x in logs) / (n - 1)) if n > 1 else 0.0
-    bound = math.exp(mean + float(stats.t.ppf(1 - rate, n - 1)) * sd * math.sqrt(1 + 1 / n))
-    top = max(float(x) for x in scores)
-    return float(max(bound, top * (1 + 1e-6) + 1e-9))
 
 
 def _stattest(method: str, categorical: bool) -> Any:

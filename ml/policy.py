@@ -48,10 +48,19 @@ class Facts:
     new_days: int | None = None  # accepted days with labels since then (None: not counted)
 
 
+NOT_TRIGGERED = "no retrain: "  # how the drift-triggered policy's reason starts when no threshold was crossed
+
+
 @dataclass(frozen=True)
 class Decision:
     retrain: bool
     reason: str
+
+
+def triggered(reason: str | None) -> bool:
+    """Whether a drift-triggered decision crossed a threshold (retrained, or held back by the cooldown or too
+    little new data), read from its reason."""
+    return bool(reason) and not str(reason).startswith(NOT_TRIGGERED)
 
 
 class RetrainPolicy(Protocol):
@@ -140,7 +149,7 @@ class DriftTriggered:
                 parts.append(quality_noise)
             elif drop is not None:
                 parts.append(f"{signals.quality_name} {drop:.3f} < {t.quality_drop}")
-            return Decision(False, "no retrain: " + "; ".join(parts))
+            return Decision(False, NOT_TRIGGERED + "; ".join(parts))
         why, last = " and ".join(triggers), facts.last_trained
         since = (facts.day - last).days if last else None
         if since is not None and since < t.cooldown_days:

@@ -325,7 +325,13 @@ def choose_thresholds(
 
 
 def triggers(row: Mapping[str, Any], thresholds: Mapping[str, Any]) -> bool:
-    """Whether a monitored day crossed a retrain threshold (drift share or AUC drop), cooldown aside."""
+    """Whether a monitored day crossed a retrain threshold (drift share or AUC drop beyond its noise, or a
+    monitor set to retrain), cooldown aside: from the drift-triggered policy's reason when it decided the
+    day, else from the thresholds."""
+    from ml.policy import triggered
+
+    if row.get("decision") in ("retrain", "skip") and row.get("reason"):
+        return triggered(row["reason"])
     share, drop = row.get("drift_share"), row.get("quality_drop")
     return bool(
         (share is not None and share >= thresholds["drift_share"])

@@ -8,6 +8,8 @@ a stream can be added with a YAML file and `driftwatch prepare <name>` alone:
       days: 120                  # number of daily partitions
       rows_per_day: 1000
       seed: 7
+      day_effect: 0.0            # rows of a day alike (one day's weather): each numeric feature's mean moves
+                                 # by a daily draw of this many standard deviations (0: independent rows)
       features:                  # numeric: normal {mean, std} or uniform {low, high}; categorical {values, p}
         x1: {dist: normal, mean: 0, std: 1}
         x5: {dist: uniform, low: 0, high: 10}
@@ -83,6 +85,7 @@ class Stream:
     coef: Mapping[str, float]
     effects: Mapping[str, Mapping[str, float]]
     drift: Drift
+    day_effect: float = 0.0
 
     @property
     def end(self) -> dt.date:
@@ -179,7 +182,7 @@ def stream_spec(settings: Settings) -> Stream:
     raw = _mapping(settings.synthetic, "synthetic", path)
     if not raw:
         raise ConfigError(f"{path}: source is 'synthetic' but there is no synthetic: section.")
-    known = {"start", "days", "rows_per_day", "seed", "features", "label", "drift"}
+    known = {"start", "days", "rows_per_day", "seed", "features", "label", "drift", "day_effect"}
     unknown = sorted(set(raw) - known)
     if unknown:
         raise ConfigError(f"{path}: synthetic: unknown keys {unknown[:5]}. Allowed: {sorted(known)}.")
@@ -188,6 +191,9 @@ def stream_spec(settings: Settings) -> Stream:
     start = _date(raw.get("start", settings.original_start), f"{path}: synthetic.start")
     days = int(_number(raw.get("days", 120), "synthetic.days", path))
     rows = int(_number(raw.get("rows_per_day", 1000), "synthetic.rows_per_day", path))
+    day_effect = _number(raw.get("day_effect", 0.0), "synthetic.day_effect", path)
+    if day_effect < 0:
+        raise ConfigError(f"{path}: synthetic.day_effect: expected standard deviations >= 0. Got {day_effect}.")
     if days < 1 or rows < 1:
         raise ConfigError(
             f"{path}: synthetic.days and synthetic.rows_per_day must be at least 1. Got {days}, {rows}."
@@ -311,6 +317,7 @@ def stream_spec(settings: Settings) -> Stream:
         start=start,
         days=days,
         rows_per_day=rows,
+        day_effect=day_effect,
         seed=int(_number(raw.get("seed", 0), "synthetic.seed", path)),
         features=features,
         intercept=_number(label.get("intercept", 0), "synthetic.label.intercept", path),
@@ -357,6 +364,11 @@ def generate_day(settings: Settings, stream: Stream, day: dt.date) -> pd.DataFra
             values = rng.choice(np.asarray(p["values"], dtype=object), size=n, p=probs / probs.sum())
         if f.dist != "categorical" and covariate:
             values = values + w * stream.drift.shift.get(f.name, 0.0)
+        if f.dist != "categorical" and stream.day_effect:
+            # its own generator: the rows of a stream without a day effect stay byte for byte the same
+            spread = p["std"] if f.dist == "normal" else (p["high"] - p["low"]) / math.sqrt(12)
+            effect = np.random.default_rng([stream.seed, index, 1 + stream.features.index(f)])
+            values = values + effect.normal(0.0, stream.day_effect * spread)
         data[f.name] = values
     concept = stream.drift.kind == "concept"
     intercept = stream.intercept

@@ -67,7 +67,9 @@ def test_drift_free_days_are_rarely_flagged_and_a_shift_always_is(rows):
     cal = fitted(reference)
 
     assert cal["samples"].startswith("21 reference days")
-    assert cal["column_rate"] == pytest.approx(RATE / 2 * SHARE)
+    assert cal["markov_rate"] == pytest.approx(RATE / 2 * SHARE)
+    # independent features rarely cross together: each may cross far more often than Markov's bound allows
+    assert cal["column_rate"] > 10 * cal["markov_rate"]
     assert {c: v["method"] for c, v in cal["columns"].items()} == {
         **dict.fromkeys(NUMERIC, "wasserstein"),
         "segment": "jensenshannon",
@@ -118,6 +120,20 @@ def test_few_days_fall_back_to_random_samples_and_p_value_methods_are_left_alone
         drift_share=SHARE,
     )
     assert "x1" not in pinned["columns"] and "p-value" in pinned["skipped"]["x1"]
+
+
+def test_features_that_move_together_get_the_days_rate_and_independent_ones_more():
+    rng = np.random.default_rng(0)
+    together = rng.standard_normal((40, 1)) @ np.ones((1, 6))  # six columns as one
+    apart = rng.standard_normal((40, 6))
+
+    def rate(z):
+        cols = {f"c{i}": z[:, i].tolist() for i in range(z.shape[1])}
+        return calibration.common_rate(cols, needed=3, target=0.005, floor=0.0025, seed=1)
+
+    assert rate(together) == pytest.approx(0.005, rel=0.15)
+    assert rate(apart) > 0.05
+    assert calibration.mean_correlation({f"c{i}": together[:, i] for i in range(6)}) == pytest.approx(1.0)
 
 
 def test_the_bound_is_never_below_the_largest_null_score_and_widens_with_fewer_samples():
