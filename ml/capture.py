@@ -300,7 +300,9 @@ def assemble_batch(settings: Settings, day: dt.date) -> Path | None:
         return None
     frame = frame.assign(**{settings.label: None})  # labels are joined when the lake is read
     columns = [c for c in batch_columns(settings) if c in frame.columns]
-    return atomic_parquet(frame[columns], target)
+    from ml.data import write_partition_file
+
+    return write_partition_file(frame[columns], target, settings.date_column)
 
 
 def batch_columns(settings: Settings) -> list[str]:

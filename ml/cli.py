@@ -122,6 +122,19 @@ def _history(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_config(args: argparse.Namespace) -> int:
+    from ml import check_config
+    from ml.exceptions import BatchMissingError, ConfigError
+
+    try:
+        report = check_config.check(load_settings(args.dataset), days=args.days)
+    except (ConfigError, BatchMissingError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(report, indent=2, default=str) if args.json else check_config.format_report(report))
+    return 0
+
+
 def _validate(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -291,8 +304,12 @@ def _replay(args: argparse.Namespace) -> int:
         jobs, root, parallel=args.parallel, echo=lambda m: print(m, file=sys.stderr)
     )
     split = dt.date.fromisoformat(args.split) if args.split else None
-    summaries = {k: replay.summarize(r) for k, r in results.items()}
-    after = {k: replay.summarize(r, start=split) for k, r in results.items()} if split else None
+    # every policy's mean over the same days: those all of them scored
+    same = replay.common_days(results.values())
+    summaries = {k: replay.summarize(r, scored_on=same) for k, r in results.items()}
+    after = (
+        {k: replay.summarize(r, start=split, scored_on=same) for k, r in results.items()} if split else None
+    )
     figures = {
         "from": start.isoformat(),
         "to": end.isoformat(),
@@ -373,6 +390,15 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--json", action="store_true")
     sp.add_argument("--no-reference", action="store_true", help="check the YAML rules only")
     sp.set_defaults(func=_validate)
+
+    sp = sub.add_parser(
+        "check-config",
+        help="dry run: what the defaults would do with a dataset's first weeks (nothing written)",
+    )
+    sp.add_argument("dataset", help="a dataset name or the path of its YAML")
+    sp.add_argument("--days", type=int, default=28, help="days after the original window to check (28)")
+    sp.add_argument("--json", action="store_true")
+    sp.set_defaults(func=_check_config)
 
     sp = sub.add_parser("champion", help="which version was champion after a date's run")
     dataset_arg(sp)

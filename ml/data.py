@@ -12,7 +12,7 @@ import logging
 import shutil
 from collections.abc import Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ml.config import Settings
 from ml.exceptions import BatchMissingError, UnreadableBatchError
@@ -64,7 +64,7 @@ def read_files(files: Iterable[Path]) -> pd.DataFrame:
         if f.stat().st_size == 0:
             raise UnreadableBatchError(f"{f}: the file is empty (0 bytes). Expected a parquet file.")
         try:
-            frames.append(pq.read_table(f).to_pandas())
+            frames.append(_plain_dates(pq.read_table(f).to_pandas()))
         except Exception as exc:  # pyarrow raises several types for a bad file
             raise UnreadableBatchError(
                 f"{f}: cannot be read as parquet ({type(exc).__name__}: {exc})."
@@ -72,6 +72,48 @@ def read_files(files: Iterable[Path]) -> pd.DataFrame:
     if not frames:
         return pd.DataFrame()
     return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+
+
+def write_partition_file(frame: pd.DataFrame, path: Path, date_column: str) -> Path:
+    """Write a day's data file atomically (a hidden temporary file, fsync, rename), its date column as
+    dictionary-encoded strings: the type pyarrow and pandas give the `date=` folder key, so the whole lake
+    reads as one hive-partitioned dataset (`pd.read_parquet(<lake>/<dataset>)`) instead of failing with
+    "Unable to merge: Field date has incompatible types". `read_files` gives plain strings back."""
+    import os
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    if date_column in table.column_names:
+        i = table.column_names.index(date_column)
+        values = [
+            None if v is None else v if isinstance(v, str) else _iso_day(v)
+            for v in table.column(i).to_pylist()
+        ]
+        dates = pa.array(values, type=pa.string()).dictionary_encode()
+        dates = dates.cast(pa.dictionary(pa.int32(), pa.string()))
+        table = table.set_column(i, pa.field(date_column, dates.type), dates)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    pq.write_table(table, tmp)
+    with open(tmp, "rb") as fh:
+        os.fsync(fh.fileno())
+    tmp.replace(path)
+    return path
+
+
+def _iso_day(value: Any) -> str:
+    """A date, datetime or Timestamp as 'YYYY-MM-DD' (the day the folder names)."""
+    return value.date().isoformat() if isinstance(value, dt.datetime) else value.isoformat()[:10]
+
+
+def _plain_dates(frame: pd.DataFrame) -> pd.DataFrame:
+    """Dictionary-encoded string columns (the lake's date column, `write_partition_file`) as plain values."""
+    import pandas as pd
+
+    coded = [c for c in frame.columns if isinstance(frame[c].dtype, pd.CategoricalDtype)]
+    return frame.astype({c: object for c in coded}) if coded else frame
 
 
 def read_batch(settings: Settings, day: dt.date) -> pd.DataFrame:

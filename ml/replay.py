@@ -265,18 +265,23 @@ def _mean(values: Iterable[float | None]) -> float | None:
 
 
 def summarize(
-    result: Mapping[str, Any], start: dt.date | None = None, end: dt.date | None = None
+    result: Mapping[str, Any],
+    start: dt.date | None = None,
+    end: dt.date | None = None,
+    *,
+    scored_on: set[str] | None = None,
 ) -> dict[str, Any]:
     """Per-policy figures over the days in [start, end] (default: all): mean daily AUC and accuracy of the
-    serving champion (days it scored), retrains (bootstrap excluded), training CPU s (train + evaluate +
-    promote/reject), promotions, rejections, promotions that made the next days worse."""
+    serving champion (days it scored; only those in `scored_on` when given, so policies are compared on the
+    same days: `common_days`), retrains (bootstrap excluded), training CPU s (train + evaluate +
+    promote/reject), promotions, rejections, promotions that made the next days worse, quarantined days."""
 
     def inside(day: str) -> bool:
         d = dt.date.fromisoformat(day)
         return (start is None or d >= start) and (end is None or d <= end)
 
     rows = [r for r in result["days"] if inside(r["day"])]
-    scored = [r for r in rows if r["auc"] is not None]
+    scored = [r for r in rows if r["auc"] is not None and (scored_on is None or r["day"] in scored_on)]
     retrains = [r for r in rows if r["trained"] and not r["bootstrap"]]
     effects = [p for p in result.get("promotions", []) if inside(p["day"])]
     return {
@@ -293,6 +298,12 @@ def summarize(
         "worse_next_days": sum(1 for p in effects if p["worse"]),
         "quarantined": sum(1 for r in rows if r["status"] == "quarantined"),
     }
+
+
+def common_days(results: Iterable[Mapping[str, Any]]) -> set[str]:
+    """The days every replay scored (a quarantine under one policy's champion leaves a day out of all)."""
+    sets = [{r["day"] for r in result["days"] if r["auc"] is not None} for result in results]
+    return set.intersection(*sets) if sets else set()
 
 
 CHOICE_RULE = (

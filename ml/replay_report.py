@@ -32,13 +32,14 @@ def format_table(summaries: Sequence[Mapping[str, Any]]) -> str:
         return "n/a" if value is None else f"{value:.{digits}f}"
 
     lines = [
-        "| policy | days scored | mean AUC | mean accuracy | retrains | training CPU s | promoted | rejected "
-        f"| promotions worse over the next {HORIZON_DAYS} days |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| policy | days scored | quarantined | mean AUC | mean accuracy | retrains | training CPU s | promoted "
+        f"| rejected | promotions worse over the next {HORIZON_DAYS} days |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for m in summaries:
         lines.append(
-            f"| {m['label']} | {m['days_scored']} | {num(m['mean_auc'], 4)} | {num(m['mean_accuracy'], 4)} "
+            f"| {m['label']} | {m['days_scored']} | {m['quarantined']} | {num(m['mean_auc'], 4)} "
+            f"| {num(m['mean_accuracy'], 4)} "
             f"| {m['retrains']} | {m['train_cpu_s']:.0f} | {m['promotions']} | {m['rejected']} "
             f"| {m['worse_next_days']} |"
         )

@@ -32,7 +32,8 @@ def status(settings: Settings, *, registry: bool = True) -> dict[str, Any]:
 
     Returns: {"dataset", "registered_model", "champion": {"version", "alias_version", "alias_drift",
     "holdout_metrics", "trained_on", "promoted_on"} | None, "last_processed", "days_run", "accepted", "quarantined",
-    "drift_days", "retrains", "promotions", "rejections", "failures"}.
+    "drift_days", "retrains", "promotions", "rejections", "bootstrap", "failures"}: retrains, promotions
+    and rejections leave out the first champion's training (the bootstrap day), as the replay does.
     """
     h = History(settings.history_url)
     rows = h.days(settings.name)
@@ -79,9 +80,11 @@ def status(settings: Settings, *, registry: bool = True) -> dict[str, Any]:
         "accepted": sum(r["status"] == "accepted" for r in rows),
         "quarantined": sum(r["status"] == "quarantined" for r in rows),
         "drift_days": sum(bool(r.get("dataset_drift")) for r in rows),
-        "retrains": sum(r.get("decision") in ("retrain", "bootstrap") for r in rows),
-        "promotions": sum(r.get("promotion") == "promoted" for r in rows),
-        "rejections": sum(r.get("promotion") == "rejected" for r in rows),
+        # as the replay counts them: the first champion's training (the bootstrap) is not a retrain
+        "retrains": sum(r.get("decision") == "retrain" for r in rows),
+        "promotions": sum(r.get("decision") == "retrain" and r.get("promotion") == "promoted" for r in rows),
+        "rejections": sum(r.get("decision") == "retrain" and r.get("promotion") == "rejected" for r in rows),
+        "bootstrap": next((r["day"] for r in rows if r.get("decision") == "bootstrap"), None),
         "failures": sum(bool(r.get("error")) for r in rows),
     }
 
@@ -122,7 +125,12 @@ def format_status(st: dict[str, Any]) -> str:
         f"last processed     {st['last_processed']}",
         f"days run           {st['days_run']}  (accepted {st['accepted']}, quarantined {st['quarantined']})",
         f"drift days         {st['drift_days']}",
-        f"retrains           {st['retrains']}  (promoted {st['promotions']}, rejected {st['rejections']})",
+        f"retrains           {st['retrains']}  (promoted {st['promotions']}, rejected {st['rejections']}"
+        + (
+            f"; the first champion, trained on {st['bootstrap']}, is not counted)"
+            if st.get("bootstrap")
+            else ")"
+        ),
         f"failed runs        {st['failures']}",
     ]
     return "\n".join(lines)

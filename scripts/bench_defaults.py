@@ -149,9 +149,13 @@ def flag_rates(quick: bool) -> list[dict[str, Any]]:
                 drift_share=0.5,
             )
             seconds = time.perf_counter() - started
-            tests = {c: calibration._stattest(v["method"], c in s.categorical) for c, v in cal["columns"].items()}
+            tests = {
+                c: calibration._stattest(v["method"], c in s.categorical) for c, v in cal["columns"].items()
+            }
 
-            def share(day: dt.date, limits: dict[str, float]) -> bool:
+            def share(
+                day: dt.date, limits: dict[str, float], tests=tests, reference=reference, s=s, frames=frames
+            ) -> bool:
                 n = 0
                 for col, test in tests.items():
                     score = calibration._score(test, reference[col], frames[day][col], col in s.categorical)
@@ -197,7 +201,9 @@ def replays(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
         stream = synthetic.stream_spec(s)
         onsets[name] = (stream.drift.onset, stream.rows_per_day, len(s.features), stream)
         jobs.append(
-            replay_jobs.Job(name, name, "drift", s.original_start, stream.end, datasets=datasets, source_lake=lake)
+            replay_jobs.Job(
+                name, name, "drift", s.original_start, stream.end, datasets=datasets, source_lake=lake
+            )
         )
     jobs.sort(key=lambda j: -onsets[j.key][1])  # the largest batches first
     results = replay_jobs.run_jobs(jobs, root / "replays", parallel=args.parallel, echo=print)
@@ -265,7 +271,9 @@ def report(flags: list[dict[str, Any]], flows: dict[str, dict[str, Any]]) -> str
         for name, r in flows.items():
             delay = "not detected" if r["delay"] is None else f"{r['delay']} batches"
             retrain = (
-                "none" if r["first_retrain"] is None else f"{r['first_retrain']} ({r['first_retrain_batches']} batches)"
+                "none"
+                if r["first_retrain"] is None
+                else f"{r['first_retrain']} ({r['first_retrain_batches']} batches)"
             )
             lines.append(
                 f"| {name} | {r['rows']:,} | {r['features']} | {r['start']} | {r['kind']} | {r['quarantined']} of "

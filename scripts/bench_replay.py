@@ -352,9 +352,12 @@ def bench(args: argparse.Namespace) -> None:
     first_scored = min(
         dt.date.fromisoformat(d["day"]) for r in flights.values() for d in r["days"] if d["auc"] is not None
     )
-    full = {k: replay.summarize(flights[k]) for k in order}
-    test = {k: replay.summarize(flights[k], start=split) for k in order}
-    tune_period = {k: replay.summarize(flights[k], end=split - dt.timedelta(days=1)) for k in order}
+    same = replay.common_days(flights.values())  # every policy's mean AUC over the same days
+    full = {k: replay.summarize(flights[k], scored_on=same) for k in order}
+    test = {k: replay.summarize(flights[k], start=split, scored_on=same) for k in order}
+    tune_period = {
+        k: replay.summarize(flights[k], end=split - dt.timedelta(days=1), scored_on=same) for k in order
+    }
     detections = {name: replay.detection(results[name], onsets[name]["onset"]) for name in onsets}
     airflow = _airflow(Path(args.airflow_json))
     plot = replay_report.plot_auc(

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ml.config import Settings
+from ml.data import write_partition_file
 
 log = logging.getLogger(__name__)
 
@@ -102,10 +103,7 @@ def prepare(settings: Settings, *, force: bool = False, progress: bool = True) -
         if target.exists() and not force:
             skipped += 1
             continue
-        partition.mkdir(parents=True, exist_ok=True)
-        tmp = partition / ".part-0.parquet.tmp"
-        day[columns].reset_index(drop=True).to_parquet(tmp, index=False)
-        tmp.replace(target)
+        write_partition_file(day[columns].reset_index(drop=True), target, settings.date_column)
         written += 1
     summary = PrepareSummary(
         rows_in=counts["rows_in"],

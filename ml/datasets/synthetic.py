@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ml.config import Settings
+from ml.data import write_partition_file
 from ml.exceptions import ConfigError
 
 if TYPE_CHECKING:
@@ -193,7 +194,9 @@ def stream_spec(settings: Settings) -> Stream:
     rows = int(_number(raw.get("rows_per_day", 1000), "synthetic.rows_per_day", path))
     day_effect = _number(raw.get("day_effect", 0.0), "synthetic.day_effect", path)
     if day_effect < 0:
-        raise ConfigError(f"{path}: synthetic.day_effect: expected standard deviations >= 0. Got {day_effect}.")
+        raise ConfigError(
+            f"{path}: synthetic.day_effect: expected standard deviations >= 0. Got {day_effect}."
+        )
     if days < 1 or rows < 1:
         raise ConfigError(
             f"{path}: synthetic.days and synthetic.rows_per_day must be at least 1. Got {days}, {rows}."
@@ -418,10 +421,7 @@ def prepare(settings: Settings, *, force: bool = False, progress: bool = True) -
             skipped += 1
             continue
         frame = generate_day(settings, stream, day)
-        partition.mkdir(parents=True, exist_ok=True)
-        tmp = partition / ".part-0.parquet.tmp"
-        frame.to_parquet(tmp, index=False)
-        tmp.replace(target)
+        write_partition_file(frame, target, settings.date_column)
         written += 1
         rows += len(frame)
     summary = PrepareSummary(

@@ -107,6 +107,13 @@ def test_summary_means_counts_and_periods():
     )
     early = replay.summarize(result, end=D + dt.timedelta(days=2))
     assert (early["days_scored"], early["retrains"]) == (1, 0)
+    # another policy quarantined day 5 under its champion: both are compared on days 1 and 3 only
+    other = {**result, "days": [*rows[:5], _day(5, status="quarantined", champion=3)]}
+    same = replay.common_days([result, other])
+    assert same == {rows[1]["day"], rows[3]["day"]}
+    m = replay.summarize(result, scored_on=same)
+    assert (m["days_scored"], m["mean_auc"]) == (2, pytest.approx((0.70 + 0.60) / 2))
+    assert "| every 2 days | 2 | 1 | 0.6500 |" in replay_report.format_table([m])
 
 
 def test_next_days_effect_compares_on_the_same_days():
