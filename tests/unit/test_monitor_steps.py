@@ -60,6 +60,7 @@ def delayed_labels(dw_env, monkeypatch, add_partitions):
         DRIFTWATCH__LABEL_DELAY_DAYS="3",
         DRIFTWATCH__THRESHOLDS__COOLDOWN_DAYS="0",
         DRIFTWATCH__THRESHOLDS__MIN_NEW_ROWS="0",
+        DRIFTWATCH__THRESHOLDS__MIN_NEW_DAYS="0",
         DRIFTWATCH__THRESHOLDS__QUALITY_DROP="-0.05",
     )  # any estimate triggers a retrain
     assert s.label_delay_days == 3
@@ -173,6 +174,7 @@ def test_a_bias_violation_can_trigger_a_retrain(dw_env, monkeypatch, add_partiti
         DRIFTWATCH__MONITORING__BIAS__ACTION="retrain",
         DRIFTWATCH__THRESHOLDS__COOLDOWN_DAYS="0",
         DRIFTWATCH__THRESHOLDS__MIN_NEW_ROWS="0",
+        DRIFTWATCH__THRESHOLDS__MIN_NEW_DAYS="0",
         DRIFTWATCH__THRESHOLDS__QUALITY_DROP="1.0",
         DRIFTWATCH__THRESHOLDS__DRIFT_SHARE="1.0",
     )
