@@ -47,6 +47,7 @@ GRID = [(0.5, 0.05, 7), (0.5, 0.08, 7), (0.5, 0.05, 14), (0.5, 0.08, 14), (0.5, 
 
 # streams with a known onset: the bundled YAML (abrupt covariate drift) and variants of its drift section
 SYNTHETIC_BASE = "synthetic_abrupt"
+CALIBRATED = {"drift.calibrate": True, "drift.columns": {}}
 SYNTHETIC_VARIANTS: dict[str, dict[str, Any]] = {
     "synthetic_none": {"days": 121, "drift": {"kind": "none"}},
     "synthetic_abrupt": {"days": 75},
@@ -324,6 +325,18 @@ def bench(args: argparse.Namespace) -> None:
                 ),
             )
         )
+    # the defaults a new dataset gets (issue 18): calibrated drift thresholds instead of flights.yaml's
+    # measured drift.columns, and the AUC drop beyond the day's noise
+    jobs.append(
+        replay_jobs.Job(
+            "drift-calibrated",
+            args.dataset,
+            "drift",
+            start,
+            end,
+            overrides=CALIBRATED,
+        )
+    )
     jobs += [
         replay_jobs.Job("every-7", args.dataset, "every-7", start, end),
         replay_jobs.Job("every-30", args.dataset, "every-30", start, end),
@@ -346,6 +359,8 @@ def bench(args: argparse.Namespace) -> None:
     for key, r in flights.items():
         if key == "drift":
             r["label"] = f"drift-triggered, flights.yaml ({_thresholds(None, yaml_t)})"
+        elif key == "drift-calibrated":
+            r["label"] = "drift-triggered, calibrated thresholds (drift.calibrate: true, no drift.columns)"
         elif key == "drift-tuned":
             r["label"] = f"drift-triggered, tuned on Jan-Apr ({_thresholds(jobs[2].overrides, yaml_t)})"
     order = [j.key for j in jobs if j.key in flights]

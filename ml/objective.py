@@ -1,0 +1,226 @@
+"""What a model is judged on, per task: binary, multiclass, regression. Pure: arrays in, numbers out.
+
+The daily flow judges a model in three places: the quality trigger (how much worse the champion does on the
+day's labels than on its holdout, beyond the day's noise), the promotion gate (a paired bootstrap of the
+challenger's gain on the same holdout rows, with guardrails) and the reports. Each needs, per task, the
+metrics, which one is primary and in which direction it improves, its sampling noise on a batch, and the
+paired bootstrap of its difference. This module declares them once:
+
+    task        primary (direction)     guardrail          also reported
+    binary      roc_auc (higher)        log_loss           accuracy, f1, brier, positive_rate
+    multiclass  macro_f1 (higher)       log_loss           accuracy, per-class rate
+    regression  rmse (lower)            mae                r2, mean prediction, mean label
+
+`pred` is what the model gives per row: the positive class's probability (binary), a probability per class
+in `classes` order (multiclass, an n x k array), the predicted value (regression).
+
+Not wired into the flow yet: the daily tasks, the registry, the monitors and the model server still assume
+a binary task (issue 18's `task:` key is the next step); `test_objective.py` pins that the binary figures
+here equal those the flow computes today (ml/evaluate.py), so the switch cannot move a decision.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+TASKS = ("binary", "multiclass", "regression")
+LABELS = {"roc_auc": "AUC", "macro_f1": "macro F1", "rmse": "RMSE"}
+
+
+@dataclass(frozen=True)
+class Objective:
+    task: str
+    classes: tuple[Any, ...] = ()  # multiclass: the label values, in the order of the probability columns
+
+    def __post_init__(self) -> None:
+        if self.task not in TASKS:
+            raise ValueError(f"task: expected one of {' | '.join(TASKS)}. Got {self.task!r}.")
+        if self.task == "multiclass" and len(self.classes) < 3:
+            raise ValueError(
+                f"task multiclass: expected 3 classes or more (2 is a binary task). Got {list(self.classes)}."
+            )
+
+    @property
+    def primary(self) -> str:
+        return {"binary": "roc_auc", "multiclass": "macro_f1", "regression": "rmse"}[self.task]
+
+    @property
+    def guardrail(self) -> str:
+        return "mae" if self.task == "regression" else "log_loss"
+
+    @property
+    def higher_is_better(self) -> bool:
+        return self.task != "regression"
+
+    @property
+    def label(self) -> str:
+        """How reports and plots name the primary metric."""
+        return LABELS[self.primary]
+
+    def metrics(self, y: Any, pred: Any) -> dict[str, float | None]:
+        """Every metric of the task on labelled rows (`y` the labels, `pred` as in the module doc)."""
+        import numpy as np
+
+        if self.task == "binary":
+            from ml.evaluate import classification_metrics
+
+            return classification_metrics(np.asarray(y), np.asarray(pred))
+        if self.task == "multiclass":
+            return _multiclass(np.asarray(y), np.asarray(pred, dtype="float64"), self.classes)
+        return _regression(np.asarray(y, dtype="float64"), np.asarray(pred, dtype="float64"))
+
+    def value(self, y: Any, pred: Any) -> float | None:
+        """The primary metric (None when it cannot be computed: a one-class binary batch)."""
+        import numpy as np
+
+        if self.task == "binary":
+            from ml.evaluate import auc
+
+            return auc(np.asarray(y).astype(int), np.asarray(pred, dtype="float64"))
+        if self.task == "multiclass":
+            return _macro_f1(
+                _index(np.asarray(y), self.classes), np.asarray(pred).argmax(axis=1), len(self.classes)
+            )
+        y, pred = np.asarray(y, dtype="float64"), np.asarray(pred, dtype="float64")
+        return float(np.sqrt(np.mean((y - pred) ** 2))) if len(y) else None
+
+    def gain(self, base: float, new: float) -> float:
+        """How much better `new` is than `base` on the primary metric (positive: better)."""
+        return new - base if self.higher_is_better else base - new
+
+    def drop(self, reference: float, batch: float) -> float:
+        """How much worse a batch is than the reference (the quality trigger; positive: worse). For RMSE a
+        relative change (0.10: 10% larger errors), so `thresholds.quality_drop` reads alike across units."""
+        if self.task == "regression":
+            return (batch - reference) / reference if reference > 0 else math.inf * (batch > reference)
+        return reference - batch
+
+    def paired_bootstrap(
+        self,
+        y: Any,
+        base: Any,
+        new: Any,
+        *,
+        resamples: int = 1000,
+        confidence: float = 0.95,
+        seed: int = 0,
+    ) -> dict[str, float]:
+        """Confidence interval of the gain of `new` over `base` (both scored on each resample of the rows).
+        Binary: ml.evaluate.paired_bootstrap_auc itself (the promotion gate's numbers, unchanged)."""
+        import numpy as np
+
+        if self.task == "binary":
+            from ml.evaluate import paired_bootstrap_auc
+
+            return paired_bootstrap_auc(
+                np.asarray(y),
+                np.asarray(base),
+                np.asarray(new),
+                resamples=resamples,
+                confidence=confidence,
+                seed=seed,
+            )
+        y, base, new = np.asarray(y), np.asarray(base), np.asarray(new)
+        delta = self.gain(self._value(y, base), self._value(y, new))
+        rng = np.random.default_rng(seed)
+        n = len(y)
+        diffs = np.empty(resamples)
+        for i in range(resamples):
+            idx = rng.integers(0, n, n)
+            diffs[i] = self.gain(self._value(y[idx], base[idx]), self._value(y[idx], new[idx]))
+        alpha = (1 - confidence) / 2
+        low, high = np.quantile(diffs, [alpha, 1 - alpha])
+        return {"delta": float(delta), "low": float(low), "high": float(high), "resamples": resamples}
+
+    def standard_error(self, y: Any, pred: Any, *, resamples: int = 200, seed: int = 0) -> float | None:
+        """The sampling noise of the primary metric on these rows: Hanley & McNeil for the AUC, a bootstrap
+        otherwise (for RMSE in the relative units of `drop`)."""
+        import numpy as np
+
+        y, pred = np.asarray(y), np.asarray(pred)
+        if self.task == "binary":
+            from ml.evaluate import auc_standard_error
+
+            value = self.value(y, pred)
+            positives = int(np.asarray(y).astype(int).sum())
+            return None if value is None else auc_standard_error(value, positives, len(y) - positives)
+        if len(y) < 2:
+            return None
+        rng = np.random.default_rng(seed)
+        values = []
+        for _ in range(resamples):
+            idx = rng.integers(0, len(y), len(y))
+            values.append(self._value(y[idx], pred[idx]))
+        sd = float(np.std(values, ddof=1))
+        if self.task == "regression":
+            center = self._value(y, pred)
+            return sd / center if center > 0 else None
+        return sd
+
+    def _value(self, y: Any, pred: Any) -> float:
+        value = self.value(y, pred)
+        if value is None:
+            raise ValueError(f"{self.task}: the primary metric {self.primary} is undefined on these rows")
+        return value
+
+
+def _index(y: Any, classes: Sequence[Any]) -> Any:
+    """Labels as positions in `classes` (-1 for a label not among them: never predicted, always wrong)."""
+    import numpy as np
+
+    lookup = {c: i for i, c in enumerate(classes)}
+    return np.asarray([lookup.get(v, -1) for v in y.tolist()], dtype="int64")
+
+
+def _macro_f1(y: Any, predicted: Any, k: int) -> float:
+    """The mean F1 over the k classes (a class absent from both labels and predictions scores 0)."""
+    import numpy as np
+
+    scores = []
+    for c in range(k):
+        tp = float(np.sum((predicted == c) & (y == c)))
+        fp = float(np.sum((predicted == c) & (y != c)))
+        fn = float(np.sum((predicted != c) & (y == c)))
+        scores.append(0.0 if tp == 0 else 2 * tp / (2 * tp + fp + fn))
+    return float(np.mean(scores))
+
+
+def _multiclass(y: Any, proba: Any, classes: Sequence[Any]) -> dict[str, float | None]:
+    import numpy as np
+    from sklearn.metrics import log_loss
+
+    index = _index(y, classes)
+    predicted = proba.argmax(axis=1)
+    known = index >= 0
+    clipped = np.clip(proba, 1e-7, 1.0)
+    out: dict[str, float | None] = {
+        "macro_f1": _macro_f1(index, predicted, len(classes)),
+        "accuracy": float(np.mean(predicted == index)) if len(y) else None,
+        "log_loss": float(log_loss(index[known], clipped[known], labels=list(range(len(classes)))))
+        if known.any()
+        else None,
+        "rows": int(len(y)),
+    }
+    for i, c in enumerate(classes):
+        out[f"rate_{c}"] = float(np.mean(index == i)) if len(y) else None
+    return out
+
+
+def _regression(y: Any, pred: Any) -> dict[str, float | None]:
+    import numpy as np
+
+    if not len(y):
+        return {"rmse": None, "mae": None, "r2": None, "mean_prediction": None, "mean_label": None, "rows": 0}
+    errors = y - pred
+    total = float(np.sum((y - y.mean()) ** 2))
+    return {
+        "rmse": float(np.sqrt(np.mean(errors**2))),
+        "mae": float(np.mean(np.abs(errors))),
+        "r2": 1 - float(np.sum(errors**2)) / total if total > 0 else None,
+        "mean_prediction": float(pred.mean()),
+        "mean_label": float(y.mean()),
+        "rows": int(len(y)),
+    }
