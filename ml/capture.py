@@ -140,7 +140,14 @@ class BufferedWriter:
                 frames, self._buffer = self._buffer, []
             if not frames:
                 return []
-            frame = _frame_of(frames)
+            try:
+                frame = _frame_of(frames)
+            except Exception as exc:  # noqa: BLE001 - never lose the interval's records, never kill the thread
+                self.stats.last_error = f"{type(exc).__name__}: {exc}"
+                log.error("capture: could not assemble %d buffered batches (%s); will retry", len(frames), exc)
+                with self._lock:
+                    self._buffer[:0] = frames
+                return []
             written: list[Path] = []
             parts: dict[str, pd.DataFrame] = {}
             try:

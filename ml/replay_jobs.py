@@ -155,8 +155,12 @@ def run_jobs(jobs: Sequence[Job], root: Path, *, parallel: int = 1, echo=print) 
                 continue
             running.remove(item)
             if proc.returncode != 0 or not out.is_file():
-                failed.append(f"{job.key} (exit {proc.returncode}, log {out.parent / LOG_FILE})")
-                echo(f"replay {job.key}: FAILED, see {out.parent / LOG_FILE}")
+                log_path = out.parent / LOG_FILE
+                error = last_error(log_path)
+                failed.append(
+                    f"{job.key} (exit {proc.returncode}: {error or 'no error line'}; log {log_path})"
+                )
+                echo(f"replay {job.key}: FAILED: {error or 'no error line in the log'} (see {log_path})")
                 continue
             result = json.loads(out.read_text())
             result["process_wall_s"] = round(time.perf_counter() - t0, 1)
@@ -165,6 +169,18 @@ def run_jobs(jobs: Sequence[Job], root: Path, *, parallel: int = 1, echo=print) 
     if failed:
         raise RuntimeError("replays failed: " + "; ".join(failed))
     return results
+
+
+def last_error(log: Path) -> str | None:
+    """The last exception line of a replay's log ("ModelError: ..."), so a failure says what failed."""
+    import re
+
+    if not log.is_file():
+        return None
+    lines = log.read_text(errors="replace").splitlines()
+    pattern = re.compile(r"^(?:[\w.]+\.)?\w*(?:Error|Exception|Exit|Interrupt)\b(?::\s.*)?$")
+    found = next((line for line in reversed(lines) if pattern.match(line.strip())), None)
+    return None if found is None else found.strip()[:500]
 
 
 def _worker(spec: Mapping[str, Any]) -> None:

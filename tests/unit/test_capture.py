@@ -80,6 +80,17 @@ def test_a_failed_write_keeps_the_records_for_the_next_flush(live, monkeypatch):
     assert len(capture.read_capture(live, DAY)) == 3
 
 
+def test_buffered_records_that_cannot_be_assembled_are_kept_not_lost(live, monkeypatch):
+    w = capture.capture_writer(live)
+    w.add(records(live, DAY, 3))
+    real = capture._frame_of
+    monkeypatch.setattr(capture, "_frame_of", lambda b: (_ for _ in ()).throw(ValueError("ragged columns")))
+    assert w.flush() == [] and w.stats.buffered == 3 and "ragged columns" in (w.stats.last_error or "")
+    monkeypatch.setattr(capture, "_frame_of", real)
+    assert len(w.flush()) == 1 and w.stats.buffered == 0
+    assert len(capture.read_capture(live, DAY)) == 3
+
+
 def test_sampling_is_decided_by_the_inference_id():
     ids = [f"id-{i}" for i in range(4000)]
     picked = [i for i in ids if capture.sampled(i, 25)]

@@ -331,3 +331,18 @@ def test_run_jobs_refuses_a_range_without_partitions(tmp_path, dw_env):
     with pytest.raises(FileNotFoundError, match="no partitions of flights"):
         replay_jobs.run_jobs([job], tmp_path / "runs", echo=lambda m: None)
     assert not os.path.exists(Path(tmp_path / "runs" / "bad" / replay_jobs.RESULT_FILE))
+
+
+def test_a_failed_replay_says_what_failed(tmp_path):
+    log = tmp_path / "replay.log"
+    log.write_text(
+        "2026-12-06 INFO ml.runner: 1949-02-01 detect_drift\n"
+        "Traceback (most recent call last):\n"
+        '  File "x.py", line 1, in <module>\n'
+        "mlflow.exceptions.MlflowException: Invalid value -658627200000 for parameter 'metrics[0].timestamp'\n"
+        "2026-12-06 INFO ml.replay: stopped\n"
+    )
+    assert replay_jobs.last_error(log) == (
+        "mlflow.exceptions.MlflowException: Invalid value -658627200000 for parameter 'metrics[0].timestamp'"
+    )
+    assert replay_jobs.last_error(tmp_path / "missing.log") is None
