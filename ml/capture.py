@@ -144,7 +144,9 @@ class BufferedWriter:
                 frame = _frame_of(frames)
             except Exception as exc:  # noqa: BLE001 - never lose the interval's records, never kill the thread
                 self.stats.last_error = f"{type(exc).__name__}: {exc}"
-                log.error("capture: could not assemble %d buffered batches (%s); will retry", len(frames), exc)
+                log.error(
+                    "capture: could not assemble %d buffered batches (%s); will retry", len(frames), exc
+                )
                 with self._lock:
                     self._buffer[:0] = frames
                 return []
