@@ -36,8 +36,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from ml.exceptions import ConfigError
+
 if TYPE_CHECKING:
     import pandas as pd
+
+    from ml.config import Settings
+
+OVERRIDE_KEYS = ("method", "threshold")  # what drift.columns may say about a column
 
 DISTANCE_METHODS = ("wasserstein", "jensenshannon", "hellinger", "kl_div", "psi", "ed")
 MAX_DAYS = 60  # reference days used as null samples (a seeded choice above this)
@@ -45,7 +51,7 @@ MIN_DAYS = 8  # fewer reference days: random batch-sized samples instead
 RANDOM_SAMPLES = 60
 SIMULATED_DAYS = 20_000  # drift-free days drawn to find the per-column rate (common_rate)
 SCORE_FLOOR = 1e-6  # scores at 0 (an identical day) before the log
-VERSION = 3  # bump when the calculation changes: cached calibrations are recomputed
+VERSION = 4  # bump when the calculation changes: cached calibrations are recomputed
 
 
 def column_rate(false_alarm_rate: float, drift_share: float) -> float:
@@ -308,3 +314,53 @@ def _score(test: Any, reference: pd.Series, current: pd.Series, categorical: boo
     kind = ColumnType.Categorical if categorical else ColumnType.Numerical
     result = test(reference, current, kind, None)
     return float(result.drift_score)
+
+
+def column_overrides(settings: Settings, *, with_prediction: bool) -> dict[str, dict[str, Any]]:
+    """`settings.drift_columns`, checked: known column, known keys, a method Evidently has for its type."""
+    from evidently.legacy.calculations.stattests.registry import get_registered_stattest
+    from evidently.legacy.core import ColumnType
+
+    key = f"{settings.yaml_path}: drift.columns"
+    allowed_columns = [*settings.features, "prediction"]
+    out: dict[str, dict[str, Any]] = {}
+    for col, spec in (settings.drift_columns or {}).items():
+        if col not in allowed_columns:
+            raise ConfigError(
+                f"{key}.{col}: not a feature of {settings.name}. Allowed: {repr(allowed_columns[:8])} "
+                f"(or {'prediction'!r} for the champion's scores)."
+            )
+        if not isinstance(spec, Mapping):
+            raise ConfigError(
+                f"{key}.{col}: expected a mapping with 'method' and/or 'threshold'. Got {spec!r}."
+            )
+        unknown = sorted(set(spec) - set(OVERRIDE_KEYS))
+        if unknown:
+            raise ConfigError(f"{key}.{col}: unknown keys {unknown[:5]}. Allowed: {list(OVERRIDE_KEYS)}.")
+        checked: dict[str, Any] = {}
+        if spec.get("method") is not None:
+            kind = ColumnType.Categorical if col in settings.categorical else ColumnType.Numerical
+            try:
+                get_registered_stattest(str(spec["method"]), kind)
+            except ValueError as exc:
+                raise ConfigError(f"{key}.{col}.method: {exc}") from None
+            checked["method"] = str(spec["method"])
+        if spec.get("threshold") is not None:
+            try:
+                checked["threshold"] = float(spec["threshold"])
+            except (TypeError, ValueError):
+                raise ConfigError(
+                    f"{key}.{col}.threshold: expected a number. Got {spec['threshold']!r}."
+                ) from None
+        if col != "prediction" or with_prediction:
+            out[col] = checked
+    return out
+
+
+def method_names() -> dict[str, str]:
+    """Evidently stat-test display name -> id (e.g. 'Jensen-Shannon distance' -> 'jensenshannon')."""
+    from evidently.legacy.calculations import stattests
+    from evidently.legacy.calculations.stattests.registry import StatTest
+
+    tests = (getattr(stattests, name) for name in dir(stattests))
+    return {t.display_name: t.name for t in tests if isinstance(t, StatTest)}

@@ -21,6 +21,7 @@ from typing import Any
 import yaml
 
 from ml.exceptions import ConfigError
+from ml.objective import TASKS, Objective
 from ml.schema import (
     MONITOR_ACTIONS,
     NOVELTY_ACTIONS,
@@ -118,6 +119,13 @@ class Settings:
     retries: Retries = field(default_factory=Retries)
     serving: Serving = field(default_factory=Serving)
     drift: Drift = field(default_factory=Drift)
+    task: str = "binary"  # binary | multiclass | regression (ml/objective.py)
+    classes: tuple[Any, ...] = ()  # multiclass: label.classes, in order
+
+    @property
+    def objective(self) -> Objective:
+        """What the models of this dataset are judged on (metrics, primary metric, noise, bootstrap)."""
+        return Objective(self.task, self.classes)
 
     def labels_known(self, day: dt.date, on: dt.date) -> bool:
         """True when the labels of `day` may be read by the run of `on`."""
@@ -285,6 +293,20 @@ def load_settings(dataset: str | Path, environ: Mapping[str, str] | None = None)
     label = raw["label"]
     if not isinstance(label, Mapping) or "column" not in label:
         raise ConfigError(f"{p}: label: expected a mapping with 'column' and 'positive'. Got {label!r}.")
+    task = str(raw.get("task") or "binary")
+    if task not in TASKS:
+        raise ConfigError(f"{p}: task: expected one of {' | '.join(TASKS)}. Got {task!r}.")
+    classes = label.get("classes")
+    if task == "multiclass":
+        if not isinstance(classes, list) or len(classes) < 3 or len(set(map(str, classes))) != len(classes):
+            raise ConfigError(
+                f"{p}: label.classes: a multiclass task needs its classes, 3 or more distinct values in the order "
+                f"of the model's probabilities, e.g. [on_time, late, very_late]. Got {classes!r}."
+            )
+    elif classes is not None:
+        raise ConfigError(f"{p}: label.classes: only for task: multiclass (this task is {task}).")
+    if task != "binary" and "positive" in label:
+        raise ConfigError(f"{p}: label.positive: only for task: binary (this task is {task}).")
     features = raw["features"]
     if not isinstance(features, Mapping):
         raise ConfigError(f"{p}: features: expected a mapping with 'numeric' and 'categorical'.")
@@ -407,6 +429,11 @@ def load_settings(dataset: str | Path, environ: Mapping[str, str] | None = None)
     for key in ("poll_seconds", "flush_seconds", "settle_seconds"):
         if getattr(serving, key) <= 0:
             raise ConfigError(f"{p}: serving.{key}: expected seconds > 0. Got {getattr(serving, key)}.")
+    if task != "binary" and label_delay > 0:
+        raise ConfigError(
+            f"{p}: label_delay_days: labels arriving after the batch are supported for binary tasks only (the "
+            f"delayed-label monitors estimate a binary classifier's quality); this task is {task}. Got {label_delay}."
+        )
     if raw.get("source") == "capture" and label_delay < 1:
         raise ConfigError(
             f"{p}: label_delay_days: a dataset with `source: capture` is labelled after it is served: expected "
@@ -453,6 +480,8 @@ def load_settings(dataset: str | Path, environ: Mapping[str, str] | None = None)
         label_delay_days=label_delay,
         monitoring=monitoring,
         serving=serving,
+        task=task,
+        classes=tuple(classes or ()),
     )
 
 

@@ -234,11 +234,20 @@ def read_predictions(settings: Settings, day: dt.date) -> pd.DataFrame | None:
 
 
 def model_frame(settings: Settings, frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.Series]:
-    """Features (declared order, numeric as float, categorical as str) and the binary label."""
+    """Features (declared order, numeric as float, categorical as str) and the label as the task needs it:
+    0/1 (binary), the class's position in label.classes (multiclass, -1 for another value), float
+    (regression)."""
     X = frame[settings.features].copy()
     for col in settings.numeric:
         X[col] = X[col].astype("float64")
     for col in settings.categorical:
         X[col] = X[col].astype("object").where(X[col].notna(), None)  # type: ignore[call-overload]
-    y = (frame[settings.label] == settings.positive).astype("int64")
+    import pandas as pd
+
+    if settings.task == "multiclass":
+        y = pd.Series(settings.objective.encode(frame[settings.label].to_numpy()), index=frame.index)
+    elif settings.task == "regression":
+        y = pd.to_numeric(frame[settings.label], errors="coerce").astype("float64")
+    else:
+        y = (frame[settings.label] == settings.positive).astype("int64")
     return X, y

@@ -21,6 +21,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ml import calibration as calib
 from ml import evaluate, report_html
 from ml.config import Settings
 from ml.data import as_date
@@ -67,7 +68,6 @@ RESULT_KEYS = (
     "json_path",
     "seconds",
 )
-OVERRIDE_KEYS = ("method", "threshold")
 
 
 def detect_drift(
@@ -81,6 +81,7 @@ def detect_drift(
     champion_holdout: Mapping[str, Any] | None = None,
     report_path: Path | None = None,
     calibration: Mapping[str, Any] | None = None,
+    current_pred: Any = None,
 ) -> dict[str, Any]:
     """Compare the batch of `day` with the reference window; write the HTML report and `drift.json`.
 
@@ -96,6 +97,8 @@ def detect_drift(
         champion_holdout: the champion's holdout metrics; `quality_drop` = its `roc_auc` - the batch's.
         report_path: where to write the HTML (default: `settings.report_dir(day) / "drift.html"`);
             `drift.json` is written beside it.
+        current_pred: a multiclass or regression task's predictions on `current` (`ml.objective`), for the
+            batch quality; `current_scores` / `reference_scores` then hold its output (`Objective.output`).
         calibration: `ml.calibration.calibrate`'s result for this reference: its per-column method and
             threshold apply where `settings.drift_columns` gives no threshold. None: Evidently's defaults.
 
@@ -121,14 +124,16 @@ def detect_drift(
     features = list(settings.features)
     _check_frame(current, "current", settings)
     _check_frame(reference, "reference", settings)
-    cur_scores = _check_scores(current_scores, "current_scores", len(current))
-    ref_scores = _check_scores(reference_scores, "reference_scores", len(reference))
+    cur_scores = _check_scores(current_scores, "current_scores", len(current), settings.task)
+    ref_scores = _check_scores(reference_scores, "reference_scores", len(reference), settings.task)
     if PREDICTION_COLUMN in features:
         raise ConfigError(
             f"{settings.yaml_path}: features: a feature may not be named {PREDICTION_COLUMN!r}; "
             "detect_drift uses that name for the champion's scores."
         )
-    overrides = _drift_overrides(settings, with_prediction=ref_scores is not None and cur_scores is not None)
+    overrides = calib.column_overrides(
+        settings, with_prediction=ref_scores is not None and cur_scores is not None
+    )
     scored = ref_scores is not None and cur_scores is not None
     for col, spec in ((calibration or {}).get("columns") or {}).items():
         known = col in features or (col == PREDICTION_COLUMN and scored)
@@ -157,7 +162,10 @@ def detect_drift(
             f"(features: {_names(features)}). Check the batch and the reference window."
         )
 
-    quality = _quality(settings, cur) if cur_scores is not None else None
+    if settings.task == "binary":
+        quality = _quality(settings, cur) if cur_scores is not None else None
+    else:
+        quality = settings.objective.batch_quality(cur.get(settings.label), current_pred)
     prediction_drift_on = cur_scores is not None and ref_scores is not None
     with_classification = (
         prediction_drift_on
@@ -196,14 +204,14 @@ def detect_drift(
             len(drifted),
         )
 
-    quality_drop = None
+    quality_drop, key = None, settings.objective.primary
     if champion_holdout is not None:
-        if "roc_auc" not in champion_holdout:
+        if key not in champion_holdout:
             raise ValueError(
-                f"detect_drift: champion_holdout must hold 'roc_auc'. Got keys {_names(list(champion_holdout))}."
+                f"detect_drift: champion_holdout must hold {key!r}. Got keys {_names(list(champion_holdout))}."
             )
-        if quality is not None and quality["roc_auc"] is not None and champion_holdout["roc_auc"] is not None:
-            quality_drop = float(champion_holdout["roc_auc"]) - quality["roc_auc"]
+        if quality is not None and quality[key] is not None and champion_holdout[key] is not None:
+            quality_drop = settings.objective.drop(float(champion_holdout[key]), quality[key])
 
     html_path = Path(report_path) if report_path is not None else settings.report_dir(day) / REPORT_FILE
     json_path = html_path.with_name(SUMMARY_FILE)
@@ -227,7 +235,7 @@ def detect_drift(
         "prediction_drift": results.get(PREDICTION_COLUMN) if prediction_drift_on else None,
         "quality": quality,
         "quality_drop": quality_drop,
-        "quality_se": None if quality is None else quality.get("roc_auc_se"),
+        "quality_se": None if quality is None else quality.get(f"{key}_se"),
         "thresholds": "calibrated" if calibration else "evidently defaults",
         "html_path": str(html_path),
         "json_path": str(json_path),
@@ -283,7 +291,7 @@ def _run_report(
     cols = [*tested]
     task: list[Any] = []
     if prediction_drift:
-        numeric.append(PREDICTION_COLUMN)
+        (categorical if settings.task == "multiclass" else numeric).append(PREDICTION_COLUMN)
         cols.append(PREDICTION_COLUMN)
         spec = overrides.get(PREDICTION_COLUMN, {})
         threshold = spec.get("threshold")
@@ -327,7 +335,7 @@ def _snapshot_results(snapshot: Any) -> tuple[dict[str, dict[str, Any]], int | N
     status = {
         t["metric_config"]["metric_id"]: t["status"] for t in data.get("tests", []) if "metric_config" in t
     }
-    names = _method_names()
+    names = calib.method_names()
     out: dict[str, dict[str, Any]] = {}
     count = None
     for metric in data["metrics"]:
@@ -408,7 +416,15 @@ def _model_columns(
         out[col] = values.to_numpy()
     if settings.label in frame.columns:
         label = column(settings.label)
-        out[settings.label] = (label == settings.positive).astype("float64").where(label.notna()).to_numpy()
+        if settings.task == "binary":
+            out[settings.label] = (
+                (label == settings.positive).astype("float64").where(label.notna()).to_numpy()
+            )
+        elif settings.task == "multiclass":
+            index = settings.objective.encode(label.to_numpy()).astype("float64")
+            out[settings.label] = pd.Series(index).where(label.notna().to_numpy()).to_numpy()
+        else:
+            out[settings.label] = pd.to_numeric(label, errors="coerce").to_numpy(dtype="float64")
     if scores is not None:
         out[PREDICTION_COLUMN] = scores if keep is None else scores[keep]
     return out
@@ -421,56 +437,6 @@ def _as_str(value: Any) -> Any:
 def _clean_labels(frame: pd.DataFrame, label: str) -> bool:
     """Whether Evidently's binary metrics can run: every row labelled and both classes present."""
     return label in frame.columns and bool(frame[label].notna().all()) and frame[label].nunique() == 2
-
-
-def _drift_overrides(settings: Settings, *, with_prediction: bool) -> dict[str, dict[str, Any]]:
-    """`settings.drift_columns`, checked: known column, known keys, a method Evidently has for its type."""
-    from evidently.legacy.calculations.stattests.registry import get_registered_stattest
-    from evidently.legacy.core import ColumnType
-
-    key = f"{settings.yaml_path}: drift.columns"
-    allowed_columns = [*settings.features, PREDICTION_COLUMN]
-    out: dict[str, dict[str, Any]] = {}
-    for col, spec in (settings.drift_columns or {}).items():
-        if col not in allowed_columns:
-            raise ConfigError(
-                f"{key}.{col}: not a feature of {settings.name}. Allowed: {_names(allowed_columns)} "
-                f"(or {PREDICTION_COLUMN!r} for the champion's scores)."
-            )
-        if not isinstance(spec, Mapping):
-            raise ConfigError(
-                f"{key}.{col}: expected a mapping with 'method' and/or 'threshold'. Got {spec!r}."
-            )
-        unknown = sorted(set(spec) - set(OVERRIDE_KEYS))
-        if unknown:
-            raise ConfigError(f"{key}.{col}: unknown keys {unknown[:5]}. Allowed: {list(OVERRIDE_KEYS)}.")
-        checked: dict[str, Any] = {}
-        if spec.get("method") is not None:
-            kind = ColumnType.Categorical if col in settings.categorical else ColumnType.Numerical
-            try:
-                get_registered_stattest(str(spec["method"]), kind)
-            except ValueError as exc:
-                raise ConfigError(f"{key}.{col}.method: {exc}") from None
-            checked["method"] = str(spec["method"])
-        if spec.get("threshold") is not None:
-            try:
-                checked["threshold"] = float(spec["threshold"])
-            except (TypeError, ValueError):
-                raise ConfigError(
-                    f"{key}.{col}.threshold: expected a number. Got {spec['threshold']!r}."
-                ) from None
-        if col != PREDICTION_COLUMN or with_prediction:
-            out[col] = checked
-    return out
-
-
-def _method_names() -> dict[str, str]:
-    """Evidently stat-test display name -> id (e.g. 'Jensen-Shannon distance' -> 'jensenshannon')."""
-    from evidently.legacy.calculations import stattests
-    from evidently.legacy.calculations.stattests.registry import StatTest
-
-    tests = (getattr(stattests, name) for name in dir(stattests))
-    return {t.display_name: t.name for t in tests if isinstance(t, StatTest)}
 
 
 def _check_frame(frame: Any, name: str, settings: Settings) -> None:
@@ -488,11 +454,18 @@ def _check_frame(frame: Any, name: str, settings: Settings) -> None:
         raise DataQualityError(f"detect_drift: {name} has no rows. Expected at least one row to compare.")
 
 
-def _check_scores(scores: Any, name: str, rows: int) -> np.ndarray | None:
+def _check_scores(scores: Any, name: str, rows: int, task: str = "binary") -> np.ndarray | None:
     import numpy as np
 
     if scores is None:
         return None
+    if task != "binary":  # a value (regression) or a class (multiclass) per row
+        out = np.asarray(scores, dtype="float64" if task == "regression" else object).reshape(-1)
+        if len(out) != rows:
+            raise ValueError(
+                f"detect_drift: {name} must hold one prediction per row ({rows}). Got {len(out)}."
+            )
+        return out
     values = np.asarray(scores, dtype="float64").reshape(-1)
     if len(values) != rows:
         raise ValueError(f"detect_drift: {name} must hold one score per row ({rows}). Got {len(values)}.")

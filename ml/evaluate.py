@@ -121,6 +121,10 @@ def compare(
 
     t = settings.thresholds
     min_delta = t.min_delta if min_delta is None else min_delta
+    if settings.task != "binary":
+        from ml.evaluate_tasks import compare_task
+
+        return compare_task(settings, y, p_champion, p_challenger, min_delta=min_delta, segments=segments)
     if len(np.unique(np.asarray(y))) < 2:
         raise ModelError(f"{settings.name}: the holdout ({len(y)} rows) has a single class; AUC is undefined")
     challenger = classification_metrics(y, p_challenger)

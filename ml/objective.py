@@ -11,12 +11,14 @@ paired bootstrap of its difference. This module declares them once:
     multiclass  macro_f1 (higher)       log_loss           accuracy, per-class rate
     regression  rmse (lower)            mae                r2, mean prediction, mean label
 
-`pred` is what the model gives per row: the positive class's probability (binary), a probability per class
-in `classes` order (multiclass, an n x k array), the predicted value (regression).
+`y` is what `ml.data.model_frame` gives: 0/1 (binary), the class's position in `classes` (multiclass, -1 for
+a value not among them: `encode`), the value (regression). `pred` is what the model gives per row: the
+positive class's probability (binary), a probability per class in `classes` order (multiclass, an n x k
+array), the predicted value (regression). On disk (`to_frame`/`from_frame`) a prediction is the `score`
+column (multiclass: the predicted class, and its probabilities in `p_0`..`p_{k-1}`).
 
-Not wired into the flow yet: the daily tasks, the registry, the monitors and the model server still assume
-a binary task (issue 18's `task:` key is the next step); `test_objective.py` pins that the binary figures
-here equal those the flow computes today (ml/evaluate.py), so the switch cannot move a decision.
+The binary figures are ml/evaluate.py's own (`test_objective.py` pins it), so a binary dataset's decisions
+do not depend on this module.
 """
 
 from __future__ import annotations
@@ -60,6 +62,46 @@ class Objective:
         """How reports and plots name the primary metric."""
         return LABELS[self.primary]
 
+    def encode(self, labels: Any) -> Any:
+        """Multiclass labels as positions in `classes` (-1: not among them)."""
+        import numpy as np
+
+        return _index(np.asarray(labels, dtype=object), self.classes)
+
+    def decode(self, positions: Any) -> Any:
+        """Positions in `classes` as the class values."""
+        import numpy as np
+
+        return np.asarray(self.classes, dtype=object)[np.asarray(positions, dtype="int64")]
+
+    def to_frame(self, pred: Any) -> Any:
+        """Predictions as stored beside a batch and with a model version: `score` (+ `p_i` for multiclass)."""
+        import numpy as np
+        import pandas as pd
+
+        pred = np.asarray(pred)
+        if self.task != "multiclass":
+            return pd.DataFrame({"score": pred.astype("float64")})
+        frame = pd.DataFrame({"score": self.decode(pred.argmax(axis=1)).astype(str)})
+        for i in range(len(self.classes)):
+            frame[f"p_{i}"] = pred[:, i].astype("float64")
+        return frame
+
+    def from_frame(self, frame: Any) -> Any:
+        """`to_frame`'s inverse."""
+        import numpy as np
+
+        if self.task != "multiclass":
+            return frame["score"].to_numpy(dtype="float64")
+        return np.column_stack([frame[f"p_{i}"].to_numpy(dtype="float64") for i in range(len(self.classes))])
+
+    def output(self, pred: Any) -> Any:
+        """One value per row, what prediction drift compares: the score, or the predicted class."""
+        import numpy as np
+
+        pred = np.asarray(pred)
+        return self.decode(pred.argmax(axis=1)).astype(str) if self.task == "multiclass" else pred
+
     def metrics(self, y: Any, pred: Any) -> dict[str, float | None]:
         """Every metric of the task on labelled rows (`y` the labels, `pred` as in the module doc)."""
         import numpy as np
@@ -81,9 +123,7 @@ class Objective:
 
             return auc(np.asarray(y).astype(int), np.asarray(pred, dtype="float64"))
         if self.task == "multiclass":
-            return _macro_f1(
-                _index(np.asarray(y), self.classes), np.asarray(pred).argmax(axis=1), len(self.classes)
-            )
+            return _macro_f1(np.asarray(y, dtype="int64"), np.asarray(pred).argmax(axis=1), len(self.classes))
         y, pred = np.asarray(y, dtype="float64"), np.asarray(pred, dtype="float64")
         return float(np.sqrt(np.mean((y - pred) ** 2))) if len(y) else None
 
@@ -160,6 +200,23 @@ class Objective:
             return sd / center if center > 0 else None
         return sd
 
+    def batch_quality(self, labels: Any, pred: Any) -> dict[str, Any] | None:
+        """A day's metrics on its labelled rows, with the primary metric's noise as `<primary>_se`; None
+        without labels or predictions. `labels` as `ml.drift._model_columns` gives them (NaN: unlabelled)."""
+        import numpy as np
+
+        if labels is None or pred is None:
+            return None
+        y = np.asarray(labels, dtype="float64")
+        known = ~np.isnan(y)
+        if not known.any():
+            return None
+        y = y[known] if self.task == "regression" else y[known].astype("int64")
+        p = np.asarray(pred)[known]
+        out: dict[str, Any] = dict(self.metrics(y, p))
+        out[f"{self.primary}_se"] = self.standard_error(y, p)
+        return out
+
     def _value(self, y: Any, pred: Any) -> float:
         value = self.value(y, pred)
         if value is None:
@@ -171,8 +228,8 @@ def _index(y: Any, classes: Sequence[Any]) -> Any:
     """Labels as positions in `classes` (-1 for a label not among them: never predicted, always wrong)."""
     import numpy as np
 
-    lookup = {c: i for i, c in enumerate(classes)}
-    return np.asarray([lookup.get(v, -1) for v in y.tolist()], dtype="int64")
+    lookup = {str(c): i for i, c in enumerate(classes)}
+    return np.asarray([lookup.get(str(v), -1) for v in y.tolist()], dtype="int64")
 
 
 def _macro_f1(y: Any, predicted: Any, k: int) -> float:
@@ -192,7 +249,7 @@ def _multiclass(y: Any, proba: Any, classes: Sequence[Any]) -> dict[str, float |
     import numpy as np
     from sklearn.metrics import log_loss
 
-    index = _index(y, classes)
+    index = np.asarray(y, dtype="int64")
     predicted = proba.argmax(axis=1)
     known = index >= 0
     clipped = np.clip(proba, 1e-7, 1.0)

@@ -39,7 +39,8 @@ def timeline(settings: Settings, history: History | None = None) -> dict[str, An
                 "status": r.get("status"),
                 "rows": r.get("rows"),
                 "drift_share": r.get("drift_share"),
-                "roc_auc": quality.get("roc_auc") if isinstance(quality, dict) else None,
+                # the task's primary metric (AUC for a binary task) under the key the plot and its JSON know
+                "roc_auc": quality.get(settings.objective.primary) if isinstance(quality, dict) else None,
                 "estimated_roc_auc": (r.get("estimated_quality") or {}).get("roc_auc"),
                 "attribution_ndcg": r.get("attribution_ndcg"),
                 "attribution_violation": r.get("attribution_violation"),
@@ -67,6 +68,7 @@ def timeline(settings: Settings, history: History | None = None) -> dict[str, An
         "dataset": settings.name,
         "model": settings.registered_model,
         "drift_threshold": settings.thresholds.drift_share,
+        "metric": "ROC AUC" if settings.task == "binary" else settings.objective.label,
         "days": points,
         "promotions": promotions,
     }
@@ -129,7 +131,7 @@ def figure(data: dict[str, Any]):
     scored = [p for p in days if p["roc_auc"] is not None]
     xs = [_d(p["day"]) for p in scored]
     ys = [p["roc_auc"] for p in scored]
-    ax_auc.plot(xs, ys, ".", color="#8172b3", ms=3.5, alpha=0.6, label="champion AUC on the day's labels")
+    ax_auc.plot(xs, ys, ".", color="#8172b3", ms=3.5, alpha=0.6, label=f"champion {data.get('metric', 'ROC AUC')} on the day's labels")
     if len(ys) >= 7:
         mean7 = [sum(ys[max(0, i - 6) : i + 1]) / len(ys[max(0, i - 6) : i + 1]) for i in range(len(ys))]
         ax_auc.plot(xs, mean7, "-", color="#8172b3", lw=1.4, label="7-day mean")
@@ -188,7 +190,7 @@ def figure(data: dict[str, Any]):
             fontsize=7,
             color="#2d6a3e",
         )
-    ax_auc.set_ylabel("ROC AUC")
+    ax_auc.set_ylabel(data.get("metric", "ROC AUC"))
     ax_auc.legend(loc="upper left", bbox_to_anchor=(1.005, 1.0), fontsize=8, frameon=False)
     ax_auc.grid(alpha=0.25)
 

@@ -27,6 +27,8 @@ log = logging.getLogger(__name__)
 
 def evidence_tags(evaluation: dict[str, Any]) -> dict[str, Any]:
     ch = evaluation["challenger"]
+    if evaluation.get("task", "binary") != "binary":
+        return _task_tags(evaluation)
     tags: dict[str, Any] = {
         f"{TAG}decision": "promoted" if evaluation["promote"] else "rejected",
         f"{TAG}reason": evaluation["reason"][:5000],
@@ -48,6 +50,34 @@ def evidence_tags(evaluation: dict[str, Any]) -> dict[str, Any]:
             }
         )
     segment = evaluation.get("checks", {}).get("worst_segment_auc_drop")
+    if segment:
+        tags["guardrail.worst_segment_drop"] = segment["value"]
+        tags["guardrail.worst_segment"] = segment.get("segment")
+    return tags
+
+
+def _task_tags(evaluation: dict[str, Any]) -> dict[str, Any]:
+    """The evidence of a multiclass or regression decision (ml/evaluate_tasks.py) as version tags."""
+    metric = evaluation["metric"]
+    tags: dict[str, Any] = {
+        f"{TAG}decision": "promoted" if evaluation["promote"] else "rejected",
+        f"{TAG}reason": evaluation["reason"][:5000],
+        "holdout.rows": evaluation["holdout_rows"],
+    }
+    tags.update(
+        {f"holdout.{k}": v for k, v in evaluation["challenger"].items() if isinstance(v, int | float)}
+    )
+    if evaluation.get("champion"):
+        ci = evaluation["bootstrap_ci"]
+        tags.update(
+            {
+                f"champion.{metric}": evaluation["champion"][metric],
+                f"gain.{metric}": ci["delta"],
+                "gain.ci_low": ci["low"],
+                "gain.ci_high": ci["high"],
+            }
+        )
+    segment = evaluation.get("checks", {}).get("worst_segment_drop")
     if segment:
         tags["guardrail.worst_segment_drop"] = segment["value"]
         tags["guardrail.worst_segment"] = segment.get("segment")

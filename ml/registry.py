@@ -115,13 +115,13 @@ def log_challenger(
 
     from ml import faults
     from ml.data import model_frame
-    from ml.train import custom_model
+    from ml.train import custom_model, predictions
 
     _configure(settings)
     exp = experiment_id(settings, "training")
     X, _ = model_frame(settings, train)
     example = X.head(5)
-    signature = infer_signature(example, model.predict_proba(example)[:, 1])
+    signature = infer_signature(example, predictions(model, settings, example))
     tags = challenger_tags(
         settings, day, digest, trigger=trigger, split=split, dag_run_id=dag_run_id, dag_run_url=dag_run_url
     )

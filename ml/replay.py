@@ -66,6 +66,9 @@ def daily_quality(settings: Any, day: dt.date) -> dict[str, Any] | None:
         raise ValueError(f"{settings.name} {day}: {len(preds)} stored scores for {len(frame)} batch rows")
     known = frame[settings.label].notna().to_numpy()  # captured traffic: the rows labelled so far
     _, y = lake.model_frame(settings, frame[known])
+    if settings.task != "binary":  # the task's metrics; its primary one stands in the row's `auc` column
+        out = settings.objective.metrics(y.to_numpy(), settings.objective.from_frame(preds)[known])
+        return {**out, "roc_auc": out[settings.objective.primary], "accuracy": out.get("accuracy")}
     return classification_metrics(y.to_numpy(), preds["score"].to_numpy()[known])
 
 
@@ -134,13 +137,15 @@ def _replay(
         row["attribution_violation"] = kept.get("attribution_violation")
         row["bias_violation"] = kept.get("bias_violation")
         served = h.get_model(s.name, row["champion"]) if row.get("champion") else None
-        row["champion_holdout_auc"] = ((served or {}).get("holdout_metrics") or {}).get("roc_auc")
+        row["champion_holdout_auc"] = ((served or {}).get("holdout_metrics") or {}).get(s.objective.primary)
     promotions = promotion_effects(s, h, rows, horizon=horizon)
     return {
         "dataset": s.name,
         "policy": policy.name,
         "label": policy.label,
         "thresholds": asdict(s.thresholds),
+        "task": s.task,
+        "metric": s.objective.label,  # what the days' `auc` holds: AUC, macro F1 or RMSE (lower is better)
         "from": days[0].isoformat() if days else None,
         "to": days[-1].isoformat() if days else None,
         "days": rows,
@@ -216,8 +221,18 @@ def promotion_effects(
         for d in window:
             frame = lake.labelled(settings, lake.read_batch(settings, d))
             _, y = lake.model_frame(settings, frame)
-            a_old = auc(y.to_numpy(), predict_proba(load_model(settings, before), settings, frame))
-            a_new = auc(y.to_numpy(), predict_proba(load_model(settings, after), settings, frame))
+            if settings.task == "binary":
+                a_old = auc(y.to_numpy(), predict_proba(load_model(settings, before), settings, frame))
+                a_new = auc(y.to_numpy(), predict_proba(load_model(settings, after), settings, frame))
+            else:  # the primary metric, signed so that higher is better (RMSE negated)
+                sign = 1.0 if settings.objective.higher_is_better else -1.0
+                o = settings.objective
+                a_old = sign * o._value(
+                    y.to_numpy(), predict_proba(load_model(settings, before), settings, frame)
+                )
+                a_new = sign * o._value(
+                    y.to_numpy(), predict_proba(load_model(settings, after), settings, frame)
+                )
             if a_old is not None and a_new is not None:
                 old_aucs.append(a_old)
                 new_aucs.append(a_new)

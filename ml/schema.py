@@ -42,6 +42,7 @@ TOP_LEVEL_KEYS = frozenset(
         "label_delay_days",
         "monitoring",
         "serving",
+        "task",
     }
 )
 MONITOR_ACTIONS = ("record", "alert", "retrain")
@@ -58,6 +59,7 @@ class Thresholds:
     min_new_days: int | None = None
     min_delta: float = 0.0
     logloss_tolerance: float = 0.01
+    mae_tolerance: float = 0.02  # regression guardrail: the challenger's MAE may not grow by more (relative)
     min_bootstrap_auc: float = 0.55
     bootstrap_resamples: int = 1000
     confidence: float = 0.95

@@ -47,6 +47,7 @@ def status(settings: Settings, *, registry: bool = True) -> dict[str, Any]:
             "version": version,
             "holdout_metrics": model.get("holdout_metrics"),
             "trained_on": model.get("trained_on"),
+            "task": settings.task,
             "promoted_on": last["logical_date"],
             "alias_version": None,
         }
@@ -109,7 +110,10 @@ def format_status(st: dict[str, Any]) -> str:
             )
         if ch.get("alias_error"):
             lines.append(f"  WARNING          MLflow registry not reachable: {ch['alias_error']}")
-        if auc is not None:
+        if ch.get("task", "binary") != "binary":
+            shown = "  ".join(f"{k} {v:.4f}" for k, v in m.items() if isinstance(v, float))
+            lines.append(f"  holdout          {shown}  ({m.get('rows')} rows)")
+        elif auc is not None:
             lines.append(
                 f"  holdout          AUC {auc:.4f}  log loss {m.get('log_loss', float('nan')):.4f}  "
                 f"accuracy {m.get('accuracy', float('nan')):.4f}  ({m.get('rows')} rows)"

@@ -112,7 +112,7 @@ def build_model(settings: Settings, params: Mapping[str, Any] | None = None) -> 
     """The configured model, seeded: the built-in categorical encoding + HistGradientBoostingClassifier, or
     what `training.model: "package.module:factory"` returns (see `_custom`)."""
     from sklearn.compose import ColumnTransformer
-    from sklearn.ensemble import HistGradientBoostingClassifier
+    from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
     from sklearn.pipeline import Pipeline
     from sklearn.preprocessing import OrdinalEncoder
 
@@ -135,8 +135,11 @@ def build_model(settings: Settings, params: Mapping[str, Any] | None = None) -> 
         ],
         verbose_feature_names_out=False,
     )
+    booster_class = (
+        HistGradientBoostingRegressor if settings.task == "regression" else HistGradientBoostingClassifier
+    )
     try:
-        booster = HistGradientBoostingClassifier(
+        booster = booster_class(
             categorical_features=[False] * n_num + [True] * n_cat,
             early_stopping=False,
             random_state=settings.training.seed,
@@ -208,11 +211,13 @@ def _custom(settings: Settings, params: Mapping[str, Any]) -> Any:
             f"{where}: calling it with {sorted(kwargs)} failed ({type(exc).__name__}: {exc}); check "
             "training.params."
         ) from None
-    missing = [m for m in ("fit", "predict_proba") if not callable(getattr(model, m, None))]
+    method = "predict" if settings.task == "regression" else "predict_proba"
+    kind = "regressor" if settings.task == "regression" else "classifier"
+    missing = [m for m in ("fit", method) if not callable(getattr(model, m, None))]
     if missing:
         raise ModelError(
             f"{where}: it returned a {type(model).__name__}, which has no {missing[0]}(); expected a "
-            "scikit-learn classifier or pipeline with fit() and predict_proba()."
+            f"scikit-learn {kind} or pipeline with fit() and {method}() (task: {settings.task})."
         )
     return model
 
@@ -231,8 +236,13 @@ def fit(
     settings: Settings, frame: pd.DataFrame, day: dt.date, params: Mapping[str, Any] | None = None
 ) -> Any:
     X, y = model_frame(settings, frame)
-    if y.nunique() < 2:
+    if settings.task != "regression" and y.nunique() < 2:
         raise ModelError(f"{settings.name} on {day}: training data has a single class; cannot train.")
+    if settings.task == "multiclass" and (y < 0).any():
+        raise ModelError(
+            f"{settings.name} on {day}: {int((y < 0).sum())} training rows have a {settings.label!r} outside "
+            f"label.classes {list(settings.classes)}."
+        )
     model = build_model(settings, params)
     weights = sample_weights(settings, frame[settings.date_column], day)
     if not custom_model(settings):
@@ -252,8 +262,36 @@ def fit(
 
 
 def predict_proba(model: Any, settings: Settings, frame: pd.DataFrame) -> np.ndarray:
+    """What the model predicts per row, as the task judges it (`ml.objective`): the positive class's
+    probability (binary), a probability per class in label.classes order (multiclass), the value
+    (regression)."""
     X, _ = model_frame(settings, frame)
-    return model.predict_proba(X)[:, 1]
+    return predictions(model, settings, X)
+
+
+def predictions(model: Any, settings: Settings, X: pd.DataFrame) -> np.ndarray:
+    """`predict_proba` on a model frame's features."""
+    import numpy as np
+
+    if settings.task == "regression":
+        return np.asarray(model.predict(X), dtype="float64")
+    proba = model.predict_proba(X)
+    if settings.task == "binary":
+        return proba[:, 1]
+    return _all_classes(settings, model, proba)
+
+
+def _all_classes(settings: Settings, model: Any, proba: np.ndarray) -> np.ndarray:
+    """Multiclass probabilities with one column per label.classes entry (a class the training data lacked
+    gets 0), whatever the order of the model's classes_."""
+    import numpy as np
+
+    seen = [int(c) for c in getattr(model, "classes_", range(proba.shape[1]))]
+    out = np.zeros((proba.shape[0], len(settings.classes)))
+    for j, c in enumerate(seen):
+        if 0 <= c < len(settings.classes):
+            out[:, c] = proba[:, j]
+    return out
 
 
 def out_of_fold_scores(
@@ -261,11 +299,18 @@ def out_of_fold_scores(
 ) -> np.ndarray:
     """Scores of `frame`'s rows from models that did not train on them (k-fold), as the prediction-drift
     reference: a model's scores on its own training rows are over-confident."""
-    from sklearn.model_selection import StratifiedKFold, cross_val_predict
+    from sklearn.model_selection import KFold, StratifiedKFold, cross_val_predict
 
     X, y = model_frame(settings, frame)
+    if settings.task == "regression":
+        cv_r = KFold(n_splits=folds, shuffle=True, random_state=settings.training.seed)
+        return cross_val_predict(build_model(settings, params), X, y, cv=cv_r, method="predict")
     cv = StratifiedKFold(n_splits=folds, shuffle=True, random_state=settings.training.seed)
-    return cross_val_predict(build_model(settings, params), X, y, cv=cv, method="predict_proba")[:, 1]
+    proba = cross_val_predict(build_model(settings, params), X, y, cv=cv, method="predict_proba")
+    if settings.task == "binary":
+        return proba[:, 1]
+    fake = type("Classes", (), {"classes_": sorted(set(y.tolist()))})()
+    return _all_classes(settings, fake, proba)
 
 
 def data_digest(settings: Settings, days: list[dt.date]) -> str:

@@ -46,7 +46,8 @@ def _package_file(name: str) -> Path:
 
 
 def load_frame():
-    """All usable flights of 2013 with the label and origin weather; returns (frame, counts)."""
+    """All usable flights of 2013 with the labels and origin weather; returns (frame, counts)."""
+    import numpy as np
     import pandas as pd
 
     flights = pd.read_csv(_package_file("flights.csv.zip"))
@@ -57,6 +58,12 @@ def load_frame():
     diverted = ~cancelled & flights["arr_delay"].isna()
     flights = flights[~cancelled & ~diverted].copy()
     flights["delayed"] = (flights["arr_delay"] > 15).astype("int64")
+    # the labels of the other bundled tasks: the delay itself (regression) and three classes (multiclass);
+    # a dataset's YAML picks one as its label, the partitions hold only the YAML's columns
+    flights["arr_delay_minutes"] = flights["arr_delay"].astype("float64")
+    flights["lateness"] = np.select(
+        [flights["arr_delay"] <= 15, flights["arr_delay"] <= 60], ["on_time", "late"], default="very_late"
+    )
     flights = flights.drop(columns=LEAKING)
     weather = weather[["origin", "time_hour", *WEATHER]]
     frame = flights.merge(weather, on=["origin", "time_hour"], how="left", validate="many_to_one")

@@ -105,6 +105,8 @@ def compile_scorer(settings: Settings, model: Any, rows: pd.DataFrame, reference
     (the generic path) does; else None."""
     import numpy as np
 
+    if settings.task != "binary":  # the numpy path computes a binary classifier's probabilities
+        return None
     try:
         parts = _shape_ok(settings, model)
         if parts is None:

@@ -24,6 +24,14 @@ def run(settings: Settings, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, 
     # so it must be set before the model is imported (threadpoolctl's limit would not reach the worker
     # threads that score).
     os.environ.setdefault("OMP_NUM_THREADS", "1")
+    if settings.task == "multiclass":
+        from ml.exceptions import ConfigError
+
+        raise ConfigError(
+            f"{settings.yaml_path}: task multiclass: the model server returns one score per row (a binary "
+            "task's probability, a regression's value); serving a multiclass model's class probabilities is not "
+            "built yet. The daily flow (training, drift, promotion) runs it."
+        )
     import uvicorn
 
     from ml.serving import Follower, create_app

@@ -18,6 +18,9 @@ from ml.tasks import detect_drift, monitor_model, validate_batch
 
 log = logging.getLogger(__name__)
 
+# how a decision's reason names the quality trigger, per task (ml/objective.py: Objective.drop)
+QUALITY_NAMES = {"binary": "AUC drop", "multiclass": "macro F1 drop", "regression": "relative RMSE increase"}
+
 
 class Output(TypedDict):
     next: Literal["train_challenger", "skip_retrain"]
@@ -60,7 +63,7 @@ def signals(
     drift, monitored = drift or {}, monitored or {}
     se = None
     if s.labels_known(d, d):
-        drop, name, se = drift.get("quality_drop"), "AUC drop", drift.get("quality_se")
+        drop, name, se = drift.get("quality_drop"), QUALITY_NAMES[s.task], drift.get("quality_se")
     elif s.monitoring.estimation.use_for_decisions:
         drop, name = monitored.get("estimated_quality_drop"), "estimated AUC drop (CBPE, labels not in yet)"
     else:

@@ -21,7 +21,7 @@ class Output(TypedDict, total=False):
     reason: str
     drift_share: float
     dataset_drift: bool
-    quality_drop: float | None  # the champion's holdout AUC minus its AUC on the day's labels
+    quality_drop: float | None  # how much worse than on its holdout the champion did on the day's labels
     quality_se: float | None  # the standard error of the day's AUC (how much of the drop noise explains)
     report: str
 
@@ -49,6 +49,7 @@ def run(day: Day) -> Output:
         current=current,
         reference=reference,
         current_scores=None if preds is None else preds["score"].to_numpy(),
+        current_pred=None if preds is None or s.task == "binary" else s.objective.from_frame(preds),
         reference_scores=reference_scores,
         champion_holdout=model.get("holdout_metrics"),
         calibration=calibrated,
@@ -114,14 +115,15 @@ def calibration(day: Day, champion: int, reference: Any, reference_scores: Any) 
                 batches[d] = drift._model_columns(s, whole, None)
     out = cal.calibrate(
         frame,
-        numeric=[*s.numeric, drift.PREDICTION_COLUMN],
-        categorical=list(s.categorical),
+        numeric=[*s.numeric, *([drift.PREDICTION_COLUMN] if s.task != "multiclass" else [])],
+        categorical=[*s.categorical, *([drift.PREDICTION_COLUMN] if s.task == "multiclass" else [])],
         days=days,
         methods={c: str(o["method"]) for c, o in s.drift_columns.items() if o.get("method")},
         false_alarm_rate=s.drift.false_alarm_rate,
         drift_share=s.thresholds.drift_share,
         batches=batches,
         seed=s.training.seed,
+        outside_share=[drift.PREDICTION_COLUMN],
     )
     out["key"] = key
     cache.parent.mkdir(parents=True, exist_ok=True)

@@ -80,11 +80,25 @@ def load(evaluated: Output) -> dict[str, Any]:
 
 def _log(day: Day, run_id: str, result: dict[str, Any], report: Any) -> None:
     checks = result["checks"]
-    metrics = {
-        "eval_challenger_roc_auc": result["challenger"]["roc_auc"],
-        "eval_challenger_log_loss": result["challenger"]["log_loss"],
-    }
-    if result.get("champion_version"):
+    if result.get("task", "binary") != "binary":
+        metric = result["metric"]
+        metrics = {
+            f"eval_challenger_{k}": v for k, v in result["challenger"].items() if isinstance(v, int | float)
+        }
+        if result.get("champion"):
+            metrics.update(
+                {
+                    f"eval_champion_{metric}": result["champion"][metric],
+                    "eval_gain_ci_low": result["bootstrap_ci"]["low"],
+                    "eval_gain_ci_high": result["bootstrap_ci"]["high"],
+                }
+            )
+    else:
+        metrics = {
+            "eval_challenger_roc_auc": result["challenger"]["roc_auc"],
+            "eval_challenger_log_loss": result["challenger"]["log_loss"],
+        }
+    if result.get("task", "binary") == "binary" and result.get("champion_version"):
         metrics.update(
             eval_champion_roc_auc=result["champion"]["roc_auc"],
             eval_gain_ci_low=result["bootstrap_ci"]["low"],

@@ -57,6 +57,16 @@ def run(day: Day) -> Output:
     champion = day.serving_champion()
     if champion is None:
         return {"skipped": True, "reason": "no champion yet", "alerts": []}
+    if s.task != "binary":
+        # CBPE estimates from calibrated probabilities of a binary classifier, the bias monitor's gaps are of
+        # positive-prediction rates, the attribution ranks the positive class's score: none is defined for a
+        # regression (no label-free estimate of its error here) nor, yet, for a multiclass task. The day's
+        # quality on its labels is measured by detect_drift; prediction drift on the task's output there too.
+        return {
+            "skipped": True,
+            "reason": f"the model monitors (CBPE, bias, attribution) are for binary tasks; this task is {s.task}",
+            "alerts": [],
+        }
     mon = s.monitoring
     ref = reference(s, h, champion)
     batch = lake.read_batch(s, d)

@@ -27,6 +27,8 @@ def run(day: Day) -> Output:
         return {"champion_version": None, "rows": 0, "path": None}
     frame = lake.read_batch(s, d)
     scores = predict_proba(registry.version_model(s, day.history, champion), s, frame)
-    out = pd.DataFrame({"row": range(len(frame)), "score": scores, "champion_version": champion})
+    out = pd.concat([pd.DataFrame({"row": range(len(frame))}), s.objective.to_frame(scores)], axis=1).assign(
+        champion_version=champion
+    )
     path = lake.write_predictions(s, d, out)
     return {"champion_version": champion, "rows": len(frame), "path": str(path)}

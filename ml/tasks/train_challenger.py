@@ -33,13 +33,12 @@ class Output(TypedDict, total=False):
     run_id: str
     experiment_id: str
     model: str  # the registered model's name
-    holdout_auc: float | None
+    holdout_auc: float | None  # the holdout's primary metric (AUC for a binary task; ml/objective.py)
     reused: bool  # an earlier run or try registered it
     adopted: bool  # a killed try registered it, this one recorded it
 
 
 def run(day: Day, decided: decide.Output | None = None) -> Output:
-    from ml.evaluate import classification_metrics
     from ml.train import data_digest, fit, load_split, out_of_fold_scores, predict_proba, split_days
 
     s, h, d = day.settings, day.history, day.date
@@ -57,7 +56,7 @@ def run(day: Day, decided: decide.Output | None = None) -> Output:
                 "run_id": m["run_id"],
                 "experiment_id": m["experiment_id"],
                 "model": s.registered_model,
-                "holdout_auc": (m["holdout_metrics"] or {}).get("roc_auc"),
+                "holdout_auc": (m["holdout_metrics"] or {}).get(s.objective.primary),
                 "reused": True,
             }
     reason = decided["reason"] if decided else ""
@@ -71,13 +70,11 @@ def run(day: Day, decided: decide.Output | None = None) -> Output:
     model = fit(s, train_df, d, params)
     _, y_hold = lake.model_frame(s, holdout_df)
     p_hold = predict_proba(model, s, holdout_df)
-    metrics = classification_metrics(y_hold.to_numpy(), p_hold)
+    metrics = s.objective.metrics(y_hold.to_numpy(), p_hold)
     reference = train_df.sample(n=min(REFERENCE_ROWS, len(train_df)), random_state=s.training.seed)
     reference_scores = out_of_fold_scores(s, reference, params)
     trigger = reason
     import tempfile
-
-    import pandas as pd
 
     from ml import drift
 
@@ -85,8 +82,8 @@ def run(day: Day, decided: decide.Output | None = None) -> Output:
     models_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".train-", dir=models_dir) as tmp:
         staged = Path(tmp)
-        pd.DataFrame({"score": p_hold}).to_parquet(staged / "holdout_scores.parquet", index=False)
-        pd.DataFrame({"score": reference_scores}).to_parquet(staged / "reference_scores.parquet", index=False)
+        s.objective.to_frame(p_hold).to_parquet(staged / "holdout_scores.parquet", index=False)
+        s.objective.to_frame(reference_scores).to_parquet(staged / "reference_scores.parquet", index=False)
         # the day's drift report, when there is one: the evidence that triggered this challenger travels
         # with it (a bootstrap or forced run may have none)
         evidence = [
@@ -138,7 +135,7 @@ def run(day: Day, decided: decide.Output | None = None) -> Output:
         "run_id": info["run_id"],
         "experiment_id": info["experiment_id"],
         "model": s.registered_model,
-        "holdout_auc": metrics["roc_auc"],
+        "holdout_auc": metrics[s.objective.primary],
         "reused": False,
     }
 

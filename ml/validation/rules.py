@@ -116,6 +116,12 @@ class LabelValues(Rule):
     expectation = IN_SET
 
     def expectations(self, basis: Basis) -> Iterator[Expectation]:
+        s = basis.settings
+        if s.task == "multiclass":
+            yield self.ask(f"label.classes in {basis.yaml}", column=s.label, value_set=list(s.classes))
+            return
+        if s.task == "regression":
+            return
         classes = label_classes(basis)
         if classes is not None:
             source = f"label.positive in {basis.yaml}" + (
@@ -125,7 +131,9 @@ class LabelValues(Rule):
 
     def problem(self, found: Found) -> Problem:
         return Problem(
-            "(the label) must be binary",
+            "(the label) must be one of its classes"
+            if "classes" in found.source
+            else "(the label) must be binary",
             f"values in {found.kwargs['value_set']!r}",
             f"{found.unexpected}/{found.non_null} rows outside, e.g. {found.examples}",
         )
@@ -138,7 +146,7 @@ class LabelClasses(Rule):
     expectation = "expect_column_unique_value_count_to_be_between"
 
     def expectations(self, basis: Basis) -> Iterator[Expectation]:
-        if label_classes(basis) is None:
+        if basis.settings.task == "binary" and label_classes(basis) is None:
             yield self.ask("a binary label", column=basis.settings.label, max_value=2)
 
     def problem(self, found: Found) -> Problem:

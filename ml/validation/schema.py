@@ -74,7 +74,12 @@ def schema_checks(
     if settings.label not in present:
         problem = Problem(
             "(the label) is missing",
-            f"the label column '{settings.label}' (positive class {settings.positive!r})",
+            f"the label column '{settings.label}'"
+            + (
+                f" (positive class {settings.positive!r})"
+                if settings.task == "binary"
+                else f" ({settings.task})"
+            ),
             f"no such column{hint_text([settings.label])}",
         )
         failures.append(failure(file, settings.label, SCHEMA, problem))
@@ -109,6 +114,14 @@ def schema_checks(
         failures.append(failure(file, col, SCHEMA, Problem(what, allowed, found)))
         unusable.add(col)
         bad_types.append(col)
+    if settings.task == "regression" and settings.label in present and not numeric_ok(frame[settings.label]):
+        label = frame[settings.label]
+        bad = [x for x in label.dropna() if not is_number(x)]
+        found = f"{label.dtype} ({len(bad)}/{n} rows, e.g. {examples(bad)})"
+        problem = Problem("(the label of a regression) must be numeric", "int or float values", found)
+        failures.append(failure(file, settings.label, SCHEMA, problem))
+        unusable.add(settings.label)
+        bad_types.append(settings.label)
     record(
         "feature dtypes",
         not bad_types,

@@ -40,8 +40,9 @@ def test_multiclass_macro_f1_accuracy_log_loss_agree_with_sklearn():
     logits = RNG.normal(0, 1, (n, 3))
     logits[np.arange(n), y_idx] += 1.5
     proba = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
-    y = np.asarray(classes, dtype=object)[y_idx]
     o = Objective("multiclass", classes)
+    y = o.encode(np.asarray(classes, dtype=object)[y_idx])
+    assert (y == y_idx).all() and list(o.decode(y[:3])) == [classes[i] for i in y_idx[:3]]
 
     m = o.metrics(y, proba)
 
@@ -49,7 +50,7 @@ def test_multiclass_macro_f1_accuracy_log_loss_agree_with_sklearn():
     assert m["accuracy"] == pytest.approx(np.mean(proba.argmax(axis=1) == y_idx))
     assert m["log_loss"] == pytest.approx(log_loss(y_idx, proba, labels=[0, 1, 2]), rel=1e-6)
     assert sum(m[f"rate_{c}"] for c in classes) == pytest.approx(1.0)
-    noisy = np.clip(proba + RNG.uniform(0, 0.6, proba.shape), 0, None)
+    noisy = np.clip(proba + RNG.uniform(0, 1.5, proba.shape), 0, None)
     ci = o.paired_bootstrap(y, noisy, proba, resamples=200, seed=1)
     assert ci["low"] > 0 and ci["delta"] == pytest.approx(o.value(y, proba) - o.value(y, noisy))
     assert 0 < o.standard_error(y, proba) < 0.05
@@ -60,7 +61,17 @@ def test_multiclass_macro_f1_accuracy_log_loss_agree_with_sklearn():
 def test_an_unknown_class_counts_as_wrong_not_as_an_error():
     o = Objective("multiclass", ("a", "b", "c"))
     proba = np.eye(3)[[0, 1, 2, 0]]
-    assert o.metrics(np.asarray(["a", "b", "c", "z"], dtype=object), proba)["accuracy"] == 0.75
+    assert o.metrics(o.encode(["a", "b", "c", "z"]), proba)["accuracy"] == 0.75
+
+
+def test_predictions_are_stored_as_a_score_column_and_come_back_the_same():
+    proba = np.asarray([[0.7, 0.2, 0.1], [0.1, 0.1, 0.8]])
+    o = Objective("multiclass", ("a", "b", "c"))
+    frame = o.to_frame(proba)
+    assert frame["score"].tolist() == ["a", "c"] and np.allclose(o.from_frame(frame), proba)
+    assert list(o.output(proba)) == ["a", "c"]
+    r = Objective("regression")
+    assert np.allclose(r.from_frame(r.to_frame([1.5, -2.0])), [1.5, -2.0])
 
 
 def test_regression_lower_rmse_is_a_gain_and_drops_are_relative():
