@@ -131,7 +131,15 @@ def figure(data: dict[str, Any]):
     scored = [p for p in days if p["roc_auc"] is not None]
     xs = [_d(p["day"]) for p in scored]
     ys = [p["roc_auc"] for p in scored]
-    ax_auc.plot(xs, ys, ".", color="#8172b3", ms=3.5, alpha=0.6, label=f"champion {data.get('metric', 'ROC AUC')} on the day's labels")
+    ax_auc.plot(
+        xs,
+        ys,
+        ".",
+        color="#8172b3",
+        ms=3.5,
+        alpha=0.6,
+        label=f"champion {data.get('metric', 'ROC AUC')} on the day's labels",
+    )
     if len(ys) >= 7:
         mean7 = [sum(ys[max(0, i - 6) : i + 1]) / len(ys[max(0, i - 6) : i + 1]) for i in range(len(ys))]
         ax_auc.plot(xs, mean7, "-", color="#8172b3", lw=1.4, label="7-day mean")
