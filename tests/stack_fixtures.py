@@ -423,6 +423,31 @@ def _capture_yamls(folder: Path) -> None:
     (folder / f"{CAPTURE_NAME}.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
 
 
+# the bundled regression and multiclass flights datasets, shortened (tests/integration/test_task_dags.py):
+# a 5-day original window, and a challenger every day after it (the drift check's calibration off so that
+# `quality_drop: -10` reaches `decide` unfiltered) to put each task's promotion gate through the DAG
+TASK_NAMES = ("flights_delay_minutes", "flights_lateness")
+TASK_DAYS = [dt.date(2013, 1, d) for d in range(1, 9)]
+
+
+def _task_yamls(folder: Path) -> None:
+    for name in TASK_NAMES:
+        raw = yaml.safe_load((BUNDLED_DATASETS / f"{name}.yaml").read_text())
+        raw.update(
+            holdout_days=2,
+            original_window={"start": "2013-01-01", "end": "2013-01-05"},
+            wait={"timeout_minutes": 1, "poke_seconds": 5},
+            thresholds={
+                "cooldown_days": 0,
+                "min_new_days": 0,
+                "quality_drop": -10,
+                "bootstrap_resamples": 200,
+            },
+            drift={"calibrate": False},
+        )
+        (folder / f"{name}.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+
+
 @pytest.fixture(scope="session")
 def yaml_datasets(stack_factory, tmp_path_factory):
     """A stack whose datasets folder holds only YAML files written by the tests (no flights DAG)."""
@@ -430,6 +455,7 @@ def yaml_datasets(stack_factory, tmp_path_factory):
     _synthetic_yaml(folder, onset=dt.date(2024, 1, 8), days=9)
     _late_labels_yaml(folder)
     _capture_yamls(folder)
+    _task_yamls(folder)
     stack = stack_factory("yaml-datasets", extra_env={"DRIFTWATCH_DATASETS": str(folder)})
     return stack, folder
 

@@ -327,3 +327,41 @@ def test_a_factory_is_accepted_at_load(tmp_path):
     assert (
         load_settings(_write(tmp_path, raw), environ={}).training.model == "ml.estimators:logistic_regression"
     )
+
+
+def test_the_bundled_regression_and_multiclass_datasets_load():
+    reg, mc = load_settings("flights_delay_minutes"), load_settings("flights_lateness")
+    assert (reg.task, reg.objective.primary, reg.objective.higher_is_better) == ("regression", "rmse", False)
+    assert (mc.task, mc.classes, mc.objective.primary) == (
+        "multiclass",
+        ("on_time", "late", "very_late"),
+        "macro_f1",
+    )
+    assert load_settings("flights").task == "binary"
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"task": "ranking"}, "task: expected one of binary | multiclass | regression. Got 'ranking'"),
+        ({"task": "multiclass"}, "label.classes: a multiclass task needs its classes, 3 or more distinct"),
+        ({"task": "regression"}, "label.positive: only for task: binary (this task is regression)"),
+        (
+            {"label": {"column": "delayed", "positive": 1, "classes": ["a", "b", "c"]}},
+            "only for task: multiclass",
+        ),
+    ],
+)
+def test_a_task_and_its_label_are_checked_naming_the_key(tmp_path, change, message):
+    raw = {**_raw(), **change}
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_settings(_write(tmp_path, raw))
+
+
+def test_delayed_labels_are_refused_for_a_task_the_delayed_monitors_cannot_judge(tmp_path):
+    raw = yaml.safe_load((BUNDLED_DATASETS / "flights_delay_minutes.yaml").read_text())
+    raw["label_delay_days"] = 2
+    with pytest.raises(
+        ConfigError, match="label_delay_days: labels arriving after the batch are supported for binary"
+    ):
+        load_settings(_write(tmp_path, raw))
