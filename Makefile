@@ -34,7 +34,7 @@ endif
 STACK := $(STACK_ENV) $(PY) -m devstack
 
 .PHONY: help venv demo up down backfill prepare serve test test-unit e2e lint format lock clean bench bench-pipeline \
-	bench-tune bench-monitors bench-serving bench-defaults
+	bench-tune bench-monitors bench-serving bench-defaults bench-tasks
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -94,6 +94,10 @@ bench: venv ## replay flights 2013 under each policy + synthetic drift streams, 
 	$(BIN)/driftwatch prepare flights
 	$(PY) scripts/bench_replay.py $(REPLAY_ARGS)
 	$(PY) scripts/bench_monitors.py --same-day $(MONITOR_ARGS)
+	$(PY) scripts/bench_tasks.py
+
+bench-tasks: venv ## the regression and multiclass flights datasets under drift / every-7 / never (~30 min); docs/benchmarks.md
+	$(PY) scripts/bench_tasks.py $(TASKS_ARGS)
 
 bench-monitors: venv ## bias/attribution drift and CBPE estimates on the demo range, labels on time and a week late (~10 min); docs/benchmarks.md
 	$(BIN)/driftwatch prepare flights

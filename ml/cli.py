@@ -324,10 +324,11 @@ def _replay(args: argparse.Namespace) -> int:
         print(json.dumps(figures, indent=2, default=str))
     else:
         print(f"{s.name} {start}..{end} (work folders under {root})")
-        print(replay_report.format_table([summaries[j.key] for j in jobs]))
+        metric = next(iter(results.values())).get("metric", "AUC") if results else "AUC"
+        print(replay_report.format_table([summaries[j.key] for j in jobs], metric))
         if after:
             print(f"\nfrom {split}:")
-            print(replay_report.format_table([after[j.key] for j in jobs]))
+            print(replay_report.format_table([after[j.key] for j in jobs], metric))
     if not args.workdir:
         import shutil
 

@@ -25,14 +25,15 @@ def replace_section(text: str, name: str, body: str) -> str:
     return text.rstrip("\n") + "\n\n" + block + "\n"
 
 
-def format_table(summaries: Sequence[Mapping[str, Any]]) -> str:
-    """A markdown table of `summarize` results, one row per policy."""
+def format_table(summaries: Sequence[Mapping[str, Any]], metric: str = "AUC") -> str:
+    """A markdown table of `summarize` results, one row per policy; `metric` names the days' primary metric
+    (a regression's RMSE, a multiclass task's macro F1)."""
 
     def num(value: float | None, digits: int) -> str:
         return "n/a" if value is None else f"{value:.{digits}f}"
 
     lines = [
-        "| policy | days scored | quarantined | mean AUC | mean accuracy | retrains | training CPU s | promoted "
+        f"| policy | days scored | quarantined | mean {metric} | mean accuracy | retrains | training CPU s | promoted "
         f"| rejected | promotions worse over the next {HORIZON_DAYS} days |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
