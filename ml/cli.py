@@ -103,12 +103,14 @@ def _history(args: argparse.Namespace) -> int:
         for r in rows:
             w.writerow({k: json.dumps(v) if isinstance(v, dict | list) else v for k, v in r.items()})
     else:
+        key = s.objective.primary  # the task's metric: auc, macro_f1 or rmse
+        head = {"roc_auc": "auc", "macro_f1": "mF1", "rmse": "rmse"}[key]
         print(
-            f"{'day':<11}{'status':<12}{'rows':>5}  {'drift':>5}  {'auc':>6}  {'est':>6}  {'ndcg':>5}  "
+            f"{'day':<11}{'status':<12}{'rows':>5}  {'drift':>5}  {head:>6}  {'est':>6}  {'ndcg':>5}  "
             f"{'bias':<5}{'decision':<10}{'cand':>5}  {'promotion':<10}reason"
         )
         for r in rows:
-            auc = (r["quality"] or {}).get("roc_auc")
+            auc = (r["quality"] or {}).get(key)
             est = (r["estimated_quality"] or {}).get("roc_auc")
             ndcg = r["attribution_ndcg"]
             bias = {True: "VIOL", False: "ok", None: ""}[r["bias_violation"]]
