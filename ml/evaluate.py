@@ -112,10 +112,8 @@ def compare(
         ModelError: the holdout has a single class.
         ValueError: a segment's values are not row-aligned with `y`.
     """
-    import mlflow
     import numpy as np
-    from mlflow.models import EvaluationResult, MetricThreshold
-    from mlflow.models.evaluation.validation import ModelValidationFailedException
+    from mlflow.models import MetricThreshold
 
     from ml.exceptions import ModelError
 
@@ -166,20 +164,41 @@ def compare(
             table = segment_aucs(
                 y, p_champion, p_challenger, segments, min_rows=settings.evaluation.min_segment_rows
             )
-            worst = table[0] if table else None
-            tolerance = settings.evaluation.segment_tolerance
-            candidate["worst_segment_auc_drop"] = worst["drop"] if worst else 0.0
-            thresholds["worst_segment_auc_drop"] = MetricThreshold(
-                threshold=float(tolerance), greater_is_better=False
+            name = "worst_segment_auc_drop"
+            candidate[name], thresholds[name], checks[name] = segment_check(
+                table, settings.evaluation.segment_tolerance
             )
-            checks["worst_segment_auc_drop"] = {
-                "value": candidate["worst_segment_auc_drop"],
-                "threshold": tolerance,
-                "rule": "<=",
-                "segment": f"{worst['column']}={worst['value']}" if worst else None,
-                "segments_checked": len(table),
-            }
             out["segments"] = table
+    decide_checks(out, thresholds, candidate, checks)
+    out["reason"] = _reason(out, min_delta, t.confidence)
+    return out
+
+
+def segment_check(table: list[dict[str, Any]], tolerance: float) -> tuple[float, Any, dict[str, Any]]:
+    """The worst segment's drop as a gate check: (value, its MetricThreshold, the check's record)."""
+    from mlflow.models import MetricThreshold
+
+    worst = table[0] if table else None
+    value = worst["drop"] if worst else 0.0
+    check = {
+        "value": value,
+        "threshold": tolerance,
+        "rule": "<=",
+        "segment": f"{worst['column']}={worst['value']}" if worst else None,
+        "segments_checked": len(table),
+    }
+    return value, MetricThreshold(threshold=float(tolerance), greater_is_better=False), check
+
+
+def decide_checks(
+    out: dict[str, Any], thresholds: dict[str, Any], candidate: dict[str, float], checks: dict[str, Any]
+) -> None:
+    """MLflow's check of `candidate` against `thresholds` (`mlflow.validate_evaluation_results`): each
+    check's `passed`, `out["checks"]`, `out["promote"]` (and the MLflow message when one failed)."""
+    import mlflow
+    from mlflow.models import EvaluationResult
+    from mlflow.models.evaluation.validation import ModelValidationFailedException
+
     out.setdefault("segments", [])
     failed: list[str] = []
     try:
@@ -191,8 +210,6 @@ def compare(
         check["passed"] = name not in failed
     out["checks"] = checks
     out["promote"] = not failed
-    out["reason"] = _reason(out, min_delta, t.confidence)
-    return out
 
 
 def segment_aucs(

@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 from ml.config import Settings
+from ml.evaluate import decide_checks, segment_check
 
 
 def compare_task(
@@ -27,10 +28,8 @@ def compare_task(
 ) -> dict[str, Any]:
     """`ml.evaluate.compare` for a multiclass or regression task: the same keys (promote, reason,
     challenger, champion, bootstrap_ci, checks, segments, holdout_rows), plus `task` and `metric`."""
-    import mlflow
     import numpy as np
-    from mlflow.models import EvaluationResult, MetricThreshold
-    from mlflow.models.evaluation.validation import ModelValidationFailedException
+    from mlflow.models import MetricThreshold
 
     o, t = settings.objective, settings.thresholds
     y, new = np.asarray(y), np.asarray(p_challenger)
@@ -74,29 +73,12 @@ def compare_task(
         out.update(champion=champion, bootstrap_ci=ci)
         if segments:
             table = _segments(settings, y, old, new, segments)
-            worst = table[0] if table else None
-            tol = settings.evaluation.segment_tolerance
-            candidate["worst_segment_drop"] = worst["drop"] if worst else 0.0
-            thresholds["worst_segment_drop"] = MetricThreshold(threshold=float(tol), greater_is_better=False)
-            checks["worst_segment_drop"] = {
-                "value": candidate["worst_segment_drop"],
-                "threshold": tol,
-                "rule": "<=",
-                "segment": f"{worst['column']}={worst['value']}" if worst else None,
-                "segments_checked": len(table),
-            }
+            name = "worst_segment_drop"
+            candidate[name], thresholds[name], checks[name] = segment_check(
+                table, settings.evaluation.segment_tolerance
+            )
             out["segments"] = table
-    out.setdefault("segments", [])
-    failed: list[str] = []
-    try:
-        mlflow.validate_evaluation_results(thresholds, EvaluationResult(metrics=candidate, artifacts={}))
-    except ModelValidationFailedException as exc:
-        failed = [name for name in thresholds if name in str(exc)] or list(thresholds)
-        out["mlflow_validation"] = str(exc).strip()
-    for name, check in checks.items():
-        check["passed"] = name not in failed
-    out["checks"] = checks
-    out["promote"] = not failed
+    decide_checks(out, thresholds, candidate, checks)
     out["reason"] = _reason(settings, out, min_delta)
     return out
 
