@@ -94,6 +94,7 @@ def compare(
     *,
     min_delta: float | None = None,
     segments: dict[str, np.ndarray] | None = None,
+    naive: float | None = None,
 ) -> dict[str, Any]:
     """Decide whether the challenger replaces the champion. With no champion (bootstrap), the challenger
     must reach `min_bootstrap_auc` on its holdout.
@@ -122,7 +123,9 @@ def compare(
     if settings.task != "binary":
         from ml.evaluate_tasks import compare_task
 
-        return compare_task(settings, y, p_champion, p_challenger, min_delta=min_delta, segments=segments)
+        return compare_task(
+            settings, y, p_champion, p_challenger, min_delta=min_delta, segments=segments, naive=naive
+        )
     if len(np.unique(np.asarray(y))) < 2:
         raise ModelError(f"{settings.name}: the holdout ({len(y)} rows) has a single class; AUC is undefined")
     challenger = classification_metrics(y, p_challenger)

@@ -25,9 +25,14 @@ def compare_task(
     *,
     min_delta: float,
     segments: dict[str, Any] | None = None,
+    naive: float | None = None,
 ) -> dict[str, Any]:
     """`ml.evaluate.compare` for a multiclass or regression task: the same keys (promote, reason,
-    challenger, champion, bootstrap_ci, checks, segments, holdout_rows), plus `task` and `metric`."""
+    challenger, champion, bootstrap_ci, checks, segments, holdout_rows), plus `task` and `metric`.
+
+    `naive`: the naive model the first champion must beat, learned from its training labels (their mean,
+    or the position of their most frequent class); None: from the holdout's own labels (an oracle, stricter).
+    """
     import numpy as np
     from mlflow.models import MetricThreshold
 
@@ -41,7 +46,7 @@ def compare_task(
         "metric": o.primary,
     }
     if p_champion is None:
-        baseline = _baseline(o, y)
+        baseline = _baseline(o, y, naive)
         gain = o.gain(baseline, float(challenger[o.primary] or 0.0))
         candidate = {"gain_over_baseline": gain}
         thresholds = {"gain_over_baseline": MetricThreshold(threshold=1e-12, greater_is_better=True)}
@@ -83,15 +88,17 @@ def compare_task(
     return out
 
 
-def _baseline(o: Any, y: Any) -> float:
-    """The primary metric of the naive model: the most frequent class, or the mean."""
+def _baseline(o: Any, y: Any, naive: float | None = None) -> float:
+    """The primary metric of the naive model on the holdout: a constant, the training labels' mean or most
+    frequent class (`naive`), else the holdout's own."""
     import numpy as np
 
     if o.task == "regression":
-        return float(o.value(y, np.full(len(y), float(np.mean(y)))))
-    counts = np.bincount(y[y >= 0], minlength=len(o.classes))
+        constant = float(np.mean(y)) if naive is None else float(naive)
+        return float(o.value(y, np.full(len(y), constant)))
+    common = int(np.bincount(y[y >= 0], minlength=len(o.classes)).argmax()) if naive is None else int(naive)
     proba = np.zeros((len(y), len(o.classes)))
-    proba[:, int(counts.argmax())] = 1.0
+    proba[:, common] = 1.0
     return float(o.value(y, proba))
 
 

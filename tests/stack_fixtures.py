@@ -424,10 +424,10 @@ def _capture_yamls(folder: Path) -> None:
 
 
 # the bundled regression and multiclass flights datasets, shortened (tests/integration/test_task_dags.py):
-# a 5-day original window, and a challenger every day after it (the drift check's calibration off so that
+# an 8-day original window (6 training days: fewer lose to a constant for the regression), and a challenger every day after it (the drift check's calibration off so that
 # `quality_drop: -10` reaches `decide` unfiltered) to put each task's promotion gate through the DAG
 TASK_NAMES = ("flights_delay_minutes", "flights_lateness")
-TASK_DAYS = [dt.date(2013, 1, d) for d in range(1, 9)]
+TASK_DAYS = [dt.date(2013, 1, d) for d in range(1, 12)]
 
 
 def _task_yamls(folder: Path) -> None:
@@ -435,7 +435,7 @@ def _task_yamls(folder: Path) -> None:
         raw = yaml.safe_load((BUNDLED_DATASETS / f"{name}.yaml").read_text())
         raw.update(
             holdout_days=2,
-            original_window={"start": "2013-01-01", "end": "2013-01-05"},
+            original_window={"start": "2013-01-01", "end": "2013-01-08"},
             wait={"timeout_minutes": 1, "poke_seconds": 5},
             thresholds={
                 "cooldown_days": 0,

@@ -47,7 +47,10 @@ def run(day: Day, trained: train_challenger.Output) -> Output:
     if missing:
         raise ModelError(f"{s.name}: evaluation.segments {missing} are not columns of the holdout partitions")
     segments = {c: holdout[c].to_numpy() for c in s.evaluation.segments}
-    result = compare(s, y.to_numpy(), p_old, p_new, min_delta=day.params.min_delta, segments=segments)
+    naive = _naive(s, record) if champion is None and s.task != "binary" else None
+    result = compare(
+        s, y.to_numpy(), p_old, p_new, min_delta=day.params.min_delta, segments=segments, naive=naive
+    )
     result["champion_version"] = champion
     result["challenger_version"] = version
     if day.params.dry_run and result["promote"]:
@@ -70,6 +73,19 @@ def run(day: Day, trained: train_challenger.Output) -> Output:
         "experiment_id": record["experiment_id"],
         "model": s.registered_model,
     }
+
+
+def _naive(s: Any, record: dict[str, Any]) -> float:
+    """What a naive model learns from the first champion's training labels: their mean (regression) or the
+    position of their most frequent class (multiclass)."""
+    import numpy as np
+
+    train = lake.read_days(s, [dt.date.fromisoformat(x) for x in record["train_days"]])
+    _, y = lake.model_frame(s, train)
+    values = y.to_numpy()
+    if s.task == "regression":
+        return float(np.nanmean(values))
+    return float(np.bincount(values[values >= 0], minlength=len(s.classes)).argmax())
 
 
 def load(evaluated: Output) -> dict[str, Any]:

@@ -1,9 +1,9 @@
 """A regression and a multiclass dataset, each a YAML only, through the real DAG (issue 18).
 
 The bundled ml/datasets/flights_delay_minutes.yaml (arrival delay in minutes) and flights_lateness.yaml
-(on_time / late / very_late), shortened by tests/stack_fixtures.py to a 5-day original window and a
-challenger every day after it. The scheduler runs Jan 1-8 of each against the real MLflow server: collect,
-bootstrap on Jan 5, then three days whose drift step measures the task's quality and whose challengers go
+(on_time / late / very_late), shortened by tests/stack_fixtures.py to an 8-day original window and a
+challenger every day after it. The scheduler runs Jan 1-11 of each against the real MLflow server: collect,
+bootstrap on Jan 8, then three days whose drift step measures the task's quality and whose challengers go
 through the task's promotion gate.
 """
 
@@ -64,9 +64,12 @@ def test_every_day_runs_and_each_challenger_meets_the_tasks_gate(tasks, name):
         stack.failure_report(),
     )
     rows = _rows(s)
-    assert rows["2013-01-05"]["decision"] == "bootstrap" and rows["2013-01-05"]["promotion"] == "promoted"
+    assert rows["2013-01-08"]["decision"] == "bootstrap" and rows["2013-01-08"]["promotion"] == "promoted", (
+        rows["2013-01-08"]["reason"],
+        (rows["2013-01-08"]["evaluation"] or {}).get("reason"),
+    )
     primary = s.objective.primary
-    for day in DAYS[5:]:
+    for day in DAYS[8:]:
         row = rows[day.isoformat()]
         assert row["decision"] == "retrain", row
         assert row["promotion"] in ("promoted", "rejected"), row
