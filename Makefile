@@ -96,7 +96,7 @@ bench: venv ## replay flights 2013 under each policy + synthetic drift streams, 
 	$(PY) scripts/bench_monitors.py --same-day $(MONITOR_ARGS)
 	$(PY) scripts/bench_tasks.py
 
-bench-tasks: venv ## the regression and multiclass flights datasets under drift / every-7 / never (~30 min); docs/benchmarks.md
+bench-tasks: venv ## the regression and multiclass flights datasets under drift / every-7 / never (~45 min for the year); docs/benchmarks.md
 	$(PY) scripts/bench_tasks.py $(TASKS_ARGS)
 
 bench-monitors: venv ## bias/attribution drift and CBPE estimates on the demo range, labels on time and a week late (~10 min); docs/benchmarks.md
