@@ -96,6 +96,7 @@ def test_the_regression_scores_are_minutes_and_its_versions_carry_the_rmse(tasks
     assert float(champion.tags["holdout.rmse"]) > 0 and "holdout.roc_auc" not in champion.tags
     monitored = _rows(s)[DAYS[-1].isoformat()]
     assert monitored["estimated_quality"] is None  # no label-free estimate for a regression (monitor skipped)
+    assert monitored["prediction_drift"] is not None  # on the predicted minutes
 
 
 def test_the_multiclass_scores_are_a_class_and_its_probabilities(tasks):
