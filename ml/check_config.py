@@ -44,6 +44,7 @@ def check(settings: Settings, *, days: int = DEFAULT_DAYS) -> dict[str, Any]:
         )
     later = [d for d in available if d > s.original_end][:days]
     reference = lake.read_days(s, original)
+    rows_per_day = [int(n) for n in reference.groupby(s.date_column).size().tolist()]
     if len(reference) > REFERENCE_ROWS:
         reference = reference.sample(n=REFERENCE_ROWS, random_state=s.training.seed)
     frame = drift._model_columns(s, reference, None)
@@ -61,7 +62,6 @@ def check(settings: Settings, *, days: int = DEFAULT_DAYS) -> dict[str, Any]:
             seed=s.training.seed,
         )
     limits, tests = _limits(s, frame, cal)
-    rows_per_day = [int(n) for n in lake.read_days(s, original).groupby(s.date_column).size().tolist()]
     out_days = []
     reasons: Counter[str] = Counter()
     for d in later:

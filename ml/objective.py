@@ -23,7 +23,6 @@ do not depend on this module.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -135,7 +134,8 @@ class Objective:
         """How much worse a batch is than the reference (the quality trigger; positive: worse). For RMSE a
         relative change (0.10: 10% larger errors), so `thresholds.quality_drop` reads alike across units."""
         if self.task == "regression":
-            return (batch - reference) / reference if reference > 0 else math.inf * (batch > reference)
+            # relative; a perfect reference (RMSE 0) has no scale: the absolute increase then
+            return (batch - reference) / reference if reference > 0 else batch - reference
         return reference - batch
 
     def paired_bootstrap(
