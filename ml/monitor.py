@@ -155,10 +155,24 @@ def bias_drift(
     *,
     max_positive_rate_gap_change: float,
     max_accuracy_gap_change: float,
+    keys: Sequence[tuple[str, str, str]] | None = None,
 ) -> dict[str, Any]:
     """Compare the current gaps (segment_stats output) with the reference's, column by column (columns in
     both). A violation only when a disparity grew: current gap - reference gap > its limit; a gap missing on
-    either side (no labels, < 2 segment values kept) is not compared."""
+    either side (no labels, < 2 segment values kept) is not compared. `keys`: (gap key, limit name, label)
+    per gap compared (default a binary task's; `ml.monitor_tasks.BIAS_KEYS` has the others')."""
+    limits = {
+        "max_positive_rate_gap_change": max_positive_rate_gap_change,
+        "max_accuracy_gap_change": max_accuracy_gap_change,
+    }
+    compared = [
+        (key, limits[limit], label)
+        for key, limit, label in keys
+        or (
+            ("positive_rate_gap", "max_positive_rate_gap_change", "positive-prediction rate"),
+            ("accuracy_gap", "max_accuracy_gap_change", "accuracy"),
+        )
+    ]
     columns: dict[str, Any] = {}
     reasons: list[str] = []
     reference = reference or {}
@@ -167,10 +181,7 @@ def bias_drift(
             continue
         ref, cur = reference[col] or {}, current[col] or {}
         info: dict[str, Any] = {"reasons": []}
-        for key, limit, label in (
-            ("positive_rate_gap", max_positive_rate_gap_change, "positive-prediction rate"),
-            ("accuracy_gap", max_accuracy_gap_change, "accuracy"),
-        ):
+        for key, limit, label in compared:
             now, before = _f(cur.get(key)), _f(ref.get(key))
             change = None if now is None or before is None else now - before
             info[key], info[f"reference_{key}"], info[f"{key}_change"] = now, before, change
@@ -198,7 +209,9 @@ def prediction_importance(
     """Label-free permutation importance: mean over `repeats` shuffles of mean |p(x) - p(x with feature f
     shuffled)|, on at most `max_rows` rows (seeded sample). Needs no labels, so it is available the day the
     batch arrives. Deterministic for the same seed; column dtypes (category, object) are kept when shuffling.
-    `predict` gets frames with all of `frame`'s columns and returns positive-class probabilities."""
+    `predict` gets frames with all of `frame`'s columns and returns one value per row (a positive-class
+    probability, a predicted value) or one row of class probabilities per row (then the change is the total
+    variation, half the sum of the absolute changes)."""
     import numpy as np
     import pandas as pd
 
@@ -222,9 +235,10 @@ def prediction_importance(
         rows = sum(len(f) for f in frames)
         p = np.asarray(
             predict(pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]), dtype="float64"
-        ).reshape(-1)
+        )
+        p = p.reshape(len(p), -1) if p.ndim == 2 else p.reshape(-1, 1)
         if len(p) != rows:
-            raise ValueError(f"predict: expected {rows} probabilities (one per row). Got {len(p)}.")
+            raise ValueError(f"predict: expected {rows} predictions (one per row). Got {len(p)}.")
         return p
 
     # one shuffled copy per (feature, repeat), drawn in that order; scored in batches of <= MAX_PREDICT_ROWS
@@ -241,7 +255,12 @@ def prediction_importance(
         out.append(scored(pending))
     scores = np.concatenate(out)
     base = scores[:n]
-    changes = np.abs(scores[n:].reshape(len(features), repeats, n) - base).mean(axis=2).mean(axis=1)
+    # one value per row: the change of the probability (or predicted value); several per row (multiclass
+    # probabilities): the total-variation change, half the sum of the absolute changes
+    width = scores.shape[1]
+    moved = np.abs(scores[n:].reshape(len(features), repeats, n, width) - base)
+    moved = moved[..., 0] if width == 1 else moved.sum(axis=3) / 2
+    changes = moved.mean(axis=2).mean(axis=1)
     return {f: float(changes[i]) for i, f in enumerate(features)}
 
 

@@ -7,7 +7,10 @@ SageMaker Model Monitor's other checks, and NannyML-style estimation:
                                 rates (and accuracy and recall once labels are known), vs the reference's
     attribution drift           nDCG of the champion's feature ranking on the day vs on its reference
 
-The statistics themselves are in `ml.monitor`.
+The statistics themselves are in `ml.monitor` (a binary task's) and `ml.monitor_tasks` (multiclass: CBPE
+from per-class calibrators, bias on predicted-class shares and accuracy; regression: no label-free estimate,
+bias on mean prediction and absolute error in label standard deviations). `task` picks them; `scores` are
+what `ml.objective` calls `pred` (the positive class's probability, class probabilities, predicted values).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ml import monitor as stats
+from ml import monitor_tasks as tasks
 from ml.config import Monitoring
 
 if TYPE_CHECKING:
@@ -38,6 +42,7 @@ def fit(
     predict: Predict | None,
     seed: int,
     holdout_auc: float | None,
+    task: str = "binary",
 ) -> dict[str, Any]:
     """The champion's baseline for the monitors (a JSON-able dict, cached once per version).
 
@@ -52,8 +57,21 @@ def fit(
     import numpy as np
 
     y, scores = holdout_labels, holdout_scores
-    calibrator = stats.fit_calibrator(scores, y)
     days = sorted(set(holdout_day))
+    if task != "binary":
+        return _fit_task(
+            mon,
+            task,
+            version=version,
+            holdout=holdout,
+            pred=np.asarray(scores, dtype="float64"),
+            y=np.asarray(y),
+            holdout_day=holdout_day,
+            days=days,
+            importance=_importance(mon, predict, reference_X, features, seed),
+            holdout_quality=holdout_auc,
+        )
+    calibrator = stats.fit_calibrator(scores, y)
     calibration: dict[str, Any] = {
         "rows": len(holdout),
         "holdout_days": days,
@@ -93,30 +111,119 @@ def fit(
                 gaps = [one[col][key] for one in daily if one[col][key] is not None]
                 info[key] = float(np.median(gaps)) if gaps else None
             info["gaps_from"] = "median of the holdout's daily gaps"
-    importance = None
-    if mon.attribution.enabled and predict is not None and reference_X is not None:
-        importance = stats.prediction_importance(
-            predict,
-            reference_X,
-            list(features),
-            repeats=mon.attribution.repeats,
-            seed=seed,
-            max_rows=mon.attribution.rows,
-        )
     return {
         "version": version,
         "calibrator": calibrator.to_dict(),
         "calibration": calibration,
         "bias": bias,
-        "importance": importance,
+        "importance": _importance(mon, predict, reference_X, features, seed),
         "holdout_auc": holdout_auc,
     }
 
 
+def _importance(
+    mon: Monitoring,
+    predict: Predict | None,
+    reference_X: pd.DataFrame | None,
+    features: Sequence[str],
+    seed: int,
+) -> dict[str, float] | None:
+    if not (mon.attribution.enabled and predict is not None and reference_X is not None):
+        return None
+    return stats.prediction_importance(
+        predict,
+        reference_X,
+        list(features),
+        repeats=mon.attribution.repeats,
+        seed=seed,
+        max_rows=mon.attribution.rows,
+    )
+
+
+def _fit_task(
+    mon: Monitoring,
+    task: str,
+    *,
+    version: int,
+    holdout: pd.DataFrame,
+    pred: np.ndarray,
+    y: np.ndarray,
+    holdout_day: np.ndarray,
+    days: list[Any],
+    importance: dict[str, float] | None,
+    holdout_quality: float | None,
+) -> dict[str, Any]:
+    """`fit` for a multiclass or regression task: the calibrators (multiclass) with the same cross-fitted
+    calibration error as a binary task's, and the bias reference gaps (median of the holdout's daily gaps)."""
+    import numpy as np
+
+    out: dict[str, Any] = {
+        "version": version,
+        "task": task,
+        "calibrators": None,
+        "calibration": None,
+        "estimation": None,
+        "bias": None,
+        "importance": importance,
+        "holdout_quality": holdout_quality,
+        "label_scale": None,
+    }
+    if task == "multiclass":
+        y = y.astype("int64")
+        calibrators = tasks.fit_class_calibrators(pred, y)
+        calibration: dict[str, Any] = {
+            "rows": len(holdout),
+            "holdout_days": days,
+            "ece_raw": tasks.top_label_calibration_error(y, pred),
+            "estimated_on_holdout": tasks.estimate(tasks.calibrate(pred, calibrators), pred.argmax(axis=1)),
+            "ece_calibrated": None,
+        }
+        halves = [np.isin(holdout_day, days[0::2]), np.isin(holdout_day, days[1::2])]
+        if all(m.any() for m in halves):
+            cross = np.empty_like(pred)
+            for fit_on, apply_to in (halves, halves[::-1]):
+                fitted = tasks.fit_class_calibrators(pred[fit_on], y[fit_on])
+                cross[apply_to] = tasks.calibrate(pred[apply_to], fitted)
+            calibration["ece_calibrated"] = tasks.top_label_calibration_error(y, cross)
+        out.update(calibrators=[c.to_dict() for c in calibrators], calibration=calibration)
+    else:
+        out["estimation"] = tasks.REGRESSION_NO_ESTIMATE
+        spread = float(np.std(y.astype("float64"))) if len(y) else 0.0
+        out["label_scale"] = spread if spread > 0 else 1.0
+    if mon.bias.segments:
+        scale = out["label_scale"] or 1.0
+
+        def gaps(mask: Any) -> dict[str, dict[str, Any]]:
+            return tasks.segment_stats(
+                task,
+                {c: holdout[c].to_numpy()[mask] for c in mon.bias.segments},
+                pred[mask],
+                y[mask],
+                min_rows=mon.bias.min_rows,
+                scale=scale,
+            )
+
+        bias = gaps(np.ones(len(y), dtype=bool))
+        daily = [gaps(holdout_day == d) for d in days]
+        for col, info in bias.items():
+            for key in ("prediction_gap", "error_gap"):
+                values = [one[col][key] for one in daily if one[col][key] is not None]
+                info[key] = float(np.median(values)) if values else None
+            info["gaps_from"] = "median of the holdout's daily gaps"
+        out["bias"] = bias
+    return out
+
+
 def estimate(mon: Monitoring, reference: Mapping[str, Any], scores: np.ndarray) -> dict[str, Any] | None:
-    """CBPE: AUC and accuracy estimated from the champion's calibrated scores (None when off)."""
+    """CBPE: AUC and accuracy (multiclass: macro F1 and accuracy) estimated from the champion's calibrated
+    scores (None when off, and for a regression: `ml.monitor_tasks.REGRESSION_NO_ESTIMATE`)."""
     if not mon.estimation.enabled:
         return None
+    if reference.get("task", "binary") != "binary":
+        if not reference.get("calibrators"):
+            return None
+        calibrators = [stats.Calibrator.from_dict(c) for c in reference["calibrators"]]
+        return tasks.estimate(tasks.calibrate(scores, calibrators), scores.argmax(axis=1))
     calibrator = stats.Calibrator.from_dict(reference["calibrator"])
     return stats.estimate_performance(calibrator(scores), threshold=mon.bias.threshold)
 
@@ -131,15 +238,29 @@ def bias(
     """Bias drift of one batch against the reference gaps (None when no segment column is configured)."""
     if not mon.bias.segments:
         return None
-    day_stats = stats.segment_stats(
-        dict(segments), scores, labels, threshold=mon.bias.threshold, min_rows=mon.bias.min_rows
-    )
+    task = reference.get("task", "binary")
+    if task == "binary":
+        day_stats = stats.segment_stats(
+            dict(segments), scores, labels, threshold=mon.bias.threshold, min_rows=mon.bias.min_rows
+        )
+    else:
+        day_stats = tasks.segment_stats(
+            task,
+            dict(segments),
+            scores,
+            labels,
+            min_rows=mon.bias.min_rows,
+            scale=reference.get("label_scale") or 1.0,
+        )
     out = stats.bias_drift(
         reference["bias"],
         day_stats,
         max_positive_rate_gap_change=mon.bias.max_positive_rate_gap_change,
         max_accuracy_gap_change=mon.bias.max_accuracy_gap_change,
+        keys=tasks.BIAS_KEYS[task],
     )
+    if task != "binary":
+        out["task"] = task
     out["segments"] = day_stats
     return out
 

@@ -79,6 +79,8 @@ def monitor_page(
     realized: dict[str, Any] | None,
     calibration: dict[str, Any] | None,
     labels_note: str,
+    task: str = "binary",
+    estimation_note: str | None = None,
 ) -> str:
     """The day's self-contained monitor page, shown in an Airflow UI tab (same arguments as the former
     `ml.monitor.render_html`).
@@ -87,8 +89,20 @@ def monitor_page(
     per-value tables) and "labels_day", "labels_day_violation", "labels_day_reasons" (accuracy gaps of an
     earlier day whose labels arrived today). `attribution` is attribution_drift's output; `estimated` is
     estimate_performance's; `realized` has "roc_auc", "accuracy", "positive_rate"; `calibration` has
-    "ece_raw", "ece_calibrated", "rows". A None section is shown as "not computed".
+    "ece_raw", "ece_calibrated", "rows". A None section is shown as "not computed". `task` picks the metrics
+    and gap names (`ml.monitor_tasks`); `estimation_note` says why there is no estimate (a regression).
     """
+    from ml.monitor_tasks import BIAS_KEYS
+
+    metrics = {
+        "binary": (
+            ("roc_auc", "ROC AUC"),
+            ("accuracy", f"accuracy at {float((estimated or {}).get('threshold', 0.5)):.2f}"),
+            ("positive_rate", "share of positive labels"),
+        ),
+        "multiclass": (("macro_f1", "macro F1"), ("accuracy", "accuracy"), ("log_loss", "log loss")),
+        "regression": (("rmse", "RMSE"), ("mae", "MAE"), ("r2", "R²")),
+    }[task] + (("rows", "rows"),)
     return render(
         "monitor.html.j2",
         title=f"Model monitor — {dataset} {day}",
@@ -99,6 +113,10 @@ def monitor_page(
         realized=realized,
         calibration=calibration,
         labels_note=labels_note,
+        task=task,
+        metrics=metrics,
+        gaps=[(key, label) for key, _, label in BIAS_KEYS[task]],
+        estimation_note=estimation_note,
     )
 
 

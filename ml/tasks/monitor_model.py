@@ -7,6 +7,11 @@
 - labels arriving today (`label_delay_days` > 0): the realized quality of the day whose labels arrive now,
   recorded on that day's row beside its estimate.
 
+Per task (`ml.monitor_tasks`): a multiclass champion's macro F1 and accuracy are estimated the same way
+(per-class calibrators), its bias gaps are of predicted-class shares and accuracy; a regression has no
+label-free estimate (the page says why) and its gaps are of mean prediction and absolute error, in the
+label's standard deviations; attribution shuffles against the class probabilities or the predicted value.
+
 Writes model_monitor.html/.json (the "Model monitor" tab) and logs to the day's MLflow monitoring run. Alerts
 on a violation of a check whose action is `alert` or `retrain`.
 """
@@ -24,6 +29,7 @@ from ml.config import Settings
 from ml.day import Day
 from ml.exceptions import ModelError
 from ml.history import History
+from ml.monitor_tasks import BIAS_KEYS
 
 HTML = "model_monitor.html"
 JSON = "model_monitor.json"
@@ -38,7 +44,7 @@ class LabelsArrived(TypedDict):
 class Output(TypedDict, total=False):
     skipped: bool  # no champion yet
     reason: str
-    estimated_auc: float | None
+    estimated_auc: float | None  # the estimated primary metric (binary AUC, multiclass macro F1)
     estimated_quality_drop: float | None
     bias_violation: bool | None
     bias_reason: str | None  # the first reason of a violation
@@ -57,23 +63,14 @@ def run(day: Day) -> Output:
     champion = day.serving_champion()
     if champion is None:
         return {"skipped": True, "reason": "no champion yet", "alerts": []}
-    if s.task != "binary":
-        # CBPE estimates from calibrated probabilities of a binary classifier, the bias monitor's gaps are of
-        # positive-prediction rates, the attribution ranks the positive class's score: none is defined for a
-        # regression (no label-free estimate of its error here) nor, yet, for a multiclass task. The day's
-        # quality on its labels is measured by detect_drift; prediction drift on the task's output there too.
-        return {
-            "skipped": True,
-            "reason": f"the model monitors (CBPE, bias, attribution) are for binary tasks; this task is {s.task}",
-            "alerts": [],
-        }
     mon = s.monitoring
     ref = reference(s, h, champion)
     batch = lake.read_batch(s, d)
     preds = lake.read_predictions(s, d)
     if preds is None or len(preds) != len(batch):
         raise ModelError(f"{s.partition_dir(d)}: no champion scores for the batch; run score_batch first")
-    scores = preds["score"].to_numpy()
+    objective = s.objective
+    scores = objective.from_frame(preds)  # binary: the positive class's probability (ml.objective's `pred`)
     labels_now = s.labels_known(d, d)
     y = lake.model_frame(s, batch)[1].to_numpy() if labels_now else None
     fields: dict[str, Any] = {}
@@ -82,8 +79,13 @@ def run(day: Day) -> Output:
     estimated = monitoring.estimate(mon, ref, scores)
     if estimated is not None:
         fields["estimated_quality"] = estimated
-        if ref.get("holdout_auc") is not None and estimated.get("roc_auc") is not None:
-            fields["estimated_quality_drop"] = float(ref["holdout_auc"]) - float(estimated["roc_auc"])
+        if s.task == "binary":
+            if ref.get("holdout_auc") is not None and estimated.get("roc_auc") is not None:
+                fields["estimated_quality_drop"] = float(ref["holdout_auc"]) - float(estimated["roc_auc"])
+        elif ref.get("holdout_quality") is not None and estimated.get(objective.primary) is not None:
+            fields["estimated_quality_drop"] = objective.drop(
+                float(ref["holdout_quality"]), float(estimated[objective.primary])
+            )
     if labels_now:
         fields["labels_known_on"] = d.isoformat()
 
@@ -111,7 +113,7 @@ def run(day: Day) -> Output:
         attribution = monitoring.attribution(
             mon,
             ref,
-            lambda frame: model.predict_proba(frame[s.features])[:, 1],
+            _predictor(s, model),
             X,
             s.features,
             s.training.seed,
@@ -126,7 +128,7 @@ def run(day: Day) -> Output:
             alerts.append(attribution["reason"])
 
     if y is not None:
-        realized = classification_metrics(y, scores)
+        realized = classification_metrics(y, scores) if s.task == "binary" else objective.metrics(y, scores)
         note = "labels arrive with the batch"
     else:
         realized = None
@@ -151,6 +153,8 @@ def run(day: Day) -> Output:
             realized=realized,
             calibration=ref.get("calibration"),
             labels_note=note,
+            task=s.task,
+            estimation_note=ref.get("estimation"),
         )
     )
     summary = {
@@ -170,7 +174,7 @@ def run(day: Day) -> Output:
     _log_metrics(s, h, d, champion, fields, folder / HTML)
     reasons = (bias or {}).get("reasons") or (bias or {}).get("labels_day_reasons") or []
     return {
-        "estimated_auc": (estimated or {}).get("roc_auc"),
+        "estimated_auc": (estimated or {}).get(objective.primary),
         "estimated_quality_drop": fields.get("estimated_quality_drop"),
         "bias_violation": fields.get("bias_violation"),
         "bias_reason": (reasons[0] if reasons else "a segment disparity moved")
@@ -196,7 +200,7 @@ def reference(s: Settings, h: History, version: int) -> dict[str, Any]:
     record = h.get_model(s.name, version) or {}
     holdout_days = [dt.date.fromisoformat(x) for x in record.get("holdout_days") or []]
     holdout = lake.read_days(s, holdout_days)
-    scores = registry.artifact(s, h, version, "holdout_scores.parquet")["score"].to_numpy()
+    scores = s.objective.from_frame(registry.artifact(s, h, version, "holdout_scores.parquet"))
     if len(scores) != len(holdout):
         raise ModelError(
             f"{s.name} v{version}: {len(scores)} holdout scores for {len(holdout)} holdout rows "
@@ -205,11 +209,8 @@ def reference(s: Settings, h: History, version: int) -> dict[str, Any]:
     predict = None
     reference_X = None
     if s.monitoring.attribution.enabled:
-        model = registry.version_model(s, h, version)
         reference_X, _ = lake.model_frame(s, registry.artifact(s, h, version, "reference.parquet"))
-
-        def predict(frame: Any) -> Any:
-            return model.predict_proba(frame[s.features])[:, 1]
+        predict = _predictor(s, registry.version_model(s, h, version))
 
     out = monitoring.fit(
         s.monitoring,
@@ -222,13 +223,24 @@ def reference(s: Settings, h: History, version: int) -> dict[str, Any]:
         features=s.features,
         predict=predict,
         seed=s.training.seed,
-        holdout_auc=(record.get("holdout_metrics") or {}).get("roc_auc"),
+        holdout_auc=(record.get("holdout_metrics") or {}).get(s.objective.primary),
+        task=s.task,
     )
     cache.parent.mkdir(parents=True, exist_ok=True)
     tmp = cache.with_suffix(".tmp")
     tmp.write_text(json.dumps(out, default=float))
     tmp.replace(cache)
     return out
+
+
+def _predictor(s: Settings, model: Any) -> Any:
+    """What attribution shuffles against: the positive class's probability (binary), the class probabilities
+    (multiclass), the predicted value (regression)."""
+    if s.task == "binary":
+        return lambda frame: model.predict_proba(frame[s.features])[:, 1]  # the binary path as it always was
+    from ml import train
+
+    return lambda frame: train.predictions(model, s, frame[s.features])
 
 
 def _fmt(quality: dict[str, Any] | None) -> str:
@@ -293,10 +305,10 @@ def _log_metrics(
 ) -> None:
     metrics: dict[str, Any] = {}
     for key, value in (fields.get("estimated_quality") or {}).items():
-        if key in ("roc_auc", "accuracy"):
+        if key in ("roc_auc", "accuracy", "macro_f1"):
             metrics[f"estimated_{key}"] = value
     metrics["attribution_ndcg"] = fields.get("attribution_ndcg")
     for col, info in ((fields.get("bias") or {}).get("columns") or {}).items():
-        for key in ("positive_rate_gap", "accuracy_gap"):
+        for key, _, _ in BIAS_KEYS[s.task]:
             metrics[f"bias_{col}_{key}"] = info.get(key)
     registry.log_monitoring(s, h, d, champion, metrics, [("monitor", page)])

@@ -3,8 +3,8 @@
 The bundled ml/datasets/flights_delay_minutes.yaml (arrival delay in minutes) and flights_lateness.yaml
 (on_time / late / very_late), shortened by tests/stack_fixtures.py to an 8-day original window and a
 challenger every day after it. The scheduler runs Jan 1-11 of each against the real MLflow server: collect,
-bootstrap on Jan 8, then three days whose drift step measures the task's quality and whose challengers go
-through the task's promotion gate.
+bootstrap on Jan 8, then three days whose drift step measures the task's quality, whose model monitors are
+the task's (ml/monitor_tasks.py) and whose challengers go through the task's promotion gate.
 """
 
 from __future__ import annotations
@@ -95,8 +95,19 @@ def test_the_regression_scores_are_minutes_and_its_versions_carry_the_rmse(tasks
     champion = client.get_model_version_by_alias(s.registered_model, "champion")
     assert float(champion.tags["holdout.rmse"]) > 0 and "holdout.roc_auc" not in champion.tags
     monitored = _rows(s)[DAYS[-1].isoformat()]
-    assert monitored["estimated_quality"] is None  # no label-free estimate for a regression (monitor skipped)
     assert monitored["prediction_drift"] is not None  # on the predicted minutes
+    # the model monitors of a regression: no label-free estimate (the page says why), bias gaps of the mean
+    # prediction and the absolute error between origins, attribution on the predicted value
+    assert monitored["estimated_quality"] is None
+    gaps = monitored["bias"]["columns"]["origin"]
+    assert (
+        gaps["prediction_gap"] > 0
+        and gaps["error_gap"] is not None
+        and gaps["reference_error_gap"] is not None
+    )
+    assert 0 <= monitored["attribution_ndcg"] <= 1
+    page = (s.report_dir(DAYS[-1]) / "model_monitor.html").read_text()
+    assert "Estimated: none. no label-free estimate for a regression" in page and "RMSE" in page
 
 
 def test_the_multiclass_scores_are_a_class_and_its_probabilities(tasks):
@@ -116,3 +127,13 @@ def test_the_multiclass_scores_are_a_class_and_its_probabilities(tasks):
     assert (
         drift["prediction_drift"] is None or drift["prediction_drift"] >= 0
     )  # the predicted class, categorical
+    # the model monitors of a multiclass task: CBPE's macro F1 beside the realized one, predicted-class share
+    # gaps between origins, attribution on the class probabilities
+    estimated, realized = drift["estimated_quality"], drift["quality"]
+    assert 0 < estimated["macro_f1"] < 1 and 0 < estimated["accuracy"] < 1, estimated
+    assert abs(estimated["accuracy"] - realized["accuracy"]) < 0.15, (estimated, realized)
+    gaps = drift["bias"]["columns"]["origin"]
+    assert gaps["prediction_gap"] is not None and gaps["error_gap"] is not None
+    assert 0 <= drift["attribution_ndcg"] <= 1
+    page = (s.report_dir(DAYS[-1]) / "model_monitor.html").read_text()
+    assert "macro F1" in page and "predicted-class share gap" in page

@@ -188,7 +188,7 @@ def test_prediction_importance_rejects_bad_input(x1_model):
         m.prediction_importance(predict, frame, ["x1"], max_rows=0)
     with pytest.raises(ValueError, match="frame: expected at least one row"):
         m.prediction_importance(predict, frame.iloc[:0], ["x1"])
-    with pytest.raises(ValueError, match="predict: expected 40 probabilities"):
+    with pytest.raises(ValueError, match="predict: expected 40 predictions"):
         m.prediction_importance(lambda f: np.zeros(3), frame, ["x1"], max_rows=10)
 
 
