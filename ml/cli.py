@@ -484,9 +484,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--force-retrain", action="store_true")
     sp.set_defaults(func=_run_day)
 
-    from ml.traffic import add_commands
+    from ml import drift_report, traffic
 
-    add_commands(sub, dataset_arg)  # traffic, labels
+    traffic.add_commands(sub, dataset_arg)  # traffic, labels
+    drift_report.add_commands(sub, dataset_arg)  # report
     return p
 
 

@@ -32,6 +32,7 @@ from ml.schema import (
     Estimation,
     Evaluation,
     Monitoring,
+    Reports,
     Retries,
     Serving,
     Thresholds,
@@ -117,6 +118,7 @@ class Settings:
     label_delay_days: int = 0
     monitoring: Monitoring = field(default_factory=Monitoring)
     retries: Retries = field(default_factory=Retries)
+    reports: Reports = field(default_factory=Reports)
     serving: Serving = field(default_factory=Serving)
     drift: Drift = field(default_factory=Drift)
     task: str = "binary"  # binary | multiclass | regression (ml/objective.py)
@@ -203,6 +205,16 @@ def _names(raw: Any, key: str, path: str) -> tuple[str, ...]:
     if not isinstance(raw, list) or not all(isinstance(x, str) for x in raw):
         raise ConfigError(f"{path}: {key}: expected a list of column names. Got {raw!r}.")
     return tuple(raw)
+
+
+def _reports(raw: Mapping[str, Any], p: str) -> Reports:
+    reports: Reports = section(raw, "reports", Reports, p)
+    if reports.keep_rendered_days < 0:
+        raise ConfigError(
+            f"{p}: reports.keep_rendered_days: expected 0 (keep for ever) or a number of days. "
+            f"Got {reports.keep_rendered_days}."
+        )
+    return reports
 
 
 def _monitoring(raw: Mapping[str, Any], p: str, columns: set[str]) -> Monitoring:
@@ -469,6 +481,7 @@ def load_settings(dataset: str | Path, environ: Mapping[str, str] | None = None)
         validation=validation,
         wait=section(raw, "wait", Wait, p),
         retries=section(raw, "retries", Retries, p),
+        reports=_reports(raw, p),
         drift_columns=dict(drift.columns),
         drift=drift,
         paths=Paths.from_env(),

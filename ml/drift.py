@@ -1,10 +1,12 @@
-"""Drift check of one logical date: feature drift, prediction drift and batch quality, with an Evidently report.
+"""Drift check of one logical date: feature drift, prediction drift and batch quality.
 
-`detect_drift` compares the day's batch with a reference window using Evidently 0.7 (`DataDriftPreset`, one
-`ValueDrift` per feature with Evidently's default method per column type unless `settings.drift_columns`
-overrides it), writes one self-contained HTML report (Evidently's page with its data escaped, see
-ml/report_html.py) plus `drift.json` with the returned summary, and returns that summary as a small JSON-able
-dict with fixed keys.
+`detect_drift` compares the day's batch with a reference window, column by column with Evidently 0.7's own
+stat tests (the test its `ValueDrift` metric picks per column type and size, or the one `drift.columns` /
+the calibration names, with its threshold), computed once and without building a report; it writes
+`drift.json` with the returned summary (a few KB) and returns that summary as a small JSON-able dict with
+fixed keys. The full Evidently report (`ml.drift_report`) is rendered from the kept batch and reference
+only when a person opens it, and on the days that trigger a retrain (the evidence logged with the
+challenger).
 
 Evidently and pandas are imported inside the functions: importing Evidently takes seconds and must never
 happen when an Airflow DAG file is parsed.
@@ -22,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ml import calibration as calib
-from ml import evaluate, report_html
+from ml import evaluate
 from ml.config import Settings
 from ml.data import as_date
 from ml.exceptions import ConfigError, DataQualityError, SchemaError
@@ -82,8 +84,10 @@ def detect_drift(
     report_path: Path | None = None,
     calibration: Mapping[str, Any] | None = None,
     current_pred: Any = None,
+    render: bool = False,
 ) -> dict[str, Any]:
-    """Compare the batch of `day` with the reference window; write the HTML report and `drift.json`.
+    """Compare the batch of `day` with the reference window; write `drift.json` (and with `render`, the
+    Evidently report: `ml.drift_report`, which otherwise renders it when someone opens it).
 
     Args:
         settings: the dataset's settings (features, label, `thresholds.drift_share`, `drift_columns`).
@@ -95,8 +99,8 @@ def detect_drift(
             Enables the batch quality (with the label) and, with `reference_scores`, prediction drift.
         reference_scores: the champion's probabilities on `reference`, row-aligned.
         champion_holdout: the champion's holdout metrics; `quality_drop` = its `roc_auc` - the batch's.
-        report_path: where to write the HTML (default: `settings.report_dir(day) / "drift.html"`);
-            `drift.json` is written beside it.
+        report_path: where the HTML goes (default: `settings.report_dir(day) / "drift.html"`); `drift.json`
+            is written beside it.
         current_pred: a multiclass or regression task's predictions on `current` (`ml.objective`), for the
             batch quality; `current_scores` / `reference_scores` then hold its output (`Objective.output`).
         calibration: `ml.calibration.calibrate`'s result for this reference: its per-column method and
@@ -110,8 +114,9 @@ def detect_drift(
         is None when the batch holds one label class. `positive_rate` is the share of positive labels.
         `quality_se` is the standard error of the batch's AUC (Hanley & McNeil), the noise of a drop.
         `thresholds` says where the thresholds came from: "calibrated" or "evidently defaults".
-        The sklearn numbers are authoritative; Evidently's ClassificationPreset is added to the HTML only
-        when both sides have scores and fully labelled two-class data (it raises otherwise).
+        `html_path` is None unless `render`. The sklearn numbers are authoritative; Evidently's
+        ClassificationPreset is added to the HTML only when both sides have scores and fully labelled
+        two-class data (it raises otherwise).
 
     Raises:
         SchemaError: a feature is missing from `current` or `reference`.
@@ -174,18 +179,7 @@ def detect_drift(
         and _clean_labels(ref, settings.label)
     )
 
-    snapshot = _run_report(
-        settings,
-        day,
-        cur=cur,
-        ref=ref,
-        tested=tested,
-        overrides=overrides,
-        prediction_drift=prediction_drift_on,
-        classification=with_classification,
-        rows_reference=rows_reference,
-    )
-    results, evidently_count = _snapshot_results(snapshot)
+    results = column_results(settings, cur, ref, tested, overrides, prediction_drift=prediction_drift_on)
 
     columns: dict[str, dict[str, Any]] = {}
     for col in features:
@@ -195,14 +189,6 @@ def detect_drift(
             columns[col] = results[col]
     drifted = sorted(c for c in tested if columns[c]["drifted"])
     share = len(drifted) / len(tested)
-    if evidently_count is not None and evidently_count != len(drifted):
-        log.warning(
-            "%s %s: Evidently's DriftedColumnsCount says %s drifted, its ValueDrift tests %d; using the tests",
-            settings.name,
-            day,
-            evidently_count,
-            len(drifted),
-        )
 
     quality_drop, key = None, settings.objective.primary
     if champion_holdout is not None:
@@ -216,11 +202,21 @@ def detect_drift(
     html_path = Path(report_path) if report_path is not None else settings.report_dir(day) / REPORT_FILE
     json_path = html_path.with_name(SUMMARY_FILE)
     html_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = html_path.with_name(f".{html_path.name}.tmp")
-    # not snapshot.save_html: Evidently writes the data unescaped into a <script>, so a category such as
-    # '</script><script>...' would run in whoever opens the report
-    report_html.write_evidently_report(snapshot, tmp)
-    tmp.replace(html_path)
+    if render:
+        from ml import drift_report
+
+        drift_report.write(
+            settings,
+            day,
+            cur=cur,
+            ref=ref,
+            tested=tested,
+            columns={c: columns[c] for c in tested},
+            prediction=results.get(PREDICTION_COLUMN) if prediction_drift_on else None,
+            classification=with_classification,
+            rows_reference=rows_reference,
+            path=html_path,
+        )
 
     result: dict[str, Any] = {
         "day": day.isoformat(),
@@ -237,7 +233,7 @@ def detect_drift(
         "quality_drop": quality_drop,
         "quality_se": None if quality is None else quality.get(f"{key}_se"),
         "thresholds": "calibrated" if calibration else "evidently defaults",
-        "html_path": str(html_path),
+        "html_path": str(html_path) if render else None,
         "json_path": str(json_path),
         "seconds": round(time.perf_counter() - started, 3),
     }
@@ -245,7 +241,8 @@ def detect_drift(
     tmp.write_text(json.dumps(result, indent=2, allow_nan=False))
     tmp.replace(json_path)
     log.info(
-        "%s %s: %d/%d features drifted (share %.2f, dataset drift %s), prediction drift %s, quality drop %s; %s",
+        "%s %s: %d/%d features drifted (share %.2f, dataset drift %s), prediction drift %s, quality drop %s; %s"
+        " in %.2f s",
         settings.name,
         day,
         len(drifted),
@@ -254,109 +251,71 @@ def detect_drift(
         result["dataset_drift"],
         None if result["prediction_drift"] is None else result["prediction_drift"]["drifted"],
         None if quality_drop is None else round(quality_drop, 4),
-        html_path,
+        html_path if render else json_path,
+        result["seconds"],
     )
     return result
 
 
-def _run_report(
+def column_results(
     settings: Settings,
-    day: dt.date,
-    *,
     cur: pd.DataFrame,
     ref: pd.DataFrame,
-    tested: list[str],
+    tested: Sequence[str],
     overrides: Mapping[str, Mapping[str, Any]],
+    *,
     prediction_drift: bool,
-    classification: bool,
-    rows_reference: int,
-) -> Any:
-    """One Evidently report: DataDriftPreset on the tested features (+ ValueDrift on the scores, + quality)."""
-    from evidently import BinaryClassification, DataDefinition, Dataset, Report
-    from evidently.metrics import ValueDrift
-    from evidently.presets import ClassificationPreset, DataDriftPreset
-
-    numeric = [c for c in settings.numeric if c in tested]
-    categorical = [c for c in settings.categorical if c in tested]
-    methods = {c: o["method"] for c, o in overrides.items() if c in tested and "method" in o}
-    thresholds = {c: float(o["threshold"]) for c, o in overrides.items() if c in tested and "threshold" in o}
-    items: list[Any] = [
-        DataDriftPreset(
-            columns=tested,
-            drift_share=settings.thresholds.drift_share,
-            per_column_method=methods or None,
-            per_column_threshold=thresholds or None,
-        )
-    ]
-    cols = [*tested]
-    task: list[Any] = []
-    if prediction_drift:
-        (categorical if settings.task == "multiclass" else numeric).append(PREDICTION_COLUMN)
-        cols.append(PREDICTION_COLUMN)
-        spec = overrides.get(PREDICTION_COLUMN, {})
+) -> dict[str, dict[str, Any]]:
+    """Per tested column (and the prediction column) {method, score, threshold, drifted}: Evidently's own
+    stat test for the column, picked and thresholded as its `ValueDrift` metric does (`column_drift`)."""
+    numeric = set(settings.numeric) | ({PREDICTION_COLUMN} if settings.task != "multiclass" else set())
+    out = {}
+    for col in [*tested, *([PREDICTION_COLUMN] if prediction_drift else [])]:
+        spec = overrides.get(col, {})
         threshold = spec.get("threshold")
-        items.append(
-            ValueDrift(
-                column=PREDICTION_COLUMN,
-                method=spec.get("method"),
-                threshold=None if threshold is None else float(threshold),
-            )
+        out[col] = column_drift(
+            ref[col],
+            cur[col],
+            categorical=col not in numeric,
+            method=spec.get("method"),
+            threshold=None if threshold is None else float(threshold),
         )
-    if classification:
-        # Evidently's classification metrics need scores and two label classes on both sides (its by-class
-        # table raises KeyError on a one-class batch, and a reference without scores is "partially present").
-        # labels as int64: with a float target Evidently rejects probas_threshold ("only with binary ...")
-        cur = cur.assign(**{settings.label: cur[settings.label].astype("int64")})
-        ref = ref.assign(**{settings.label: ref[settings.label].astype("int64")})
-        cols.append(settings.label)
-        task = [BinaryClassification(target=settings.label, prediction_probas=PREDICTION_COLUMN, pos_label=1)]
-        items.append(ClassificationPreset(probas_threshold=DECISION_THRESHOLD))
-    definition = DataDefinition(
-        numerical_columns=numeric, categorical_columns=categorical, classification=task
-    )
-    report = Report(
-        items,
-        include_tests=True,
-        metadata={"dataset": settings.name, "day": day.isoformat(), "rows_reference_given": rows_reference},
-        tags=[settings.name, "drift"],
-    )
-    return report.run(
-        current_data=Dataset.from_pandas(cur[cols], data_definition=definition),
-        reference_data=Dataset.from_pandas(ref[cols], data_definition=definition),
-        timestamp=dt.datetime.combine(day, dt.time(0), tzinfo=dt.UTC),
-    )
+    return out
 
 
-def _snapshot_results(snapshot: Any) -> tuple[dict[str, dict[str, Any]], int | None]:
-    """Per column {method, score, threshold, drifted} from the ValueDrift metrics and their tests, and the
-    count of DriftedColumnsCount (a cross-check: it recomputes the same drift through Evidently's legacy path).
-    """
-    data = snapshot.dict()
-    status = {
-        t["metric_config"]["metric_id"]: t["status"] for t in data.get("tests", []) if "metric_config" in t
+def column_drift(
+    reference: pd.Series,
+    current: pd.Series,
+    *,
+    categorical: bool,
+    method: str | None,
+    threshold: float | None,
+) -> dict[str, Any]:
+    """One column's drift with Evidently 0.7's own code, as its `ValueDrift` computes it
+    (`ValueDriftCalculation.calculate` -> `get_one_column_drift`) without the figures it also builds: inf
+    as missing, missing dropped, the stat test Evidently picks for the column type, sizes and values
+    (`get_stattest`; `method` overrides), its default threshold unless `threshold`. tests/golden pins the
+    numbers against the full Evidently report of before (tests/unit/test_drift_golden.py)."""
+    import numpy as np
+    from evidently.legacy.calculations.stattests.registry import get_stattest
+    from evidently.legacy.core import ColumnType
+
+    kind = ColumnType.Categorical if categorical else ColumnType.Numerical
+    ref = reference.replace([-np.inf, np.inf], np.nan).dropna()
+    now = current.replace([-np.inf, np.inf], np.nan).dropna()
+    if ref.empty or now.empty:  # only inf left: Evidently's report raised here too
+        side = "reference" if ref.empty else "current"
+        raise DataQualityError(
+            f"detect_drift: column {reference.name!r} has no finite value in the {side}. Expected at least one."
+        )
+    test = get_stattest(ref, now, kind, method)
+    result = test(ref, now, kind, threshold)
+    return {
+        "method": test.name,
+        "score": _finite(result.drift_score),
+        "threshold": _finite(result.actual_threshold),
+        "drifted": bool(result.drifted),
     }
-    names = calib.method_names()
-    out: dict[str, dict[str, Any]] = {}
-    count = None
-    for metric in data["metrics"]:
-        config = metric.get("config", {})
-        kind = str(config.get("type", "")).rsplit(":", 1)[-1]
-        if kind == "DriftedColumnsCount":
-            count = int(metric["value"]["count"])
-        if kind != "ValueDrift":
-            continue
-        if metric["id"] not in status:
-            raise RuntimeError(f"Evidently snapshot: no drift test for metric {metric['metric_name']}.")
-        method = str(config["method"])
-        out[config["column"]] = {
-            # auto-chosen methods come back as display names ("Wasserstein distance (normed)"), overrides as
-            # their ids ("psi"); report ids throughout so they can be pasted into drift.columns
-            "method": names.get(method, method),
-            "score": _finite(metric["value"]),
-            "threshold": _finite(config["threshold"]),
-            "drifted": status[metric["id"]] == "FAIL",
-        }
-    return out, count
 
 
 def _quality(settings: Settings, cur: pd.DataFrame) -> dict[str, Any] | None:

@@ -17,6 +17,8 @@ from __future__ import annotations
 import importlib
 import logging
 
+from ml import warmup
+
 log = logging.getLogger(__name__)
 
 MODULES = (
@@ -59,33 +61,6 @@ MODULES = (
 )
 
 
-def _warm_evidently() -> None:
-    import numpy as np
-    import pandas as pd
-    from evidently import BinaryClassification, DataDefinition, Dataset, Report
-    from evidently.presets import ClassificationPreset, DataDriftPreset
-
-    rng = np.random.default_rng(0)
-    frame = pd.DataFrame(
-        {
-            "x": rng.normal(size=60),
-            "c": rng.choice(["a", "b"], 60),
-            "target": rng.integers(0, 2, 60),
-            "prediction": rng.random(60),
-        }
-    )
-    definition = DataDefinition(
-        numerical_columns=["x", "prediction"],
-        categorical_columns=["c", "target"],
-        classification=[BinaryClassification(target="target", prediction_probas="prediction")],
-    )
-    data = Dataset.from_pandas(frame, data_definition=definition)
-    snapshot = Report([DataDriftPreset(columns=["x", "c"]), ClassificationPreset()]).run(
-        current_data=data, reference_data=data
-    )
-    snapshot.get_html_str(as_iframe=False)
-
-
 def _warm_skops() -> None:
     # never fit or predict with an OpenMP estimator (HistGradientBoosting) here: GNU OpenMP's thread pool
     # does not survive fork, and every forked task would hang on its first prediction
@@ -105,7 +80,7 @@ def warm() -> list[str]:
             importlib.import_module(name)
         except Exception as exc:  # noqa: BLE001 - a missing optional module only costs speed
             failed.append(f"{name}: {exc}")
-    for warmer in (_warm_evidently, _warm_skops):
+    for warmer in (warmup.evidently_report, _warm_skops):
         try:
             warmer()
         except Exception as exc:  # noqa: BLE001 - same: a warm-up that fails is skipped

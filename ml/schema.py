@@ -36,6 +36,7 @@ TOP_LEVEL_KEYS = frozenset(
         "validation",
         "wait",
         "retries",
+        "reports",
         "drift",
         "evaluation",
         "synthetic",
@@ -192,6 +193,16 @@ class Retries:
 
     count: int = 1
     delay_seconds: float = 20.0
+
+
+@dataclass(frozen=True)
+class Reports:
+    """What the daily report store keeps (ml/drift_report.py)."""
+
+    # a day's full Evidently drift report (~5 MB) is rendered when someone opens it or the day triggers a
+    # retrain; rendered reports of days older than this are deleted by the drift step (0: kept for ever).
+    # The day's drift.json stays, and a deleted report is rendered again when opened.
+    keep_rendered_days: int = 30
 
 
 def section(raw: Mapping[str, Any], key: str, cls: type, path: str) -> Any:

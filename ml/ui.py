@@ -1,7 +1,7 @@
 """The pages behind the Airflow UI plugin (plugins/driftwatch_plugin.py), mounted at /driftwatch.
 
     /driftwatch/dags/{dag_id}/runs/{run_id}/drift        a frame for the run's report    ("Drift report" tab)
-    /driftwatch/dags/{dag_id}/runs/{run_id}/drift/report the run's Evidently report, sandboxed
+    /driftwatch/dags/{dag_id}/runs/{run_id}/drift/report the run's Evidently report (rendered on first view), sandboxed
     /driftwatch/dags/{dag_id}/runs/{run_id}/monitor      bias/attribution/estimates      ("Model monitor" tab)
     /driftwatch/dags/{dag_id}/runs/{run_id}/validation   the run's validation result     ("Validation" tab)
     /driftwatch/dags/{dag_id}/history                     timeline plot + events          ("Model history" tab)
@@ -28,6 +28,9 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import os
+import sys
+import threading
 from pathlib import Path, PurePosixPath
 from typing import Annotated
 
@@ -39,9 +42,31 @@ from fastapi import Path as PathParam
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 
 from ml import report_html, reports
-from ml.exceptions import ReportFormatError
+from ml.exceptions import ModelError, ReportFormatError
 
 log = logging.getLogger(__name__)
+
+
+def _warm_in_api_server(argv: list[str]) -> threading.Thread | None:
+    """In the Airflow API server (the process that serves these pages; not the scheduler, the DAG processor
+    or a task, which load the plugin too), import Evidently and build one tiny report in the background,
+    so that the first Drift report opened renders without paying ~4 s of imports first (~200 MB more)."""
+    if "api-server" not in argv or os.environ.get("DRIFTWATCH_UI_WARM", "1") == "0":
+        return None
+    from ml import warmup
+
+    def warm() -> None:
+        try:
+            warmup.evidently_report()
+        except Exception as exc:  # noqa: BLE001 - only the first report's speed depends on it
+            log.warning("driftwatch: Evidently warm-up skipped: %s", exc)
+
+    thread = threading.Thread(target=warm, name="driftwatch-warm-evidently", daemon=True)
+    thread.start()
+    return thread
+
+
+_warm_in_api_server(sys.argv)
 
 URL_PREFIX = "/driftwatch"
 SERVED_SUFFIXES = {
@@ -157,10 +182,13 @@ def _evidently_response(path: Path) -> HTMLResponse:
 
 @app.get("/dags/{dag_id}/runs/{run_id}/drift", dependencies=[CanReadRuns], response_class=HTMLResponse)
 def drift_report(dag_id: DagId, run_id: str, session: SessionDep):
-    """The "Drift report" tab: a frame of ours around the report route, sandboxed to scripts only."""
-    from ml.drift import REPORT_FILE
+    """The "Drift report" tab: a frame of ours around the report route, sandboxed to scripts only. The
+    drift step keeps the day's numbers (drift.json); the report itself is rendered by the framed route."""
+    from ml.drift import REPORT_FILE, SUMMARY_FILE
 
     path, missing = _day_file(dag_id, run_id, session, REPORT_FILE, "drift report")
+    if path is None:
+        path, missing = _day_file(dag_id, run_id, session, SUMMARY_FILE, "drift report")
     if path is None:
         return missing
     page = report_html.wrapper_page(f"Drift report {dag_id} {run_id}", "drift/report")
@@ -169,11 +197,25 @@ def drift_report(dag_id: DagId, run_id: str, session: SessionDep):
 
 @app.get("/dags/{dag_id}/runs/{run_id}/drift/report", dependencies=[CanReadRuns], response_class=HTMLResponse)
 def drift_report_document(dag_id: DagId, run_id: str, session: SessionDep):
-    """The run's Evidently report itself (framed by `drift_report`; sandboxed by its own headers as well)."""
-    from ml.drift import REPORT_FILE
+    """The run's Evidently report itself (framed by `drift_report`; sandboxed by its own headers as well),
+    rendered from the kept batch and reference the first time it is asked for, then served from the file."""
+    from ml import drift_report as reports_of_drift
+    from ml.drift import REPORT_FILE, SUMMARY_FILE
+    from ml.history import History
 
     path, missing = _day_file(dag_id, run_id, session, REPORT_FILE, "drift report")
-    return missing if path is None else _evidently_response(path)
+    if path is not None:
+        return _evidently_response(path)
+    path, missing = _day_file(dag_id, run_id, session, SUMMARY_FILE, "drift report")
+    if path is None:
+        return missing
+    s = _settings_for_dag(dag_id)
+    day = _logical_day(session, dag_id, run_id)
+    try:
+        rendered = reports_of_drift.render_day(s, History(s.history_url), day)
+    except (FileNotFoundError, ModelError) as exc:
+        return _missing_page(f"The drift report of {s.name} {day} cannot be rendered", str(exc))
+    return _evidently_response(rendered)
 
 
 @app.get("/dags/{dag_id}/runs/{run_id}/monitor", dependencies=[CanReadRuns], response_class=HTMLResponse)

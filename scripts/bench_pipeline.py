@@ -174,6 +174,24 @@ def in_process_steps(home: Path, frm: dt.date, to: dt.date, lake: Path) -> dict[
     return {k: {"mean": statistics.mean(v)} for k, v in per_step.items()}
 
 
+def storage(reports: Path, artifacts: Path, data: dict[str, Any]) -> str:
+    """What the backfilled days left on disk: the report store and the MLflow artifacts, per day run."""
+
+    def size(root: Path, pattern: str = "*") -> int:
+        return sum(f.stat().st_size for f in root.rglob(pattern) if f.is_file()) if root.is_dir() else 0
+
+    days = max(1, len(data.get("runs") or []))
+    per_version = ("model.skops", "reference.parquet", "reference_scores.parquet", "holdout_scores.parquet")
+    parts = {
+        "report store": size(reports),
+        "of which drift.html": size(reports, "drift.html"),
+        "MLflow artifacts": size(artifacts),
+        "of which the versions' model and data": sum(size(artifacts, name) for name in per_version),
+    }
+    shown = "; ".join(f"{k} {v / 1e6:.1f} MB ({v / 1e6 / days:.3f} MB/day)" for k, v in parts.items())
+    return f"Storage after {days} days: {shown}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--from", dest="frm", default="2013-01-01")
@@ -218,6 +236,7 @@ def main() -> None:
         processes.stop(cfg, quiet=True)
     in_process = in_process_steps(tmp / "inprocess", frm, to, lake) if args.steps else None
     print(f"\nStack start to healthy: {started:.1f} s; memory (PSS) at the end: {memory}")
+    print(storage(settings.paths.reports / settings.name, cfg.mlflow_artifacts, data))
     print(f"Backfill result: {result['success']} succeeded, {result['failed']} failed.\n")
     print(report(data, total, in_process))
     from ml.plots import write_history

@@ -1,8 +1,9 @@
 """Evidently drift of the day's batch against the serving champion's training data (a reference sample):
 per-feature drift with Evidently's default test per column type (overrides in the YAML's `drift.columns`),
 the share of drifted features, prediction drift, and the quality on the batch's labels when they came with
-it. Writes the day's `drift.html` (the "Drift report" tab) and `drift.json`, and logs them to the day's
-MLflow monitoring run."""
+it. Writes the day's `drift.json` and logs it with the metrics to the day's MLflow monitoring run; the full
+Evidently report (the "Drift report" tab) is rendered when someone opens it or the day triggers a retrain
+(ml/drift_report.py), and rendered reports older than `reports.keep_rendered_days` are deleted here."""
 
 from __future__ import annotations
 
@@ -63,7 +64,7 @@ def run(day: Day) -> Output:
         quality=result.get("quality"),
         quality_drop=result.get("quality_drop"),
     )
-    h.add_reports(s.name, d, drift=result["html_path"])
+    h.add_reports(s.name, d, drift=result["json_path"])
     metrics: dict[str, Any] = {"drift_share": result["drift_share"], "n_drifted": result["n_drifted"]}
     for k, v in (result.get("quality") or {}).items():
         if isinstance(v, int | float):
@@ -71,15 +72,16 @@ def run(day: Day) -> Output:
     metrics["quality_drop"] = result.get("quality_drop")
     if result.get("prediction_drift"):
         metrics["prediction_drift"] = result["prediction_drift"]["score"]
-    registry.log_monitoring(
-        s, h, d, champion, metrics, [("drift", result["html_path"]), ("drift", result.get("json_path"))]
-    )
+    registry.log_monitoring(s, h, d, champion, metrics, [("drift", result["json_path"])])
+    from ml import drift_report
+
+    drift_report.prune(s, d)
     return {
         "drift_share": result["drift_share"],
         "dataset_drift": bool(result["dataset_drift"]),
         "quality_drop": result.get("quality_drop"),
         "quality_se": result.get("quality_se"),
-        "report": result["html_path"],
+        "report": result["json_path"],
     }
 
 

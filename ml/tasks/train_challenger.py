@@ -85,7 +85,8 @@ def run(day: Day, decided: decide.Output | None = None) -> Output:
         s.objective.to_frame(p_hold).to_parquet(staged / "holdout_scores.parquet", index=False)
         s.objective.to_frame(reference_scores).to_parquet(staged / "reference_scores.parquet", index=False)
         # the day's drift report, when there is one: the evidence that triggered this challenger travels
-        # with it (a bootstrap or forced run may have none)
+        # with it (a bootstrap or forced run may have none). Rendered now: the drift step keeps numbers only
+        _render_evidence(s, h, d)
         evidence = [
             p
             for p in (s.report_dir(d) / drift.REPORT_FILE, s.report_dir(d) / drift.SUMMARY_FILE)
@@ -138,6 +139,17 @@ def run(day: Day, decided: decide.Output | None = None) -> Output:
         "holdout_auc": metrics[s.objective.primary],
         "reused": False,
     }
+
+
+def _render_evidence(s: Settings, h: History, d: Any) -> None:
+    from ml import drift_report
+
+    if drift_report.summary(s, d) is None:
+        return
+    try:
+        drift_report.render_day(s, h, d)
+    except Exception as exc:  # the evidence is a report for people: its absence must not stop a retrain
+        log.warning("%s %s: the drift report could not be rendered as evidence: %s", s.name, d, exc)
 
 
 def _adopt_registered(

@@ -19,6 +19,7 @@ pytestmark = pytest.mark.integration
 
 BOOT_DAY = dt.date(2013, 1, 5)
 COLLECT_DAY = dt.date(2013, 1, 2)
+CALM_DAY = dt.date(2013, 1, 6)  # monitored, no retrain
 FAIL_DAY = dt.date(2013, 1, 10)
 
 
@@ -122,6 +123,36 @@ def test_drift_tab_serves_the_days_evidently_report(ui):
     csp = headers["content-security-policy"]
     assert csp.endswith("sandbox allow-scripts") and "connect-src 'none'" in csp and "unsafe-eval" not in csp
     assert headers["x-content-type-options"] == "nosniff" and headers["referrer-policy"] == "no-referrer"
+
+
+def test_drift_tab_of_a_day_never_opened_renders_its_report_once(ui):
+    """A monitored day that did not retrain keeps only its numbers (drift.json): the first request of its
+    report renders it in the API server from the kept batch and the champion's reference, with the methods
+    and thresholds the day was decided on; the next requests are served from the file."""
+    from ml.history import History
+
+    stack, settings, token = ui
+    row = History(settings.history_url).get_day(settings.name, CALM_DAY)
+    assert row["decision"] == "skip" and row["drift_share"] is not None, row
+    html = settings.report_dir(CALM_DAY) / "drift.html"
+    assert not html.exists()
+    tab = f"/driftwatch/dags/{DAG_ID}/runs/{_run_id(stack, CALM_DAY)}/drift"
+    assert _get(stack, tab, token=token)[0] == 200
+    started = time.perf_counter()
+    status, headers, body = _request(stack, f"{tab}/report", token=token)
+    first = time.perf_counter() - started
+    assert status == 200 and "window.drawDashboard(" in body, body[:500]
+    assert headers["content-security-policy"].endswith("sandbox allow-scripts")
+    assert html.is_file() and body == html.read_text()
+    kept = json.loads(html.with_name("drift.json").read_text())
+    assert all(column in body for column in kept["columns"])
+    modified = html.stat().st_mtime_ns
+    started = time.perf_counter()
+    assert _request(stack, f"{tab}/report", token=token)[2] == body
+    print(
+        f"drift report of a never-opened day: {first:.2f} s; from the file: {time.perf_counter() - started:.2f} s"
+    )
+    assert html.stat().st_mtime_ns == modified  # not rendered again
 
 
 def test_monitor_tab_serves_the_days_model_monitor_report(ui):

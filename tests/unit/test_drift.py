@@ -85,6 +85,7 @@ def shifted(env, halves):
         current=drifted_copy(halves[1]),
         reference=halves[0],
         report_path=env.paths.home / "x" / "r.html",
+        render=True,
     )
 
 
@@ -119,19 +120,22 @@ def test_result_keys_and_files(same, env):
     assert same["day"] == DAY.isoformat()
     assert same["prediction_drift"] is None and same["quality"] is None and same["quality_drop"] is None
 
+    # the numbers only: the report with Evidently's figures is rendered when someone opens it
     html = env.report_dir(DAY) / "drift.html"
-    assert same["html_path"] == str(html)
+    assert same["html_path"] is None and not html.exists()
     assert same["json_path"] == str(html.with_name("drift.json"))
-    text = html.read_text()
-    assert "drawDashboard" in text  # Evidently's dashboard renderer
-    assert "Share of Drifted Columns" in text
     assert json.loads(html.with_name("drift.json").read_text()) == same
+    assert html.with_name("drift.json").stat().st_size < 20_000
     assert not list(html.parent.glob(".*.tmp"))
 
 
-def test_report_path_is_honoured(shifted, env):
-    assert shifted["html_path"] == str(env.paths.home / "x" / "r.html")
-    assert json.loads((env.paths.home / "x" / "drift.json").read_text())["dataset_drift"] is True
+def test_a_rendered_report_shows_the_numbers_of_the_json(shifted, env):
+    html = env.paths.home / "x" / "r.html"
+    assert shifted["html_path"] == str(html)
+    assert json.loads(html.with_name("drift.json").read_text())["dataset_drift"] is True
+    text = html.read_text()
+    assert "drawDashboard" in text and "Share of Drifted Columns" in text  # Evidently's dashboard
+    assert not list(html.parent.glob(".*.tmp"))
 
 
 def test_column_override_changes_method(env, halves, monkeypatch, tmp_path):
@@ -146,9 +150,21 @@ def test_column_override_changes_method(env, halves, monkeypatch, tmp_path):
 
     monkeypatch.setattr(evidently.Report, "run", spy)
     settings = env.with_overrides(drift_columns={"temp": {"method": "psi", "threshold": 0.2}})
-    result = drift.detect_drift(
-        settings, DAY, current=halves[1], reference=halves[0], report_path=tmp_path / "drift.html"
+    quiet = drift.detect_drift(
+        settings, DAY, current=halves[1], reference=halves[0], report_path=tmp_path / "a.html"
     )
+    assert calls == [] and quiet["columns"]["temp"]["method"] == "psi"  # no report, no figures
+    result = drift.detect_drift(
+        settings,
+        DAY,
+        current=halves[1],
+        reference=halves[0],
+        report_path=tmp_path / "drift.html",
+        render=True,
+    )
+    assert {c: v for c, v in result.items() if c not in ("seconds", "html_path")} == {
+        c: v for c, v in quiet.items() if c not in ("seconds", "html_path")
+    }
 
     assert result["columns"]["temp"]["method"] == "psi"
     assert result["columns"]["temp"]["threshold"] == pytest.approx(0.2)
@@ -270,7 +286,7 @@ def test_prediction_drift_flags_shifted_scores(env, halves, tmp_path):
     }
 
     calm = drift.detect_drift(env, DAY, current_scores=unchanged, **common)
-    moved = drift.detect_drift(env, DAY, current_scores=np.clip(unchanged + 0.3, 0, 1), **common)
+    moved = drift.detect_drift(env, DAY, current_scores=np.clip(unchanged + 0.3, 0, 1), render=True, **common)
 
     assert set(calm["prediction_drift"]) == COLUMN_KEYS
     assert calm["prediction_drift"]["drifted"] is False

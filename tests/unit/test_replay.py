@@ -265,6 +265,66 @@ def test_drift_replay_uses_the_platforms_decision(short_window):
         assert r["drift_share"] is not None and r["drift_share"] == stored["drift_share"]
         assert r["decision"] == stored["decision"] in ("skip", "retrain")
         assert r["trained"] == (r["decision"] == "retrain")
+    assert not any(r["trained"] for r in result["days"][10:])  # in the cooldown after the bootstrap
+    _drift_reports_render_when_wanted(s, h, result)
+
+
+@pytest.mark.slow
+def test_a_retrain_logs_the_rendered_drift_report_as_its_evidence(short_window, monkeypatch):
+    from ml.config import load_settings
+    from ml.day import settings_for
+    from ml.history import History
+
+    _, days = short_window
+    for key, value in (
+        ("COOLDOWN_DAYS", "0"),
+        ("MIN_NEW_DAYS", "0"),
+        ("MIN_NEW_ROWS", "0"),
+        ("QUALITY_DROP", "-10"),
+    ):
+        monkeypatch.setenv(f"DRIFTWATCH__THRESHOLDS__{key}", value)
+    settings_for.cache_clear()
+    s = load_settings("flights")
+    result = replay.replay("flights", replay.parse_policy("drift"), days[:12])
+    assert [r["trained"] for r in result["days"][10:]] == [True, True], [
+        r.get("reason") for r in result["days"][10:]
+    ]
+    _drift_reports_render_when_wanted(s, History(s.history_url), result)
+
+
+def _drift_reports_render_when_wanted(s, h, result):
+    """The drift step keeps numbers; the report is rendered on a retrain day (the challenger's evidence) and
+    on demand, with the numbers the day was decided on, once; old rendered reports are pruned."""
+    import dataclasses
+
+    from mlflow import MlflowClient
+
+    from ml import drift_report
+
+    monitored = [r for r in result["days"][10:] if r["drift_share"] is not None]
+    for r in monitored:
+        day = dt.date.fromisoformat(r["day"])
+        summary = drift_report.summary(s, day)
+        assert summary["drift_share"] == r["drift_share"] and summary["html_path"] is None
+        html = drift_report.path(s, day)
+        assert html.is_file() == r["trained"], r  # rendered as evidence on a retrain day only
+        if r["trained"]:
+            run = h.get_model(s.name, h.get_day(s.name, day)["candidate_version"])["run_id"]
+            logged = [f.path for f in MlflowClient().list_artifacts(run, "trigger")]
+            assert "trigger/drift.html" in logged and "trigger/drift.json" in logged
+    day = dt.date.fromisoformat(monitored[-1]["day"])
+    html = drift_report.render_day(s, h, day)
+    first = html.stat().st_mtime_ns
+    assert "drawDashboard" in html.read_text() and html.stat().st_size > 1e6
+    assert drift_report.render_day(s, h, day).stat().st_mtime_ns == first  # served, not rendered again
+    short = dataclasses.replace(s, reports=dataclasses.replace(s.reports, keep_rendered_days=3))
+    earlier = [drift_report.path(s, dt.date.fromisoformat(r["day"])) for r in monitored[:-1]]
+    exist = [p for p in earlier if p.is_file()]
+    assert sorted(drift_report.prune(short, day + dt.timedelta(days=3))) == exist, (earlier, monitored)
+    assert html.exists()  # 3 days old: kept
+    assert drift_report.prune(short, day + dt.timedelta(days=4), keep=[day]) == [] and html.exists()
+    assert drift_report.prune(short, day + dt.timedelta(days=4)) == [html] and not html.exists()
+    assert drift_report.summary(s, day) is not None  # the numbers stay
 
 
 @pytest.mark.slow

@@ -244,7 +244,7 @@ def test_detect_drift_writes_the_safe_page(settings, flights_frame):
     current = flights_frame[dates == DAY.isoformat()][settings.columns].reset_index(drop=True)
     current.loc[: len(current) // 50, "carrier"] = CATEGORY
     current.loc[len(current) // 2 : len(current) // 2 + len(current) // 50, "dest"] = payload("dest")
-    result = drift.detect_drift(settings, DAY, current=current, reference=reference)
+    result = drift.detect_drift(settings, DAY, current=current, reference=reference, render=True)
 
     page = (settings.report_dir(DAY) / drift.REPORT_FILE).read_text()
     assert result["html_path"] == str(settings.report_dir(DAY) / drift.REPORT_FILE)
@@ -405,6 +405,7 @@ def client(settings, raw, monkeypatch):
     broken = settings.report_dir(days["r3"])
     broken.mkdir(parents=True)
     (broken / "drift.html").write_text(f"<script>window.drawDashboard(x)</script>{CATEGORY}")
+    (broken / "drift.json").write_text("{}")
     History(settings.history_url).start_day(
         settings.name,
         OTHER_DAY,
