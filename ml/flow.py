@@ -22,6 +22,7 @@ small typed dict that goes through XCom.
 from __future__ import annotations
 
 import ast
+import functools
 import importlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -125,7 +126,13 @@ def doc(step: Step) -> str:
     the source without importing the module (the DAG file asks at parse time: no pandas, no MLflow)."""
     if step.kind == "empty":
         return step.doc
-    source = Path(__file__).resolve().parent / "tasks" / f"{step.id}.py"
+    return _docstring(step.id)
+
+
+@functools.cache
+def _docstring(step_id: str) -> str:
+    # once per process: every DAG of the file asks for every step's doc, twice (doc and summary)
+    source = Path(__file__).resolve().parent / "tasks" / f"{step_id}.py"
     return (ast.get_docstring(ast.parse(source.read_text())) or "").strip()
 
 

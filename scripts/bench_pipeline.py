@@ -123,22 +123,8 @@ def report(data: dict[str, Any], total_s: float, in_process: dict[str, dict[str,
         "| task (monitored + retrain days) | runs | duration s mean | p90 | in-process step s |",
         "|---|---:|---:|---:|---:|",
     ]
-    step_of = {
-        "validate_batch": "validate",
-        "score_batch": "score",
-        "monitor_model": "monitor",
-        "detect_drift": "detect",
-        "decide": "decide",
-        "train_challenger": "train",
-        "evaluate_challenger": "evaluate",
-        "promote_challenger": "promote",
-        "reject_challenger": "reject",
-        "record": "record",
-        "wait_for_batch": "batch_ready",
-        "quarantine_batch": "quarantine",
-    }
     for task, secs in sorted(per_task.items(), key=lambda kv: -statistics.mean(kv[1])):
-        ip = (in_process or {}).get(step_of.get(task, ""), {}).get("mean")
+        ip = (in_process or {}).get(task, {}).get("mean")  # profile_steps keys its figures by task id
         out.append(
             f"| {task} | {len(secs)} | {statistics.mean(secs):.2f} | {_pct(secs, 0.9):.2f} | "
             f"{'' if ip is None else f'{ip:.2f}'} |"

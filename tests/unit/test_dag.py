@@ -180,3 +180,20 @@ def test_parsing_the_dag_file_imports_nothing_heavy_and_is_fast(tmp_path):
 
     assert out["heavy"] == []
     assert out["seconds"] < 2.0, f"importing the DAG file took {out['seconds']:.2f} s"
+
+
+def test_a_task_process_builds_only_the_dag_of_its_task(tmp_path):
+    # Airflow's task runner names the DAG in the parsing context; the scheduler and DAG processor do not
+    code = f"""
+        import json, os, sys
+        sys.path.insert(0, "dags")
+        os.environ["_AIRFLOW_PARSING_CONTEXT_DAG_ID"] = {DAG_ID!r}
+        import retraining_pipeline
+        built = sorted(k for k, v in vars(retraining_pipeline).items() if type(v).__name__ == "DAG")
+        print({MARKER!r} + json.dumps(built))
+    """
+    assert json.loads(_run(code, tmp_path)) == [DAG_ID]
+
+
+def test_the_scheduler_builds_every_datasets_dag(bag):
+    assert len(bag["dags"]) >= 2 and DAG_ID in bag["dags"]
