@@ -101,7 +101,6 @@ def segment_stats(
     (max - min across kept values) that bias drift compares. Values are keyed by str(value); NaN/None rows
     are ignored; smaller values are counted in "skipped" (their rates are too noisy to compare)."""
     import numpy as np
-    import pandas as pd
 
     scores = _scores(scores, "scores")
     n = len(scores)
@@ -112,11 +111,7 @@ def segment_stats(
     correct = None if y is None else predicted == (y == 1)
     out: dict[str, dict[str, Any]] = {}
     for column, values in segments.items():
-        raw = pd.Series(np.asarray(values, dtype=object))
-        if len(raw) != n:
-            raise ValueError(f"segments[{column!r}]: expected {n} values (one per score). Got {len(raw)}.")
-        present = raw.notna().to_numpy()
-        keys, inverse = np.unique(raw[present].astype(str).to_numpy(dtype=object), return_inverse=True)
+        present, keys, inverse = segment_codes(column, values, n)
         size = len(keys)
         rows = np.bincount(inverse, minlength=size)
         positive = np.bincount(inverse, weights=predicted[present], minlength=size)
@@ -147,6 +142,20 @@ def segment_stats(
             "min_rows": int(min_rows),
         }
     return out
+
+
+def segment_codes(column: str, values: Any, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A segment column's rows with a value (mask), its distinct values (as str, sorted) and each such
+    row's position among them."""
+    import numpy as np
+    import pandas as pd
+
+    raw = pd.Series(np.asarray(values, dtype=object))
+    if len(raw) != n:
+        raise ValueError(f"segments[{column!r}]: expected {n} values (one per row). Got {len(raw)}.")
+    present = raw.notna().to_numpy()
+    keys, inverse = np.unique(raw[present].astype(str).to_numpy(dtype=object), return_inverse=True)
+    return present, keys, inverse
 
 
 def bias_drift(

@@ -161,7 +161,6 @@ def segment_stats(
     regression's gaps are divided by `scale` (the label's standard deviation on the holdout), so one limit
     reads alike whatever the unit. NaN/None segment values are ignored."""
     import numpy as np
-    import pandas as pd
 
     if task not in ("multiclass", "regression"):
         raise ValueError(f"task: expected multiclass or regression (binary: ml.monitor). Got {task!r}.")
@@ -182,11 +181,7 @@ def segment_stats(
         error = None if y is None else np.abs(y - predicted[:, 0])
     out: dict[str, dict[str, Any]] = {}
     for column, values in segments.items():
-        raw = pd.Series(np.asarray(values, dtype=object))
-        if len(raw) != n:
-            raise ValueError(f"segments[{column!r}]: expected {n} values (one per row). Got {len(raw)}.")
-        present = raw.notna().to_numpy()
-        keys, inverse = np.unique(raw[present].astype(str).to_numpy(dtype=object), return_inverse=True)
+        present, keys, inverse = stats.segment_codes(column, values, n)
         rows = np.bincount(inverse, minlength=len(keys))
         sums = (
             np.column_stack(

@@ -7,6 +7,9 @@ login are in tests/e2e/conftest.py.
 
 from __future__ import annotations
 
+import datetime as dt
+import time
+
 import pytest
 from stack_fixtures import DAG_ID, DRIFT_DAY
 
@@ -69,6 +72,27 @@ def test_drift_report_tab_renders_the_evidently_report(page, pipeline):
     assert "temp" in frame.content()
     page.wait_for_timeout(1500)
     page.screenshot(path=SHOTS / "03-drift-report-tab.png", full_page=True)
+
+
+def test_drift_report_tab_of_a_day_never_opened_renders_on_the_first_view(page, pipeline):
+    """A monitored day that did not retrain keeps its drift numbers only, and the API server renders the
+    report when the tab is first opened. The time from the click to a drawn chart is written to
+    test-artifacts/e2e/drift-first-view.txt (docs/benchmarks.md; a measurement, not a pass/fail limit)."""
+    stack, settings = pipeline
+    kept = sorted(p.parent for p in (settings.paths.reports / settings.name).glob("date=*/drift.json"))
+    never = [folder for folder in kept if not (folder / "drift.html").exists()]
+    assert never, f"every monitored day's report was rendered already: {kept}"
+    day = dt.date.fromisoformat(never[0].name.removeprefix("date="))
+    html = never[0] / "drift.html"
+    started = time.perf_counter()
+    tab = _open_run_tab(page, stack, "Drift report", "driftwatch_drift", day=day)
+    frame = report_frame(tab)
+    frame.wait_for_selector("svg.main-svg", timeout=90_000)
+    seconds = time.perf_counter() - started
+    assert html.is_file() and "temp" in frame.content()
+    (SHOTS / "drift-first-view.txt").write_text(f"{seconds:.2f} s from the click to a drawn chart\n")
+    print(f"Drift report tab of a never-opened day ({day}): {seconds:.2f} s")
+    page.screenshot(path=SHOTS / "06-drift-report-first-view.png", full_page=True)
 
 
 def test_model_monitor_tab_shows_bias_attribution_and_estimates(page, pipeline):

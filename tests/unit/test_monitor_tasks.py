@@ -160,10 +160,8 @@ def _settings(limit: float = 0.1) -> Monitoring:
     return Monitoring(bias=bias, attribution=AttributionMonitor(enabled=False))
 
 
-def test_fit_and_check_a_multiclass_champion():
-    mon = _settings()
-    frame, pred, y, days = _holdout("multiclass")
-    ref = monitoring.fit(
+def _fit(mon, task, frame, pred, y, days, quality):
+    return monitoring.fit(
         mon,
         version=3,
         holdout=frame,
@@ -174,9 +172,15 @@ def test_fit_and_check_a_multiclass_champion():
         features=["origin"],
         predict=None,
         seed=0,
-        holdout_auc=0.41,
-        task="multiclass",
+        holdout_auc=quality,
+        task=task,
     )
+
+
+def test_fit_and_check_a_multiclass_champion():
+    mon = _settings()
+    frame, pred, y, days = _holdout("multiclass")
+    ref = _fit(mon, "multiclass", frame, pred, y, days, quality=0.41)
     assert ref["task"] == "multiclass" and len(ref["calibrators"]) == 3 and ref["holdout_quality"] == 0.41
     assert ref["calibration"]["ece_calibrated"] < ref["calibration"]["ece_raw"]
     assert set(ref["bias"]["origin"]) >= {"prediction_gap", "error_gap", "gaps_from"}
@@ -194,20 +198,7 @@ def test_a_regression_has_no_estimate_and_says_why():
     # ~40 rows per origin a day: a mean prediction moves ~0.16 SD from noise alone, hence the limit 0.5
     mon = _settings(limit=0.5)
     frame, pred, y, days = _holdout("regression")
-    ref = monitoring.fit(
-        mon,
-        version=1,
-        holdout=frame,
-        holdout_scores=pred,
-        holdout_labels=y,
-        holdout_day=days,
-        reference_X=None,
-        features=["origin"],
-        predict=None,
-        seed=0,
-        holdout_auc=2.0,
-        task="regression",
-    )
+    ref = _fit(mon, "regression", frame, pred, y, days, quality=2.0)
     assert ref["calibrators"] is None and "no label-free estimate" in ref["estimation"]
     assert ref["label_scale"] == pytest.approx(np.std(y))
     assert monitoring.estimate(mon, ref, pred) is None
