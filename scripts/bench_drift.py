@@ -105,6 +105,9 @@ def _detect(settings, reference, current, ref_scores, cur_scores, tmp: str, max_
             reference_scores=ref_scores,
             champion_holdout={"roc_auc": 0.75},
             report_path=path,
+            # with the full Evidently report, as a retrain day or a first view renders it; the daily step
+            # alone (numbers, no report) is in docs/benchmarks.md, "The drift step"
+            render=True,
         )
         wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     finally:
