@@ -1,14 +1,13 @@
 """Running an expectation suite with Great Expectations 1.x.
 
 Great Expectations takes seconds to import, so it is imported lazily and one ephemeral context is kept per
-process; each run registers its suite and validation definition under a unique name and removes them after.
+process; each run validates a batch of the frame against a suite that is never added to the context.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import threading
-import uuid
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -56,23 +55,13 @@ def run_suite(name: str, spec: Sequence[Mapping[str, Any]], frame: pd.DataFrame,
         expectations.append(cls(**entry["kwargs"], meta=dict(entry["meta"])))
 
     with _GX_LOCK:
-        context, batch_definition = _gx_context()
-        # unique names: one context serves every call in the process
-        unique = f"{name}-{day.isoformat()}-{uuid.uuid4().hex[:12]}"
-        suite = context.suites.add(gx.ExpectationSuite(name=unique, expectations=expectations))
-        try:
-            definition = context.validation_definitions.add(
-                gx.ValidationDefinition(name=unique, data=batch_definition, suite=suite)
-            )
-            try:
-                run = definition.run(
-                    batch_parameters={"dataframe": frame},
-                    expectation_parameters={DAY_PARAMETER: [day.isoformat()]},
-                )
-            finally:
-                context.validation_definitions.delete(unique)
-        finally:
-            context.suites.delete(unique)
+        _context, batch_definition = _gx_context()
+        # validated as GX's `Batch.validate` does it: the suite is not added to the context, so nothing is
+        # stored or removed (registering the suite and a validation definition, and storing the result in
+        # the context's stores, was ~0.25 s of a task's ~0.9 s of validation); the name is only a label
+        suite = gx.ExpectationSuite(name=f"{name}-{day.isoformat()}", expectations=expectations)
+        batch = batch_definition.get_batch(batch_parameters={"dataframe": frame})
+        run = batch.validate(suite, expectation_parameters={DAY_PARAMETER: [day.isoformat()]})
 
     outcomes: Outcomes = {}
     for r in run.results:

@@ -302,3 +302,25 @@ def test_private_files_are_the_three_databases_with_their_side_files_and_the_sec
     for db in ("airflow/airflow.db", "mlflow/mlflow.db", "driftwatch.db", "mlflow/basic_auth.db"):
         assert {db, f"{db}-wal", f"{db}-shm", f"{db}-journal"} <= names
     assert {f"airflow/{config.SECRETS_FILE}", f"airflow/{config.PASSWORD_FILE}"} <= names
+
+
+def test_the_project_is_compiled_for_the_task_processes(tmp_path):
+    """Tasks run with PYTHONDONTWRITEBYTECODE here: the stack writes the bytecode of the DAG folder (and ml/,
+    devstack/) itself, and only again when a source is newer than its .pyc."""
+    import importlib.util
+
+    dags = tmp_path / "dags"
+    dags.mkdir()
+    dag_file = dags / "a_dag.py"
+    dag_file.write_text("X = 1\n")
+    cfg = config.StackConfig.for_tests(tmp_path / "home", dags_folder=dags)
+    assert dags in startup.compile_project(cfg)
+    pyc = Path(importlib.util.cache_from_source(str(dag_file)))
+    assert pyc.is_file()
+    first = pyc.stat().st_mtime_ns
+    startup.compile_project(cfg)
+    assert pyc.stat().st_mtime_ns == first  # unchanged source: not rewritten
+    dag_file.write_text("X = 2  # edited\n")
+    os.utime(dag_file, ns=(first + 10**9, first + 10**9))
+    startup.compile_project(cfg)
+    assert pyc.stat().st_mtime_ns != first
