@@ -32,7 +32,7 @@ from ml.exceptions import ConfigError
 
 log = logging.getLogger(__name__)
 
-KINDS = ("quarantine", "promotion", "failure", "monitor", "registry", "serving", "novelty")
+KINDS = ("quarantine", "promotion", "failure", "monitor", "registry", "serving", "novelty", "rollback")
 TARGET_ENV = "DRIFTWATCH_ALERT_TARGET"
 
 
@@ -115,6 +115,8 @@ def event_key(alert: dict[str, Any]) -> str:
         return kind
     if kind in ("promotion", "serving"):
         return f"v{alert.get('version')}"
+    if kind == "rollback":
+        return f"v{alert.get('rolled_back')}-v{alert.get('version')}"
     what = {
         "monitor": alert.get("violations"),
         "failure": alert.get("failed_tasks"),
@@ -285,7 +287,25 @@ def step_alert(
         return quarantine_alert(settings, day, result, dag_run_id)
     if kind == "promotion":
         return promotion_alert(settings, day, result, dag_run_id)
-    raise ValueError(f"step alert: expected monitor | novelty | quarantine | promotion. Got {kind!r}.")
+    if kind == "rollback":
+        return rollback_alert(settings, day, result, dag_run_id) if result.get("rolled_back") else None
+    raise ValueError(
+        f"step alert: expected monitor | novelty | quarantine | promotion | rollback. Got {kind!r}."
+    )
+
+
+def rollback_alert(settings: Settings, day: dt.date, result: dict[str, Any], dag_run_id: str | None) -> dict:
+    """The watch rolled a new champion back (ml/tasks/watch_champion.py)."""
+    return event(
+        settings,
+        "rollback",
+        f"{settings.name} {day}: version {result.get('champion')} rolled back to {result.get('replaced')}, the "
+        f"champion again from {day + dt.timedelta(days=1)}: {result.get('reason', '')}",
+        day=day.isoformat(),
+        version=result.get("replaced"),
+        rolled_back=result.get("champion"),
+        dag_run_id=dag_run_id,
+    )
 
 
 def failure_alert(

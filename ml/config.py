@@ -32,6 +32,7 @@ from ml.schema import (
     Estimation,
     Evaluation,
     Monitoring,
+    Promotion,
     Reports,
     Retries,
     Serving,
@@ -119,6 +120,7 @@ class Settings:
     monitoring: Monitoring = field(default_factory=Monitoring)
     retries: Retries = field(default_factory=Retries)
     reports: Reports = field(default_factory=Reports)
+    promotion: Promotion = field(default_factory=Promotion)
     serving: Serving = field(default_factory=Serving)
     drift: Drift = field(default_factory=Drift)
     task: str = "binary"  # binary | multiclass | regression (ml/objective.py)
@@ -215,6 +217,17 @@ def _reports(raw: Mapping[str, Any], p: str) -> Reports:
             f"Got {reports.keep_rendered_days}."
         )
     return reports
+
+
+def _promotion(raw: Mapping[str, Any], p: str) -> Promotion:
+    promotion: Promotion = section(raw, "promotion", Promotion, p)
+    if promotion.watch_days < 0 or promotion.watch_min_rows < 1 or promotion.watch_tolerance < 0:
+        raise ConfigError(
+            f"{p}: promotion: expected watch_days >= 0 (0: no watch), watch_min_rows >= 1 and "
+            f"watch_tolerance >= 0. Got {promotion.watch_days}, {promotion.watch_min_rows} and "
+            f"{promotion.watch_tolerance}."
+        )
+    return promotion
 
 
 def _monitoring(raw: Mapping[str, Any], p: str, columns: set[str]) -> Monitoring:
@@ -482,6 +495,7 @@ def load_settings(dataset: str | Path, environ: Mapping[str, str] | None = None)
         wait=section(raw, "wait", Wait, p),
         retries=section(raw, "retries", Retries, p),
         reports=_reports(raw, p),
+        promotion=_promotion(raw, p),
         drift_columns=dict(drift.columns),
         drift=drift,
         paths=Paths.from_env(),

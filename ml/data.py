@@ -23,6 +23,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 PREDICTIONS_FILE = "_predictions.parquet"
+# the champion a new one replaced, scoring the same batch while the new one is watched (ml/tasks/watch_champion)
+SHADOW_FILE = "_shadow_predictions.parquet"
 REASON_FILE = "_reason.json"
 
 
@@ -217,19 +219,22 @@ def quarantined_files(settings: Settings, day: dt.date) -> list[Path]:
     return batch_files(attempts[-1] if attempts else base)
 
 
-def write_predictions(settings: Settings, day: dt.date, frame: pd.DataFrame) -> Path:
-    """Store the champion's scores beside the batch (data capture), atomically."""
-    path = settings.partition_dir(day) / PREDICTIONS_FILE
+def write_predictions(
+    settings: Settings, day: dt.date, frame: pd.DataFrame, file: str = PREDICTIONS_FILE
+) -> Path:
+    """Store the champion's scores beside the batch (data capture), atomically; `file=SHADOW_FILE`: the
+    replaced champion's scores of the same rows, while a new one is watched."""
+    path = settings.partition_dir(day) / file
     tmp = path.with_name(f".{path.name}.tmp")
     frame.to_parquet(tmp, index=False)
     tmp.replace(path)
     return path
 
 
-def read_predictions(settings: Settings, day: dt.date) -> pd.DataFrame | None:
+def read_predictions(settings: Settings, day: dt.date, file: str = PREDICTIONS_FILE) -> pd.DataFrame | None:
     import pandas as pd
 
-    path = settings.partition_dir(day) / PREDICTIONS_FILE
+    path = settings.partition_dir(day) / file
     return pd.read_parquet(path) if path.is_file() else None
 
 

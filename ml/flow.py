@@ -9,11 +9,11 @@ small typed dict that goes through XCom.
     wait_for_earlier_days ─┐
     wait_for_batch ────────┴─▶ validate_batch ──bad──▶ quarantine_batch ───────────────────────┐
                                      │ok                                                        │
-                               score_batch ─┬─▶ monitor_model ─┐                                │
-                                            └─▶ detect_drift ──┴─▶ decide ──no──▶ skip_retrain ─┤
-                                                                     │yes                       │
-                                                            train_challenger                    │
-                                                                     │                          │
+                               score_batch ─┬─▶ monitor_model ──┐                               │
+                                            ├─▶ detect_drift ───┼─▶ decide ──no──▶ skip_retrain ─┤
+                                            └─▶ watch_champion ─┘     │yes                       │
+                                                             train_challenger                   │
+                                                                      │                          │
                                                            evaluate_challenger ──▶ promote_challenger ─┤
                                                                                └─▶ reject_challenger ──┤
                                                                                                   record
@@ -77,11 +77,18 @@ STEPS: tuple[Step, ...] = (
     # the two monitors read the same scores and write different things: they run side by side
     Step("monitor_model", after=("score_batch",), alert="monitor"),
     Step("detect_drift", after=("score_batch",)),
+    # a champion promoted in the last `promotion.watch_days`: compared on live labels with the one it replaced
+    Step("watch_champion", after=("score_batch",), alert="rollback"),
     Step(
         "decide",
         kind="branch",
-        after=("monitor_model", "detect_drift"),
-        reads={"validated": "validate_batch", "drift": "detect_drift", "monitored": "monitor_model"},
+        after=("monitor_model", "detect_drift", "watch_champion"),
+        reads={
+            "validated": "validate_batch",
+            "drift": "detect_drift",
+            "monitored": "monitor_model",
+            "watched": "watch_champion",
+        },
     ),
     Step(
         "skip_retrain",

@@ -63,6 +63,9 @@ days = sa.Table(
     sa.Column(
         "labels_known_on", sa.String(10)
     ),  # the run that first read the day's labels (realized quality)
+    # a new champion under watch (ml/tasks/watch_champion.py): JSON judgement, and its verdict
+    sa.Column("watch", sa.Text),
+    sa.Column("watch_verdict", sa.String(20)),  # collecting | watching | keep | roll_back
 )
 
 alias_events = sa.Table(
@@ -136,6 +139,7 @@ JSON_FIELDS = {
     "bias",
     "attribution",
     "estimated_quality",
+    "watch",
 }
 
 

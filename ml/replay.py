@@ -176,6 +176,10 @@ def _day_row(s: Any, h: Any, d: dt.date, done: Any) -> dict[str, Any]:
         "promoted": done.states.get("promote_challenger") == "success",
         "rejected": done.states.get("reject_challenger") == "success",
         "failed": any(st == "failed" for step, st in done.states.items() if step != "record"),
+        # the version `watch_champion` rolled back today (ml/watch.py), else None
+        "rolled_back": (done.output("watch_champion") or {}).get("champion")
+        if (done.output("watch_champion") or {}).get("rolled_back")
+        else None,
         "reason": decided.get("reason"),
         "train_cpu_s": round(sum(done.cpu_s.get(step, 0.0) for step in challenger), 3),
         "wall_s": None,
@@ -236,7 +240,11 @@ def promotion_effects(
             if a_old is not None and a_new is not None:
                 old_aucs.append(a_old)
                 new_aucs.append(a_new)
-        out.append(next_days_effect(r["day"], before, after, old_aucs, new_aucs))
+        effect = next_days_effect(r["day"], before, after, old_aucs, new_aucs)
+        effect["rolled_back"] = any(
+            other.get("rolled_back") == after and other["day"] > r["day"] for other in rows
+        )
+        out.append(effect)
     return out
 
 
@@ -311,6 +319,9 @@ def summarize(
         "rejected": sum(1 for r in retrains if r["rejected"]),
         "failed": sum(1 for r in retrains if r["failed"]),
         "worse_next_days": sum(1 for p in effects if p["worse"]),
+        # rolled back by the watch (promotion.watch_days), and worse but left in place
+        "rolled_back": sum(1 for r in rows if r.get("rolled_back")),
+        "worse_kept": sum(1 for p in effects if p["worse"] and not p.get("rolled_back")),
         "quarantined": sum(1 for r in rows if r["status"] == "quarantined"),
     }
 

@@ -34,15 +34,15 @@ def format_table(summaries: Sequence[Mapping[str, Any]], metric: str = "AUC") ->
 
     lines = [
         f"| policy | days scored | quarantined | mean {metric} | mean accuracy | retrains | training CPU s | promoted "
-        f"| rejected | promotions worse over the next {HORIZON_DAYS} days |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        f"| rejected | promotions worse over the next {HORIZON_DAYS} days | rolled back | worse and kept |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for m in summaries:
         lines.append(
             f"| {m['label']} | {m['days_scored']} | {m['quarantined']} | {num(m['mean_auc'], 4)} "
             f"| {num(m['mean_accuracy'], 4)} "
             f"| {m['retrains']} | {m['train_cpu_s']:.0f} | {m['promotions']} | {m['rejected']} "
-            f"| {m['worse_next_days']} |"
+            f"| {m['worse_next_days']} | {m.get('rolled_back', 0)} | {m.get('worse_kept', m['worse_next_days'])} |"
         )
     return "\n".join(lines)
 

@@ -44,6 +44,7 @@ TOP_LEVEL_KEYS = frozenset(
         "monitoring",
         "serving",
         "task",
+        "promotion",
     }
 )
 MONITOR_ACTIONS = ("record", "alert", "retrain")
@@ -184,6 +185,19 @@ class Serving:
     max_rows: int = 10_000  # rows per request
     # the dataset whose lake partitions `driftwatch traffic` sends as requests (default: this dataset's own)
     traffic_from: str | None = None
+
+
+@dataclass(frozen=True)
+class Promotion:
+    """After a promotion (ml/tasks/watch_champion.py, ml/watch.py): for `watch_days` the champion it replaced
+    keeps scoring each batch in shadow; the new one is rolled back (audited, alerted) when it does worse on
+    the same labelled rows: early, when the paired-bootstrap CI of its gain (`thresholds.confidence`) lies
+    below 0 on at least `watch_min_rows` rows; at the end, when its mean daily primary metric over the
+    window is worse than the old one's by more than `watch_tolerance`. `watch_days: 0` turns it off."""
+
+    watch_days: int = 7
+    watch_min_rows: int = 1000
+    watch_tolerance: float = 0.0
 
 
 @dataclass(frozen=True)

@@ -2,8 +2,9 @@
 window, then train the first champion on its last day (bootstrap). After it: the retrain policy decides
 (`ml.policy.DriftTriggered` with the YAML's thresholds: drift share or AUC drop past its threshold, or a
 monitor whose action is `retrain` violated; outside the cooldown; with enough new labelled rows), from what
-`detect_drift` and `monitor_model` measured today. `force_retrain` (a manual run's param) bypasses it.
-Branch: `train_challenger` or `skip_retrain`."""
+`detect_drift` and `monitor_model` measured today. `force_retrain` (a manual run's param) bypasses it. On a
+day `watch_champion` rolled the champion back, no challenger is trained: the restored champion serves from
+tomorrow, and today's signals measured the one rolled back. Branch: `train_challenger` or `skip_retrain`."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from typing import Literal, TypedDict
 
 from ml import policy as policies
 from ml.day import Day
-from ml.tasks import detect_drift, monitor_model, validate_batch
+from ml.tasks import detect_drift, monitor_model, validate_batch, watch_champion
 
 log = logging.getLogger(__name__)
 
@@ -112,11 +113,17 @@ def run(
     drift: detect_drift.Output | None = None,
     monitored: monitor_model.Output | None = None,
     validated: validate_batch.Output | None = None,
+    watched: watch_champion.Output | None = None,
 ) -> Output:
     s, d = day.settings, day.date
     champion = day.serving_champion()
     retrain = bootstrap = False
-    if champion is None:
+    if watched and watched.get("rolled_back") and not day.params.force_retrain:
+        reason = (
+            f"no retrain: version {watched['champion']} was rolled back to {watched['replaced']} today "
+            f"(watch: {watched['reason']})"
+        )
+    elif champion is None:
         if d >= s.original_end:
             retrain = bootstrap = True
             reason = f"bootstrap: no champion yet; training the first one on the original window ending {s.original_end}"

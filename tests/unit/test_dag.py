@@ -96,6 +96,7 @@ def test_pipeline_has_exactly_the_documented_tasks(dag):
         "score_batch",
         "monitor_model",
         "detect_drift",
+        "watch_champion",
         "decide",
         "skip_retrain",
         "train_challenger",
@@ -112,9 +113,10 @@ def test_pipeline_has_exactly_the_documented_tasks(dag):
         ("wait_for_earlier_days", {"validate_batch"}),
         ("wait_for_batch", {"validate_batch"}),
         ("validate_batch", {"quarantine_batch", "score_batch"}),
-        ("score_batch", {"monitor_model", "detect_drift"}),  # side by side
+        ("score_batch", {"monitor_model", "detect_drift", "watch_champion"}),  # side by side
         ("monitor_model", {"decide"}),
         ("detect_drift", {"decide"}),
+        ("watch_champion", {"decide"}),
         ("decide", {"train_challenger", "skip_retrain"}),
         ("evaluate_challenger", {"promote_challenger", "reject_challenger"}),
         ("quarantine_batch", {"record"}),
@@ -130,6 +132,7 @@ def test_pipeline_has_exactly_the_documented_tasks(dag):
         "score",
         "monitor",
         "detect",
+        "watch",
         "decide",
         "evaluate",
         "quarantine",

@@ -98,6 +98,15 @@ def test_summary_means_counts_and_periods():
     assert (m["retrains"], m["promotions"], m["rejected"], m["quarantined"]) == (2, 1, 1, 1)
     assert m["train_cpu_s"] == pytest.approx(5.0)  # the bootstrap is not a retrain
     assert m["worse_next_days"] == 1
+    assert (m["rolled_back"], m["worse_kept"]) == (0, 1)
+    # the watch rolled the worse promotion back two days later: no longer left in place
+    watched = {
+        **result,
+        "days": [*rows[:5], {**rows[5], "rolled_back": 3}],
+        "promotions": [{**result["promotions"][0], "rolled_back": True}, result["promotions"][1]],
+    }
+    m = replay.summarize(watched)
+    assert (m["worse_next_days"], m["rolled_back"], m["worse_kept"]) == (1, 1, 0)
     later = replay.summarize(result, start=D + dt.timedelta(days=4))
     assert (later["days_scored"], later["retrains"], later["mean_auc"], later["worse_next_days"]) == (
         1,

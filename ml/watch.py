@@ -1,0 +1,138 @@
+"""Watching a new champion on live data (pure: no I/O, MLflow or Airflow; `ml.tasks.watch_champion` runs it).
+
+For `promotion.watch_days` after a promotion the champion it replaced keeps scoring each day's batch in
+shadow. Once labelled rows come in, the two are compared on the same rows:
+
+- **early**: once `watch_min_rows` labelled rows are in, the paired bootstrap of the primary metric's gain
+  (new over old; the promotion gate's own `Objective.paired_bootstrap`) on all of them; its upper bound
+  below zero means the new champion is worse beyond the noise: roll back now;
+- **at the end** (every one of the `watch_days` days labelled): the mean over those days of the daily
+  primary metric of each model (the measure of `make bench`'s "promotions worse over the next 7 days");
+  the new champion is kept when its mean is no worse than the old one's by more than `watch_tolerance`,
+  otherwise rolled back.
+
+A day whose labels have not arrived waits; a quarantined day has no rows and does not count.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+Verdict = Literal["collecting", "watching", "keep", "roll_back"]
+
+
+@dataclass(frozen=True)
+class WatchDay:
+    """One watched day's labelled rows: the labels and both models' outputs on the same rows."""
+
+    day: str
+    y: Any
+    new: Any  # the serving (new) champion's output, as `Objective.from_frame` gives it
+    old: Any  # the replaced champion's output on the same rows (its shadow scores)
+
+
+@dataclass(frozen=True)
+class Judgement:
+    verdict: Verdict
+    reason: str
+    rows: int
+    days: int
+    ci: dict[str, float] | None  # the pooled paired bootstrap {"delta", "low", "high", "resamples"}
+    mean_new: float | None  # mean daily primary metric, when every watched day is labelled
+    mean_old: float | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "verdict": self.verdict,
+            "reason": self.reason,
+            "rows": self.rows,
+            "days": self.days,
+            "ci": self.ci,
+            "mean_new": self.mean_new,
+            "mean_old": self.mean_old,
+        }
+
+
+def judge(
+    objective: Any,
+    days: Sequence[WatchDay],
+    *,
+    new_version: int,
+    old_version: int,
+    window_days: int,
+    window_complete: bool,
+    min_rows: int,
+    tolerance: float,
+    confidence: float,
+    resamples: int,
+    seed: int,
+) -> Judgement:
+    """The watch's verdict on the labelled days so far.
+
+    Args:
+        objective: the dataset's `ml.objective.Objective` (primary metric, direction, paired bootstrap).
+        days: the watched days whose labels are in, in order.
+        window_complete: every day of the window has run and is labelled (or quarantined).
+    """
+    import numpy as np
+
+    name = objective.primary
+    rows = sum(len(d.y) for d in days)
+    ci = None
+    if rows >= min_rows and days:
+        y = np.concatenate([np.asarray(d.y) for d in days])
+        new = np.concatenate([np.asarray(d.new) for d in days])
+        old = np.concatenate([np.asarray(d.old) for d in days])
+        ci = objective.paired_bootstrap(y, old, new, resamples=resamples, confidence=confidence, seed=seed)
+    mean_new = mean_old = None
+    if window_complete and days:
+        pairs = [(objective.value(d.y, d.new), objective.value(d.y, d.old)) for d in days]
+        pairs = [(a, b) for a, b in pairs if a is not None and b is not None]
+        if pairs:
+            mean_new = float(np.mean([a for a, _ in pairs]))
+            mean_old = float(np.mean([b for _, b in pairs]))
+    vs = f"version {new_version} vs {old_version}"
+    level = f"{confidence:.0%}"
+    if ci is not None and ci["high"] < 0:
+        return Judgement(
+            "roll_back",
+            f"{vs} on {rows} labelled rows of {len(days)} days: {name} gain {ci['delta']:+.4f}, "
+            f"{level} CI [{ci['low']:+.4f}, {ci['high']:+.4f}] entirely below 0: worse beyond the noise",
+            rows,
+            len(days),
+            ci,
+            mean_new,
+            mean_old,
+        )
+    if mean_new is not None and mean_old is not None:
+        gain = objective.gain(mean_old, mean_new)
+        summary = (
+            f"{vs} over the {len(days)} watched days: mean daily {name} {mean_new:.4f} vs {mean_old:.4f} "
+            f"(gain {gain:+.4f}, tolerance {tolerance})"
+        )
+        if gain < -tolerance:
+            return Judgement("roll_back", summary + ": worse", rows, len(days), ci, mean_new, mean_old)
+        return Judgement("keep", summary + ": kept", rows, len(days), ci, mean_new, mean_old)
+    if ci is None:
+        return Judgement(
+            "collecting",
+            f"{vs}: {rows} labelled rows of {len(days)} days so far (comparing from {min_rows}); "
+            f"watch of {window_days} days",
+            rows,
+            len(days),
+            None,
+            None,
+            None,
+        )
+    return Judgement(
+        "watching",
+        f"{vs} on {rows} labelled rows of {len(days)} days: {name} gain {ci['delta']:+.4f}, {level} CI "
+        f"[{ci['low']:+.4f}, {ci['high']:+.4f}]; watch of {window_days} days goes on",
+        rows,
+        len(days),
+        ci,
+        None,
+        None,
+    )
