@@ -87,6 +87,9 @@ def status(settings: Settings, *, registry: bool = True) -> dict[str, Any]:
         "rejections": sum(r.get("decision") == "retrain" and r.get("promotion") == "rejected" for r in rows),
         "bootstrap": next((r["day"] for r in rows if r.get("decision") == "bootstrap"), None),
         "failures": sum(bool(r.get("error")) for r in rows),
+        # the watch of a new champion (ml/tasks/watch_champion.py): the last processed day's judgement
+        "watch": {"day": rows[-1]["day"], **rows[-1]["watch"]} if rows and rows[-1].get("watch") else None,
+        "rollbacks": sum(r.get("watch_verdict") == "roll_back" for r in rows),
     }
 
 
@@ -125,11 +128,15 @@ def format_status(st: dict[str, Any]) -> str:
             f"lock               {lock['name']} held by {lock['holder']} (pid {lock['pid']} on "
             f"{lock['host']}, since {lock['since']}; taken over at once if that process is gone)"
         )
+    watch = st.get("watch")
+    if watch:
+        lines.append(f"watch              {watch['day']} ({watch['verdict']}): {watch['reason']}")
     lines += [
         f"last processed     {st['last_processed']}",
         f"days run           {st['days_run']}  (accepted {st['accepted']}, quarantined {st['quarantined']})",
         f"drift days         {st['drift_days']}",
         f"retrains           {st['retrains']}  (promoted {st['promotions']}, rejected {st['rejections']}"
+        + (f", rolled back by the watch {st['rollbacks']}" if st.get("rollbacks") else "")
         + (
             f"; the first champion, trained on {st['bootstrap']}, is not counted)"
             if st.get("bootstrap")

@@ -106,6 +106,11 @@ def test_it_is_rolled_back_once_the_rows_show_it_worse(watched):
         assert outs[d].output("watch_champion")["watching"] is False
     alerts = [json.loads(line) for line in s.paths.alerts.read_text().splitlines()]
     assert [a["rolled_back"] for a in alerts if a["kind"] == "rollback"] == [2]
+    from ml.status import format_status, status
+
+    st = status(s, registry=False)
+    assert st["rollbacks"] == 1 and st["champion"]["version"] == 1
+    assert "rolled back by the watch 1" in format_status(st)
 
 
 def test_a_rerun_of_the_rollback_day_changes_nothing(watched):
