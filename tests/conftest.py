@@ -31,19 +31,25 @@ def _clear_caches() -> None:
     registry._experiment_id.cache_clear()
 
 
+def isolate(mp: pytest.MonkeyPatch, home: Path, mlflow_uri: str | None = None) -> None:
+    """Point every driftwatch and MLflow location at `home` (no YAML overrides inherited from the shell):
+    `dw_env` for one test, and module-scoped fixtures with their own MonkeyPatch."""
+    for var in list(os.environ):
+        if var.startswith("DRIFTWATCH__"):
+            mp.delenv(var)
+    mp.delenv("DRIFTWATCH_DATASETS", raising=False)
+    mp.setenv("DRIFTWATCH_HOME", str(home))
+    mp.setenv("DRIFTWATCH_LAKE", str(home / "lake"))
+    mp.setenv("DRIFTWATCH_DB_URL", f"sqlite:///{home / 'driftwatch.db'}")
+    mp.setenv("MLFLOW_TRACKING_URI", mlflow_uri or f"sqlite:///{home / 'mlflow.db'}")
+    _clear_caches()
+
+
 @pytest.fixture
 def dw_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """DRIFTWATCH_HOME, the lake, the history DB and the MLflow store, all under tmp_path. Returns the home."""
-    for var in list(os.environ):
-        if var.startswith("DRIFTWATCH__"):
-            monkeypatch.delenv(var)
-    monkeypatch.delenv("DRIFTWATCH_DATASETS", raising=False)
     home = tmp_path / "driftwatch"
-    monkeypatch.setenv("DRIFTWATCH_HOME", str(home))
-    monkeypatch.setenv("DRIFTWATCH_LAKE", str(home / "lake"))
-    monkeypatch.setenv("DRIFTWATCH_DB_URL", f"sqlite:///{home / 'driftwatch.db'}")
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{home / 'mlflow.db'}")
-    _clear_caches()
+    isolate(monkeypatch, home)
     yield home
     _clear_caches()
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import datetime as dt
-import os
 import uuid
 
 import numpy as np
@@ -22,6 +21,7 @@ from ml.config import load_settings
 from ml.evaluate import compare
 from ml.history import History
 from ml.train import fit
+from tests.conftest import isolate
 
 D1, D2, D3 = dt.date(2013, 1, 31), dt.date(2013, 2, 15), dt.date(2013, 2, 10)
 TRAIN_DAYS = ["2013-01-01", "2013-01-02", "2013-01-03"]
@@ -33,15 +33,7 @@ def mlflow_store(tmp_path_factory, flights_frame):
     home = tmp_path_factory.mktemp("registry")
     uri = f"sqlite:///{home / 'mlflow.db'}"
     with pytest.MonkeyPatch.context() as mp:
-        for var in list(os.environ):
-            if var.startswith("DRIFTWATCH__"):
-                mp.delenv(var)
-        mp.delenv("DRIFTWATCH_DATASETS", raising=False)
-        mp.setenv("DRIFTWATCH_HOME", str(home))
-        mp.setenv("DRIFTWATCH_LAKE", str(home / "lake"))
-        mp.setenv("DRIFTWATCH_DB_URL", f"sqlite:///{home / 'driftwatch.db'}")
-        mp.setenv("MLFLOW_TRACKING_URI", uri)
-        registry._experiment_id.cache_clear()
+        isolate(mp, home, uri)
         s = load_settings("flights").with_overrides(registered_model="flights-source")
         train = flights_frame[flights_frame["date"].isin(TRAIN_DAYS)].reset_index(drop=True)
         model = fit(s, train, D1, {"max_iter": 10})

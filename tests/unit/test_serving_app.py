@@ -13,7 +13,6 @@ import dataclasses
 import datetime as dt
 import json
 import logging
-import os
 import threading
 import time
 import uuid
@@ -31,6 +30,7 @@ from ml import capture, registry
 from ml.config import load_settings
 from ml.serving import Follower, create_app
 from ml.train import fit, predict_proba
+from tests.conftest import isolate
 
 pytestmark = pytest.mark.filterwarnings("ignore:Using `httpx` with `starlette.testclient`")
 
@@ -47,15 +47,7 @@ def store(tmp_path_factory, flights_frame) -> Iterator[dict]:
     home = tmp_path_factory.mktemp("serving")
     uri = f"sqlite:///{home / 'mlflow.db'}"
     with pytest.MonkeyPatch.context() as mp:
-        for var in list(os.environ):
-            if var.startswith("DRIFTWATCH__"):
-                mp.delenv(var)
-        mp.delenv("DRIFTWATCH_DATASETS", raising=False)
-        mp.setenv("DRIFTWATCH_HOME", str(home))
-        mp.setenv("DRIFTWATCH_LAKE", str(home / "lake"))
-        mp.setenv("DRIFTWATCH_DB_URL", f"sqlite:///{home / 'driftwatch.db'}")
-        mp.setenv("MLFLOW_TRACKING_URI", uri)
-        registry._experiment_id.cache_clear()
+        isolate(mp, home, uri)
         s = load_settings("flights").with_overrides(registered_model="flights-serving-source")
         sources = []
         for days, params in TRAIN.values():

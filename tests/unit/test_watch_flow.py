@@ -26,21 +26,11 @@ WEAK = {"max_iter": 1, "max_depth": 1, "learning_rate": 0.01}
 
 @pytest.fixture(scope="module")
 def watched(tmp_path_factory, flights_partitions):
-    import os
-
-    from tests.conftest import _clear_caches
+    from tests.conftest import _clear_caches, isolate
 
     mp = pytest.MonkeyPatch()
     home = tmp_path_factory.mktemp("watch") / "driftwatch"
-    for var in list(os.environ):
-        if var.startswith("DRIFTWATCH__"):
-            mp.delenv(var)
-    mp.delenv("DRIFTWATCH_DATASETS", raising=False)
-    mp.setenv("DRIFTWATCH_HOME", str(home))
-    mp.setenv("DRIFTWATCH_LAKE", str(home / "lake"))
-    mp.setenv("DRIFTWATCH_DB_URL", f"sqlite:///{home / 'driftwatch.db'}")
-    mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{home / 'mlflow.db'}")
-    _clear_caches()
+    isolate(mp, home)
     mp.setenv("DRIFTWATCH__ORIGINAL_WINDOW__END", "2013-01-10")
     mp.setenv("DRIFTWATCH__THRESHOLDS__BOOTSTRAP_RESAMPLES", "200")
     mp.setenv("DRIFTWATCH__THRESHOLDS__LOGLOSS_TOLERANCE", "10")
