@@ -1,4 +1,5 @@
-"""Alerts: one configurable target, chosen by DRIFTWATCH_ALERT_TARGET.
+"""Alerts: one configurable target, chosen by the dataset YAML's `alerts.target` or else, for every dataset,
+DRIFTWATCH_ALERT_TARGET.
 
     (unset)                  a JSON line per alert in $DRIFTWATCH_HOME/alerts.log (the default)
     file:///abs/path.log     a JSON line per alert in that file
@@ -6,9 +7,12 @@
     mailto:ops@example.com   an e-mail through Airflow's SMTP notifier and its `smtp_default` connection
                              (delivered by `ml.airflow_ext.DriftwatchNotifier`; outside Airflow the event
                              falls back to the log file)
+    apprise:CONN_ID          Airflow's Apprise provider: the services of the Airflow connection CONN_ID (type
+                             apprise; Slack, Teams, Discord, ntfy, e-mail, JSON... one or several), from
+                             Airflow's connections in a task, from AIRFLOW_CONN_CONN_ID elsewhere
 
 In the DAG, alerts are raised by Airflow callbacks (`ml.airflow_ext.DriftwatchNotifier`): on a quarantined
-batch, on each promotion, on a model-monitor violation and on a failed run; the `record` step alerts when it
+batch, on each promotion, on a watch's rollback, on a model-monitor violation and on a failed run; the `record` step alerts when it
 had to repair the MLflow aliases; the model server (`driftwatch serve`) alerts when the version its alias names
 cannot be served. Each alert is sent once per dataset, day and event (`send_once`, recorded
 in the history's dw_alerts table): re-running a day, or a retry, does not send it again. An alert that
@@ -22,6 +26,7 @@ import datetime as dt
 import json
 import logging
 import os
+import re
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -37,24 +42,34 @@ TARGET_ENV = "DRIFTWATCH_ALERT_TARGET"
 
 
 def target(settings: Settings, environ: dict[str, str] | None = None) -> tuple[str, str]:
-    """The configured alert target as (scheme, where): ("file", path) | ("webhook", url) | ("mailto", addrs).
+    """The alert target as (scheme, where): ("file", path) | ("webhook", url) | ("mailto", addrs) |
+    ("apprise", Airflow connection id). The dataset's `alerts.target` first, then DRIFTWATCH_ALERT_TARGET,
+    else the alerts file under the home.
 
     Raises:
-        ConfigError: DRIFTWATCH_ALERT_TARGET is set to something else.
+        ConfigError: the target is none of those (naming where it was set).
     """
+    if settings.alerts.target:
+        return parse_target(str(settings.alerts.target), f"{settings.yaml_path}: alerts.target")
     raw = (os.environ if environ is None else environ).get(TARGET_ENV, "").strip()
     if not raw:
         return "file", str(settings.paths.alerts)
-    parts = urlsplit(raw)
+    return parse_target(raw, TARGET_ENV)
+
+
+def parse_target(raw: str, where: str) -> tuple[str, str]:
+    parts = urlsplit(raw.strip())
     if parts.scheme == "file" and parts.netloc in ("", "localhost") and parts.path.startswith("/"):
         return "file", parts.path
     if parts.scheme in ("http", "https") and parts.netloc:
         return "webhook", raw
     if parts.scheme == "mailto" and "@" in parts.path:
         return "mailto", parts.path
+    if parts.scheme == "apprise" and re.fullmatch(r"[A-Za-z0-9_.-]+", parts.path or ""):
+        return "apprise", parts.path
     raise ConfigError(
-        f"{TARGET_ENV}: expected file:///absolute/path, http(s)://host/path or mailto:someone@example.com. "
-        f"Got {raw!r}."
+        f"{where}: expected file:///absolute/path, http(s)://host/path, mailto:someone@example.com or "
+        f"apprise:CONN_ID (an Airflow connection of type apprise). Got {raw!r}."
     )
 
 
@@ -90,6 +105,11 @@ def deliver(settings: Settings, alert: dict[str, Any]) -> str:
     if scheme == "mailto":
         scheme, where = "file", str(settings.paths.alerts)
     try:
+        if scheme == "apprise":
+            if _apprise(where, alert):
+                return f"apprise:{where}"
+            log.error("alert to apprise:%s not delivered: Apprise reported a failure", where)
+            return "undelivered"
         if scheme == "webhook":
             req = urllib.request.Request(
                 where, data=line.encode(), headers={"Content-Type": "application/json"}
@@ -103,6 +123,37 @@ def deliver(settings: Settings, alert: dict[str, Any]) -> str:
             "alert to %s %s not delivered: %s", scheme, "(webhook)" if scheme == "webhook" else where, exc
         )
         return "undelivered"
+
+
+# how an Apprise service shows the alert (its colour / icon): Apprise's notify types
+_APPRISE_TYPES = {
+    "promotion": "success",
+    "failure": "failure",
+    "quarantine": "failure",
+    "rollback": "failure",
+}
+
+
+def _apprise(conn_id: str, alert: dict[str, Any]) -> bool:
+    """Send through Airflow's Apprise provider: the services of the Airflow connection `conn_id` (type
+    apprise, extra {"config": {"path": "slack://...", "tag": ...}} or a list of them), in a task from
+    Airflow's connections, elsewhere (run-day, the replay) from AIRFLOW_CONN_<ID>. Plain text: a value
+    from a batch in the message is never interpreted as markup. True when Apprise reports it delivered."""
+    import apprise
+    from airflow.providers.apprise.hooks.apprise import AppriseHook
+
+    hook = AppriseHook(apprise_conn_id=conn_id)
+    services = apprise.Apprise()
+    hook.set_config_from_conn(conn=hook.get_connection(conn_id), apprise_obj=services)
+    details = {k: v for k, v in alert.items() if k not in ("message", "kind", "dataset")}
+    return bool(
+        services.notify(
+            title=f"[driftwatch] {alert['dataset']} {alert['kind']}",
+            body=f"{alert['message']}\n\n{json.dumps(details, default=str, sort_keys=True)}",
+            notify_type=_APPRISE_TYPES.get(alert["kind"], "warning"),
+            body_format=apprise.NotifyFormat.TEXT,
+        )
+    )
 
 
 def event_key(alert: dict[str, Any]) -> str:

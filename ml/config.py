@@ -26,6 +26,7 @@ from ml.schema import (
     MONITOR_ACTIONS,
     NOVELTY_ACTIONS,
     TOP_LEVEL_KEYS,
+    Alerts,
     AttributionMonitor,
     BiasMonitor,
     Drift,
@@ -121,6 +122,7 @@ class Settings:
     retries: Retries = field(default_factory=Retries)
     reports: Reports = field(default_factory=Reports)
     promotion: Promotion = field(default_factory=Promotion)
+    alerts: Alerts = field(default_factory=Alerts)
     serving: Serving = field(default_factory=Serving)
     drift: Drift = field(default_factory=Drift)
     task: str = "binary"  # binary | multiclass | regression (ml/objective.py)
@@ -228,6 +230,15 @@ def _promotion(raw: Mapping[str, Any], p: str) -> Promotion:
             f"{promotion.watch_tolerance}."
         )
     return promotion
+
+
+def _alerts(raw: Mapping[str, Any], p: str) -> Alerts:
+    alerts: Alerts = section(raw, "alerts", Alerts, p)
+    if alerts.target is not None:
+        from ml.alerts import parse_target
+
+        parse_target(str(alerts.target), f"{p}: alerts.target")
+    return alerts
 
 
 def _monitoring(raw: Mapping[str, Any], p: str, columns: set[str]) -> Monitoring:
@@ -496,6 +507,7 @@ def load_settings(dataset: str | Path, environ: Mapping[str, str] | None = None)
         retries=section(raw, "retries", Retries, p),
         reports=_reports(raw, p),
         promotion=_promotion(raw, p),
+        alerts=_alerts(raw, p),
         drift_columns=dict(drift.columns),
         drift=drift,
         paths=Paths.from_env(),

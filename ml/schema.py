@@ -45,6 +45,7 @@ TOP_LEVEL_KEYS = frozenset(
         "serving",
         "task",
         "promotion",
+        "alerts",
     }
 )
 MONITOR_ACTIONS = ("record", "alert", "retrain")
@@ -198,6 +199,15 @@ class Promotion:
     watch_days: int = 7
     watch_min_rows: int = 1000
     watch_tolerance: float = 0.0
+
+
+@dataclass(frozen=True)
+class Alerts:
+    """Where this dataset's alerts go (ml/alerts.py): file:///path, http(s)://webhook, mailto:a@b.c, or
+    apprise:CONN_ID (an Airflow connection of type apprise: Slack, Teams, ntfy, e-mail... through Airflow's
+    Apprise provider). None: the environment's DRIFTWATCH_ALERT_TARGET, else <home>/alerts.log."""
+
+    target: str | None = None
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,5 @@
-"""Alerts: the one configurable target (file, webhook, mailto), delivery that never raises, and the Airflow
-notifier building the three alerts from what the tasks returned."""
+"""Alerts: the one configurable target (file, webhook, mailto, apprise), delivery that never raises, and the
+Airflow notifier building the three alerts from what the tasks returned."""
 
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ DAY = dt.date(2013, 1, 8)
         ("file:///var/log/dw/alerts.log", ("file", "/var/log/dw/alerts.log")),
         ("https://hooks.example.com/x?y=1", ("webhook", "https://hooks.example.com/x?y=1")),
         ("mailto:ml-oncall@example.com,b@example.com", ("mailto", "ml-oncall@example.com,b@example.com")),
+        ("apprise:dw_alerts", ("apprise", "dw_alerts")),
     ],
 )
 def test_target_parses_the_setting(settings, value, expected):
@@ -32,7 +33,7 @@ def test_target_parses_the_setting(settings, value, expected):
 
 
 @pytest.mark.parametrize(
-    "value", ["alerts.log", "file://relative/path", "ftp://x/y", "mailto:nobody", "https://"]
+    "value", ["alerts.log", "file://relative/path", "ftp://x/y", "mailto:nobody", "https://", "apprise:a b"]
 )
 def test_a_bad_target_is_refused_with_the_allowed_forms(settings, value):
     with pytest.raises(ConfigError, match=r"DRIFTWATCH_ALERT_TARGET: expected file:///absolute/path"):
@@ -85,6 +86,73 @@ def test_webhook_target_posts_the_event(settings, monkeypatch):
     server.server_close()
     assert received and received[0]["kind"] == "failure" and received[0]["url"] == "http://x/run-1"
     assert not settings.paths.alerts.exists()
+
+
+def _json_service() -> tuple[http.server.HTTPServer, list[dict]]:
+    """A loopback HTTP server that Apprise's json:// service posts to (one request)."""
+    received: list[dict] = []
+
+    class Service(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802 - http.server's name
+            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Service)
+    threading.Thread(target=server.handle_request, daemon=True).start()
+    return server, received
+
+
+def test_apprise_target_sends_through_the_airflow_connection(settings, monkeypatch):
+    """Airflow's Apprise provider, with a real Apprise service (json://) behind an Airflow connection given
+    as AIRFLOW_CONN_<ID> (how run-day and the replay see connections; tasks get Airflow's)."""
+    server, received = _json_service()
+    config = {"config": {"path": f"json://127.0.0.1:{server.server_port}/alerts"}}
+    monkeypatch.setenv("AIRFLOW_CONN_DW_ALERTS", json.dumps({"conn_type": "apprise", "extra": config}))
+    monkeypatch.setenv(alerts.TARGET_ENV, "apprise:dw_alerts")
+    hostile = "<script>alert(1)</script>"
+    a = alerts.rollback_alert(
+        settings, DAY, {"champion": 5, "replaced": 4, "reason": f"worse on {hostile}"}, "run-9"
+    )
+    assert alerts.deliver(settings, a) == "apprise:dw_alerts"
+    server.server_close()
+    (got,) = received
+    assert got["title"] == "[driftwatch] flights rollback" and got["type"] == "failure"
+    assert "version 5 rolled back to 4" in got["message"] and hostile in got["message"]  # as plain text
+    assert '"dag_run_id": "run-9"' in got["message"]
+    assert not settings.paths.alerts.exists()
+
+
+def test_a_dataset_sends_its_own_alerts_where_its_yaml_says(dw_env, monkeypatch):
+    from ml.config import load_settings
+
+    monkeypatch.setenv(alerts.TARGET_ENV, "https://hooks.example.com/everyone")
+    monkeypatch.setenv("DRIFTWATCH__ALERTS__TARGET", "apprise:flights_oncall")
+    assert alerts.target(load_settings("flights")) == ("apprise", "flights_oncall")
+    monkeypatch.setenv("DRIFTWATCH__ALERTS__TARGET", "apprise:not a connection id")
+    with pytest.raises(ConfigError, match=r"flights.yaml: alerts.target: expected file:///absolute/path"):
+        load_settings("flights")
+
+
+def test_an_apprise_service_that_fails_is_logged_not_raised_and_not_marked_sent(
+    settings, monkeypatch, caplog
+):
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # closed again: nothing listens there
+    config = {"config": {"path": f"json://127.0.0.1:{port}/alerts"}}
+    monkeypatch.setenv("AIRFLOW_CONN_DW_DOWN", json.dumps({"conn_type": "apprise", "extra": config}))
+    monkeypatch.setenv(alerts.TARGET_ENV, "apprise:dw_down")
+    a = alerts.failure_alert(settings, DAY, ["boom"], "r")
+    assert alerts.send_once(settings, a) == "undelivered"
+    assert "apprise:dw_down not delivered" in caplog.text
+    monkeypatch.delenv("AIRFLOW_CONN_DW_DOWN")  # no such connection at all: also logged, not raised
+    assert alerts.deliver(settings, a) == "undelivered"
 
 
 def test_an_unreachable_webhook_is_logged_not_raised(settings, monkeypatch, caplog):
