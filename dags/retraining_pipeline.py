@@ -55,6 +55,8 @@ def _operator(step: flow.Step, spec: DagSpec):
     if step.kind == "empty":  # marked done by the scheduler itself: no task process
         return EmptyOperator(task_id=step.id, doc_md=doc)
     kwargs: dict = {"task_id": step.id, "doc_md": doc}
+    if step.priority != 1:
+        kwargs["priority_weight"] = step.priority
     if step.alert:
         kwargs["on_success_callback"] = DriftwatchNotifier(step.alert, spec.dataset)
     if step.all_done:

@@ -42,6 +42,9 @@ from ml.schema import (
     Validation,
     Wait,
     apply_env_overrides,
+    read_alerts,
+    read_promotion,
+    read_reports,
     read_yaml,
     section,
 )
@@ -209,36 +212,6 @@ def _names(raw: Any, key: str, path: str) -> tuple[str, ...]:
     if not isinstance(raw, list) or not all(isinstance(x, str) for x in raw):
         raise ConfigError(f"{path}: {key}: expected a list of column names. Got {raw!r}.")
     return tuple(raw)
-
-
-def _reports(raw: Mapping[str, Any], p: str) -> Reports:
-    reports: Reports = section(raw, "reports", Reports, p)
-    if reports.keep_rendered_days < 0:
-        raise ConfigError(
-            f"{p}: reports.keep_rendered_days: expected 0 (keep for ever) or a number of days. "
-            f"Got {reports.keep_rendered_days}."
-        )
-    return reports
-
-
-def _promotion(raw: Mapping[str, Any], p: str) -> Promotion:
-    promotion: Promotion = section(raw, "promotion", Promotion, p)
-    if promotion.watch_days < 0 or promotion.watch_min_rows < 1 or promotion.watch_tolerance < 0:
-        raise ConfigError(
-            f"{p}: promotion: expected watch_days >= 0 (0: no watch), watch_min_rows >= 1 and "
-            f"watch_tolerance >= 0. Got {promotion.watch_days}, {promotion.watch_min_rows} and "
-            f"{promotion.watch_tolerance}."
-        )
-    return promotion
-
-
-def _alerts(raw: Mapping[str, Any], p: str) -> Alerts:
-    alerts: Alerts = section(raw, "alerts", Alerts, p)
-    if alerts.target is not None:
-        from ml.alerts import parse_target
-
-        parse_target(str(alerts.target), f"{p}: alerts.target")
-    return alerts
 
 
 def _monitoring(raw: Mapping[str, Any], p: str, columns: set[str]) -> Monitoring:
@@ -505,9 +478,9 @@ def load_settings(dataset: str | Path, environ: Mapping[str, str] | None = None)
         validation=validation,
         wait=section(raw, "wait", Wait, p),
         retries=section(raw, "retries", Retries, p),
-        reports=_reports(raw, p),
-        promotion=_promotion(raw, p),
-        alerts=_alerts(raw, p),
+        reports=read_reports(raw, p),
+        promotion=read_promotion(raw, p),
+        alerts=read_alerts(raw, p),
         drift_columns=dict(drift.columns),
         drift=drift,
         paths=Paths.from_env(),

@@ -47,6 +47,7 @@ class Step:
         alert: the alert raised when it succeeds (`ml.alerts`; the DAG's notifier, the runner's call).
         links: the Airflow task gets the MLflow run / model version buttons (its output names them).
         doc: the task's documentation when it has no module (an empty step).
+        priority: Airflow's priority_weight: of steps waiting for a free slot at once, the higher goes first.
     """
 
     id: str
@@ -57,6 +58,7 @@ class Step:
     alert: str | None = None
     links: bool = False
     doc: str = ""
+    priority: int = 1
 
     @property
     def module(self) -> ModuleType:
@@ -74,9 +76,10 @@ STEPS: tuple[Step, ...] = (
         alert="quarantine",
     ),
     Step("score_batch", after=("validate_batch",)),
-    # the two monitors read the same scores and write different things: they run side by side
-    Step("monitor_model", after=("score_batch",), alert="monitor"),
-    Step("detect_drift", after=("score_batch",)),
+    # the monitors and the watch read the same scores and write different things: they run side by side;
+    # with fewer free slots than the three, the longest (monitor_model) starts first, the shortest last
+    Step("monitor_model", after=("score_batch",), alert="monitor", priority=3),
+    Step("detect_drift", after=("score_batch",), priority=2),
     # a champion promoted in the last `promotion.watch_days`: compared on live labels with the one it replaced
     Step("watch_champion", after=("score_batch",), alert="rollback"),
     Step(

@@ -262,6 +262,36 @@ def section(raw: Mapping[str, Any], key: str, cls: type, path: str) -> Any:
     return cls(**kwargs)
 
 
+def read_reports(raw: Mapping[str, Any], p: str) -> Reports:
+    reports: Reports = section(raw, "reports", Reports, p)
+    if reports.keep_rendered_days < 0:
+        raise ConfigError(
+            f"{p}: reports.keep_rendered_days: expected 0 (keep for ever) or a number of days. "
+            f"Got {reports.keep_rendered_days}."
+        )
+    return reports
+
+
+def read_promotion(raw: Mapping[str, Any], p: str) -> Promotion:
+    promotion: Promotion = section(raw, "promotion", Promotion, p)
+    if promotion.watch_days < 0 or promotion.watch_min_rows < 1 or promotion.watch_tolerance < 0:
+        raise ConfigError(
+            f"{p}: promotion: expected watch_days >= 0 (0: no watch), watch_min_rows >= 1 and "
+            f"watch_tolerance >= 0. Got {promotion.watch_days}, {promotion.watch_min_rows} and "
+            f"{promotion.watch_tolerance}."
+        )
+    return promotion
+
+
+def read_alerts(raw: Mapping[str, Any], p: str) -> Alerts:
+    alerts: Alerts = section(raw, "alerts", Alerts, p)
+    if alerts.target is not None:
+        from ml.alerts import parse_target
+
+        parse_target(str(alerts.target), f"{p}: alerts.target")
+    return alerts
+
+
 def apply_env_overrides(raw: dict[str, Any], environ: Mapping[str, str]) -> dict[str, Any]:
     for var, value in environ.items():
         if not var.startswith(ENV_PREFIX):

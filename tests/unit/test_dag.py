@@ -69,6 +69,7 @@ def bag(tmp_path_factory) -> dict:
                 "catchup": dag.catchup,
                 "params": {{k: dag.params[k] for k in dag.params.keys()}},
                 "tasks": {{t.task_id: {{"downstream": sorted(t.downstream_task_ids),
+                                        "priority_weight": t.priority_weight,
                                         "trigger_rule": str(getattr(t.trigger_rule, "value", t.trigger_rule))}}
                           for t in dag.tasks}},
             }}
@@ -144,6 +145,13 @@ def test_pipeline_has_exactly_the_documented_tasks(dag):
 )
 def test_branches_and_wiring(dag, task_id, downstream):
     assert set(dag["tasks"][task_id]["downstream"]) == downstream
+
+
+def test_of_the_three_side_by_side_the_longest_gets_a_slot_first(dag):
+    weight = {
+        t: dag["tasks"][t]["priority_weight"] for t in ("monitor_model", "detect_drift", "watch_champion")
+    }
+    assert weight["monitor_model"] > weight["detect_drift"] > weight["watch_champion"]
 
 
 def test_train_feeds_evaluation(dag):
