@@ -13,7 +13,16 @@ import datetime as dt
 
 import pendulum
 from airflow.providers.standard.operators.empty import EmptyOperator
-from airflow.sdk import Param, TriggerRule, dag, get_parsing_context, task
+from airflow.sdk import (
+    DeadlineAlert,
+    DeadlineReference,
+    Param,
+    SyncCallback,
+    TriggerRule,
+    dag,
+    get_parsing_context,
+    task,
+)
 
 from ml import flow
 from ml.airflow_ext import (
@@ -75,6 +84,19 @@ def _operator(step: flow.Step, spec: DagSpec):
     return decorator(work)()
 
 
+def _deadline(spec: DagSpec) -> DeadlineAlert | None:
+    """`wait.late_after_hours` after the logical day ends: a run still going then alerts "late" when the
+    day's batch has not arrived (`ml.airflow_ext.late_batch_alert`, run by the executor)."""
+    if spec.late_after_s is None:
+        return None
+    return DeadlineAlert(
+        reference=DeadlineReference.DAGRUN_LOGICAL_DATE,
+        interval=dt.timedelta(days=1, seconds=spec.late_after_s),
+        callback=SyncCallback("ml.airflow_ext.late_batch_alert", kwargs={"dataset": spec.dataset}),
+        name="batch late",
+    )
+
+
 def build(spec: DagSpec):
     t = spec.thresholds
 
@@ -88,6 +110,7 @@ def build(spec: DagSpec):
         max_active_runs=1,  # champion history is sequential: day D serves the champion of day D-1
         tags=["driftwatch", spec.dataset],
         on_failure_callback=DriftwatchNotifier("failure", spec.dataset),
+        deadline=_deadline(spec),
         doc_md=DAG_DOC.format(
             dataset=spec.dataset,
             description=spec.description,

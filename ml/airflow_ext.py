@@ -355,6 +355,38 @@ class DriftwatchNotifier(BaseNotifier):
             log.exception("driftwatch %s alert for %s not delivered", self.kind, self.dataset)
 
 
+def late_batch_alert(dataset: str, context: dict[str, Any] | None = None) -> str:
+    """The DAG's Deadline Alert callback (`wait.late_after_hours`; Airflow runs it in the executor when a
+    run is not done by its deadline): a "late" alert when the day's batch is still not in the lake. A run
+    that is only slow (its batch is there) and a backfill (history: the batch is there or never comes, and
+    the run's sensor says so) alert nothing. Returns what it did, for the callback's log."""
+    from ml import alerts
+    from ml.data import as_date
+    from ml.day import Day, settings_for
+    from ml.tasks import wait_for_batch
+
+    run = (context or {}).get("dag_run") or {}
+    run_type, run_id = str(run.get("run_type") or ""), run.get("dag_run_id") or run.get("run_id")
+    if not run.get("logical_date"):
+        return "no logical date in the deadline's context: nothing to check"
+    day = as_date(run["logical_date"])
+    if run_type == "backfill":
+        return f"{dataset} {day}: a backfill run: no late alert"
+    s = settings_for(dataset)
+    if wait_for_batch.run(Day.of(dataset, day, str(run_id or ""))):
+        return f"{dataset} {day}: the batch is there; the run is only slow: no late alert"
+    alert = alerts.event(
+        s,
+        "late",
+        f"{s.name} {day}: the day's batch is not in {s.partition_dir(day)} "
+        f"{s.wait.late_after_hours} hours after the day ended; run {run_id} is waiting for it",
+        day=day.isoformat(),
+        dag_run_id=run_id,
+        deadline=((context or {}).get("deadline") or {}).get("deadline_time"),
+    )
+    return alerts.send_once(s, alert)
+
+
 def _escape(alert: dict[str, Any]) -> str:
     import html
     import json

@@ -37,7 +37,17 @@ from ml.exceptions import ConfigError
 
 log = logging.getLogger(__name__)
 
-KINDS = ("quarantine", "promotion", "failure", "monitor", "registry", "serving", "novelty", "rollback")
+KINDS = (
+    "quarantine",
+    "promotion",
+    "failure",
+    "monitor",
+    "registry",
+    "serving",
+    "novelty",
+    "rollback",
+    "late",
+)
 TARGET_ENV = "DRIFTWATCH_ALERT_TARGET"
 
 
@@ -162,7 +172,7 @@ def event_key(alert: dict[str, Any]) -> str:
     import hashlib
 
     kind = alert["kind"]
-    if kind in ("quarantine", "novelty"):
+    if kind in ("quarantine", "novelty", "late"):
         return kind
     if kind in ("promotion", "serving"):
         return f"v{alert.get('version')}"

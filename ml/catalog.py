@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from ml.config import datasets_dir
-from ml.schema import Retries, Thresholds, Wait, apply_env_overrides, read_yaml, section
+from ml.schema import Retries, Thresholds, apply_env_overrides, read_wait, read_yaml, section
 
 
 @dataclass(frozen=True)
@@ -27,6 +27,7 @@ class DagSpec:
     wait_timeout_s: float
     poke_s: float
     earlier_days_timeout_s: float
+    late_after_s: float | None  # the DAG's Deadline Alert (wait.late_after_hours); None: none
     retries: int
     retry_delay_s: float
     thresholds: dict[str, Any]
@@ -45,7 +46,7 @@ def dag_specs() -> list[DagSpec]:
             start = dt.date.fromisoformat(start)
         if not isinstance(start, dt.date):
             raise ValueError(f"{path}: start_date (or original_window.start) must be a date YYYY-MM-DD")
-        wait: Wait = section(raw, "wait", Wait, str(path))
+        wait = read_wait(raw, str(path))
         retries: Retries = section(raw, "retries", Retries, str(path))
         thresholds: Thresholds = section(raw, "thresholds", Thresholds, str(path))
         specs.append(
@@ -57,6 +58,7 @@ def dag_specs() -> list[DagSpec]:
                 wait_timeout_s=wait.timeout_minutes * 60,
                 poke_s=wait.poke_seconds,
                 earlier_days_timeout_s=wait.earlier_days_timeout_minutes * 60,
+                late_after_s=None if wait.late_after_hours is None else float(wait.late_after_hours) * 3600,
                 retries=retries.count,
                 retry_delay_s=retries.delay_seconds,
                 thresholds={

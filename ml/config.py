@@ -45,6 +45,7 @@ from ml.schema import (
     read_alerts,
     read_promotion,
     read_reports,
+    read_wait,
     read_yaml,
     section,
 )
@@ -476,7 +477,7 @@ def load_settings(dataset: str | Path, environ: Mapping[str, str] | None = None)
         training=training,
         thresholds=thresholds,
         validation=validation,
-        wait=section(raw, "wait", Wait, p),
+        wait=read_wait(raw, p),
         retries=section(raw, "retries", Retries, p),
         reports=read_reports(raw, p),
         promotion=read_promotion(raw, p),

@@ -166,6 +166,9 @@ class Wait:
     poke_seconds: float = 30.0
     # for earlier runs of the dataset to finish (a backfill ahead of a manual run): days are processed in order
     earlier_days_timeout_minutes: float = 720.0
+    # an Airflow Deadline Alert: a "late" alert when a run is not done this many hours after its logical day
+    # ended and the day's batch is not in the lake (None: off); a backfill never alerts late
+    late_after_hours: float | None = None
 
 
 @dataclass(frozen=True)
@@ -290,6 +293,16 @@ def read_alerts(raw: Mapping[str, Any], p: str) -> Alerts:
 
         parse_target(str(alerts.target), f"{p}: alerts.target")
     return alerts
+
+
+def read_wait(raw: Mapping[str, Any], p: str) -> Wait:
+    wait: Wait = section(raw, "wait", Wait, p)
+    late = wait.late_after_hours
+    if late is not None and (isinstance(late, bool) or not isinstance(late, (int, float)) or late < 0):
+        raise ConfigError(
+            f"{p}: wait.late_after_hours: expected a number of hours >= 0, or null. Got {late!r}."
+        )
+    return wait
 
 
 def apply_env_overrides(raw: dict[str, Any], environ: Mapping[str, str]) -> dict[str, Any]:

@@ -448,6 +448,24 @@ def _task_yamls(folder: Path) -> None:
         (folder / f"{name}.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
 
 
+# a dataset whose batches never arrive (tests/integration/test_deadline.py): its runs wait, and the DAG's
+# Deadline Alert fires at once (a 2013 logical date is long past its deadline)
+NOBATCH_NAME = "flights_nobatch"
+NOBATCH_DAG_ID = f"retraining_pipeline__{NOBATCH_NAME}"
+
+
+def _nobatch_yaml(folder: Path) -> None:
+    raw = yaml.safe_load((BUNDLED_DATASETS / "flights.yaml").read_text())
+    raw.update(
+        name=NOBATCH_NAME,
+        dag_id=NOBATCH_DAG_ID,
+        registered_model="flights-nobatch",
+        wait={"timeout_minutes": 1.5, "poke_seconds": 5, "late_after_hours": 2},
+        retries={"count": 0},
+    )
+    (folder / f"{NOBATCH_NAME}.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+
+
 @pytest.fixture(scope="session")
 def yaml_datasets(stack_factory, tmp_path_factory):
     """A stack whose datasets folder holds only YAML files written by the tests (no flights DAG)."""
@@ -456,6 +474,7 @@ def yaml_datasets(stack_factory, tmp_path_factory):
     _late_labels_yaml(folder)
     _capture_yamls(folder)
     _task_yamls(folder)
+    _nobatch_yaml(folder)
     stack = stack_factory("yaml-datasets", extra_env={"DRIFTWATCH_DATASETS": str(folder)})
     return stack, folder
 

@@ -254,3 +254,43 @@ def test_an_alert_is_sent_once_per_day_and_event_and_again_after_a_failed_delive
         ("2013-02-02", "promotion", "v5"),
         ("2013-02-03", "quarantine", "quarantine"),
     ]
+
+
+def _deadline_context(day: str, run_type: str) -> dict:
+    """What Airflow gives a Deadline Alert callback (airflow.models.deadline: Deadline.handle_miss)."""
+    return {
+        "dag_run": {
+            "logical_date": f"{day}T00:00:00Z",
+            "run_type": run_type,
+            "dag_run_id": f"{run_type}__{day}",
+        },
+        "deadline": {"id": "d1", "deadline_time": f"{day}T06:00:00Z"},
+    }
+
+
+def test_a_late_batch_alerts_once_and_a_slow_run_or_a_backfill_does_not(dw_env, add_partitions, monkeypatch):
+    from ml.airflow_ext import late_batch_alert
+    from ml.config import load_settings
+
+    monkeypatch.setenv("DRIFTWATCH__WAIT__LATE_AFTER_HOURS", "6")
+    s = load_settings("flights")
+    add_partitions(s, [dt.date(2013, 1, 8)])
+    # the batch is there: the run is only slow
+    assert "only slow" in late_batch_alert("flights", _deadline_context("2013-01-08", "scheduled"))
+    # a backfill says nothing, batch or not
+    assert "backfill" in late_batch_alert("flights", _deadline_context("2013-01-09", "backfill"))
+    assert not s.paths.alerts.exists()
+    # no batch for a scheduled (or manual) run: one "late" alert naming the folder, not repeated
+    assert late_batch_alert("flights", _deadline_context("2013-01-09", "scheduled")).startswith("file:")
+    assert late_batch_alert("flights", _deadline_context("2013-01-09", "manual")) == "already sent"
+    (late,) = _lines(s.paths.alerts)
+    assert (late["kind"], late["day"], late["dag_run_id"]) == ("late", "2013-01-09", "scheduled__2013-01-09")
+    assert str(s.partition_dir(dt.date(2013, 1, 9))) in late["message"] and "6" in late["message"]
+
+
+def test_a_bad_late_after_hours_names_the_key(dw_env, monkeypatch):
+    from ml.config import load_settings
+
+    monkeypatch.setenv("DRIFTWATCH__WAIT__LATE_AFTER_HOURS", "soon")
+    with pytest.raises(ConfigError, match=r"wait.late_after_hours: expected a number of hours"):
+        load_settings("flights")

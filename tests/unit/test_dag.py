@@ -37,11 +37,11 @@ def _env(tmp: Path) -> dict[str, str]:
     return env
 
 
-def _run(code: str, tmp: Path) -> str:
+def _run(code: str, tmp: Path, **extra_env: str) -> str:
     proc = subprocess.run(
         [sys.executable, "-c", textwrap.dedent(code)],
         cwd=REPO_ROOT,
-        env=_env(tmp),
+        env={**_env(tmp), **extra_env},
         capture_output=True,
         text=True,
         timeout=120,
@@ -208,3 +208,25 @@ def test_a_task_process_builds_only_the_dag_of_its_task(tmp_path):
 
 def test_the_scheduler_builds_every_datasets_dag(bag):
     assert len(bag["dags"]) >= 2 and DAG_ID in bag["dags"]
+
+
+def test_a_late_batch_deadline_only_when_the_yaml_asks_for_one(tmp_path):
+    """wait.late_after_hours becomes an Airflow Deadline Alert: logical date + 1 day + those hours, calling
+    ml.airflow_ext.late_batch_alert in the executor (its behaviour: tests/unit/test_alerts.py)."""
+    code = f"""
+        import json
+        from airflow.dag_processing.dagbag import DagBag
+
+        dag = DagBag(dag_folder={str(DAGS)!r}).dags[{DAG_ID!r}]
+        out = [{{"reference": type(d.reference).__name__, "interval_s": d.interval.total_seconds(),
+                 "callback": d.callback.path, "kwargs": d.callback.kwargs}} for d in dag.deadline or []]
+        print({MARKER!r} + json.dumps(out))
+    """
+    assert json.loads(_run(code, tmp_path / "off")) == []
+    (deadline,) = json.loads(_run(code, tmp_path / "on", DRIFTWATCH__WAIT__LATE_AFTER_HOURS="6"))
+    assert deadline == {
+        "reference": "DagRunLogicalDateDeadline",
+        "interval_s": (24 + 6) * 3600.0,
+        "callback": "ml.airflow_ext.late_batch_alert",
+        "kwargs": {"dataset": "flights"},
+    }
