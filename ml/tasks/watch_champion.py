@@ -168,12 +168,14 @@ def _labelled_days(day: Day, first: dt.date, last: dt.date, new: int, old: int) 
             served = lake.read_predictions(s, on)
             if served is not None and int(served["champion_version"].iloc[0]) == new:
                 shadow = _shadow(day, on, old)
-                y = lake.model_frame(s, lake.read_batch(s, on))[1].to_numpy()
-                out.append(
-                    WatchDay(
-                        on.isoformat(), y, s.objective.from_frame(served), s.objective.from_frame(shadow)
-                    )
-                )
+                batch = lake.read_batch(s, on)
+                # captured traffic: only the rows whose label has arrived (a lake batch: every row)
+                known = batch[s.label].notna().to_numpy() if s.label in batch.columns else None
+                if known is not None and known.any():
+                    y = lake.model_frame(s, batch[known])[1].to_numpy()
+                    new_out = s.objective.from_frame(served)[known]
+                    old_out = s.objective.from_frame(shadow)[known]
+                    out.append(WatchDay(on.isoformat(), y, new_out, old_out))
         on += dt.timedelta(days=1)
     complete = d >= last and s.labels_known(last, d)
     return out, complete
