@@ -67,19 +67,7 @@ def test_default_target_appends_json_lines(settings):
 
 
 def test_webhook_target_posts_the_event(settings, monkeypatch):
-    received: list[dict] = []
-
-    class Hook(http.server.BaseHTTPRequestHandler):
-        def do_POST(self):  # noqa: N802 - http.server's name
-            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-            self.send_response(204)
-            self.end_headers()
-
-        def log_message(self, *args):
-            pass
-
-    server = http.server.HTTPServer(("127.0.0.1", 0), Hook)
-    threading.Thread(target=server.handle_request, daemon=True).start()
+    server, received = _json_service()
     monkeypatch.setenv(alerts.TARGET_ENV, f"http://127.0.0.1:{server.server_port}/hook")
     a = alerts.failure_alert(settings, DAY, ["train_challenger failed: boom"], "run-1", url="http://x/run-1")
     assert alerts.deliver(settings, a) == "webhook"
@@ -89,7 +77,7 @@ def test_webhook_target_posts_the_event(settings, monkeypatch):
 
 
 def _json_service() -> tuple[http.server.HTTPServer, list[dict]]:
-    """A loopback HTTP server that Apprise's json:// service posts to (one request)."""
+    """A loopback HTTP server that takes one JSON POST (a webhook; Apprise's json:// service)."""
     received: list[dict] = []
 
     class Service(http.server.BaseHTTPRequestHandler):
