@@ -460,6 +460,19 @@ def rollback(
     }
 
 
+def complete_rollback_tags(settings: Settings, version: int, reason: str, stamp: str) -> None:
+    """The rolled-back tags of `version`, when the rollback that recorded its audit rows was killed before it
+    set them (its retry finds the rows and does not roll back again; the aliases are repaired by `record`)."""
+    c = client(settings)
+    if c.get_model_version(settings.registered_model, str(version)).tags.get(ROLLED_BACK_TAGS[0]) != "true":
+        _set_tags(
+            c,
+            settings,
+            version,
+            {ROLLED_BACK_TAGS[0]: "true", ROLLED_BACK_TAGS[1]: reason[:5000], ROLLED_BACK_TAGS[2]: stamp},
+        )
+
+
 def reject(
     settings: Settings, *, version: int, day: dt.date, evaluation: dict[str, Any], champion: int | None
 ) -> None:

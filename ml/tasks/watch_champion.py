@@ -44,7 +44,11 @@ def run(day: Day) -> Output:
     event, first, last = found
     new, old = int(event["after_version"]), int(event["before_version"])
     done = _rolled_back_today(day, new)
-    if done is not None:  # a re-run of the day that rolled back: nothing to do again
+    if done is not None:  # a re-run (or the retry of a killed try) of the day that rolled back
+        from ml import promotion
+
+        reason = str(done["reason"]).removeprefix("rollback: ")
+        promotion.complete_rollback_tags(s, new, reason, d.isoformat())
         return {
             "watching": True,
             "champion": new,

@@ -111,3 +111,22 @@ def test_a_rerun_of_the_rollback_day_changes_nothing(watched):
     assert again["rolled_back"] and again["verdict"] == "roll_back"
     assert len(h.alias_events(s.name)) == events
     assert h.champion_at(s.name, day) == 1
+
+
+def test_a_retry_after_a_kill_between_audit_and_tags_completes_the_tags(watched):
+    """The rollback recorded its audit rows, then the try was killed before it tagged the version: the retry
+    finds the rows, does not roll back again, and sets the rolled-back tags."""
+    s, h, outs = watched
+    from ml import registry
+    from ml.promotion import ROLLED_BACK_TAGS
+
+    day = next(d for d in AFTER if outs[d].output("watch_champion")["rolled_back"])
+    c = registry.client(s)
+    for key in ROLLED_BACK_TAGS:
+        c.delete_model_version_tag(s.registered_model, "2", key)
+    events = len(h.alias_events(s.name))
+    runner.run_day_or_raise(s.name, day)
+    tags = c.get_model_version(s.registered_model, "2").tags
+    assert tags[ROLLED_BACK_TAGS[0]] == "true" and tags[ROLLED_BACK_TAGS[2]] == day.isoformat()
+    assert "worse" in tags[ROLLED_BACK_TAGS[1]] or "below 0" in tags[ROLLED_BACK_TAGS[1]]
+    assert len(h.alias_events(s.name)) == events and h.champion_at(s.name, day) == 1
