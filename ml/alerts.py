@@ -47,6 +47,7 @@ KINDS = (
     "novelty",
     "rollback",
     "late",
+    "shadow",
 )
 TARGET_ENV = "DRIFTWATCH_ALERT_TARGET"
 
@@ -176,6 +177,8 @@ def event_key(alert: dict[str, Any]) -> str:
         return kind
     if kind in ("promotion", "serving"):
         return f"v{alert.get('version')}"
+    if kind == "shadow":
+        return f"v{alert.get('version')}-{alert.get('verdict')}"
     if kind == "rollback":
         return f"v{alert.get('rolled_back')}-v{alert.get('version')}"
     what = {
@@ -297,6 +300,17 @@ def quarantine_alert(
 
 
 def promotion_alert(settings: Settings, day: dt.date, result: dict[str, Any], dag_run_id: str | None) -> dict:
+    if result.get("shadow"):  # promotion.mode: shadow: the alias `shadow`, not `champion` (ml/shadow.py)
+        return event(
+            settings,
+            "shadow",
+            f"{settings.name} {day}: version {result.get('version')} passed the offline gate and scores in shadow "
+            f"beside champion {result.get('previous')} from {day + dt.timedelta(days=1)}: {result.get('reason', '')}",
+            day=day.isoformat(),
+            version=result.get("version"),
+            verdict="started",
+            dag_run_id=dag_run_id,
+        )
     return event(
         settings,
         "promotion",
@@ -348,8 +362,10 @@ def step_alert(
         return quarantine_alert(settings, day, result, dag_run_id)
     if kind == "promotion":
         return promotion_alert(settings, day, result, dag_run_id)
-    if kind == "rollback":
-        return rollback_alert(settings, day, result, dag_run_id) if result.get("rolled_back") else None
+    if kind == "rollback":  # the watch step: a rollback, else the end of a shadow test
+        if result.get("rolled_back"):
+            return rollback_alert(settings, day, result, dag_run_id)
+        return shadow_alert(settings, day, result.get("shadow") or {}, dag_run_id)
     raise ValueError(
         f"step alert: expected monitor | novelty | quarantine | promotion | rollback. Got {kind!r}."
     )
@@ -365,6 +381,28 @@ def rollback_alert(settings: Settings, day: dt.date, result: dict[str, Any], dag
         day=day.isoformat(),
         version=result.get("replaced"),
         rolled_back=result.get("champion"),
+        dag_run_id=dag_run_id,
+    )
+
+
+def shadow_alert(
+    settings: Settings, day: dt.date, shadow: dict[str, Any], dag_run_id: str | None
+) -> dict | None:
+    """A shadow test ended today (ml/shadow.py): its challenger promoted or rejected; None while it runs."""
+    verdict = shadow.get("verdict")
+    if verdict not in ("promote", "reject"):
+        return None
+    done = (
+        "is the champion from " + str(day + dt.timedelta(days=1)) if verdict == "promote" else "was rejected"
+    )
+    return event(
+        settings,
+        "promotion" if verdict == "promote" else "shadow",
+        f"{settings.name} {day}: shadow version {shadow.get('version')} {done}: {shadow.get('reason', '')}",
+        day=day.isoformat(),
+        version=shadow.get("version"),
+        previous=shadow.get("champion"),
+        verdict=verdict,
         dag_run_id=dag_run_id,
     )
 

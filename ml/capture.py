@@ -2,6 +2,7 @@
 
     <lake>/<dataset>/_capture/date=YYYY-MM-DD/part-<writer>-<seq>.parquet   what the model server scored
     <lake>/<dataset>/_labels/arrived=YYYY-MM-DD/part-<writer>-<seq>.parquet labels keyed by inference id
+    <lake>/<dataset>/_capture_shadow/date=YYYY-MM-DD/part-...parquet     the shadow challenger's scores
 
 A capture record is one scored row: the inference id (the caller's or generated), when it was captured, the
 day it belongs to (the row's date column when the request carries it, else the UTC date it arrived: a replay
@@ -240,6 +241,48 @@ def label_writer(settings: Settings, flush_seconds: float | None = None) -> Buff
         _by_day(LABEL_ARRIVED_AT, "arrived"),
         flush_seconds if flush_seconds is not None else settings.serving.flush_seconds,
     )
+
+
+SHADOW_SCORE = "shadow_score"
+SHADOW_VERSION = "shadow_version"
+
+
+def shadow_dir(settings: Settings) -> Path:
+    """Where the model server writes the scores of the challenger in shadow (`promotion.mode: shadow`): one
+    record per captured request row, {date column, inference id, captured_at, shadow_score, shadow_version},
+    never answered to the caller."""
+    return settings.lake_dir / "_capture_shadow"
+
+
+def shadow_writer(settings: Settings) -> BufferedWriter:
+    return BufferedWriter(
+        shadow_dir(settings), _by_day(settings.date_column, "date"), settings.serving.flush_seconds
+    )
+
+
+def shadow_scores(settings: Settings, day: dt.date, batch: pd.DataFrame, version: int) -> pd.DataFrame | None:
+    """The scores the model server gave the batch's rows with shadow version `version` (aligned by inference
+    id, as `Objective.to_frame`), or None unless it scored every row of the batch with that version."""
+    from ml.data import read_files
+
+    if INFERENCE_ID not in batch.columns:
+        return None
+    found = read_files(_parquet_files(shadow_dir(settings) / f"date={day.isoformat()}"))
+    if found.empty:
+        return None
+    found = found[found[SHADOW_VERSION] == version].drop_duplicates(INFERENCE_ID, keep="first")
+    scores = batch[INFERENCE_ID].map(found.set_index(INFERENCE_ID)[SHADOW_SCORE])
+    if scores.isna().any():
+        log.info(
+            "%s %s: the server scored %s of %s rows with shadow v%s: scoring the day here",
+            settings.name,
+            day,
+            int(scores.notna().sum()),
+            len(batch),
+            version,
+        )
+        return None
+    return settings.objective.to_frame(scores.to_numpy(dtype="float64"))
 
 
 def _parquet_files(folder: Path) -> list[Path]:

@@ -45,7 +45,7 @@ days = sa.Table(
     sa.Column("decision", sa.String(20)),  # skip | retrain | bootstrap | quarantine | collect
     sa.Column("reason", sa.Text),
     sa.Column("candidate_version", sa.Integer),
-    sa.Column("promotion", sa.String(20)),  # promoted | rejected | failed
+    sa.Column("promotion", sa.String(20)),  # promoted | rejected | failed | shadow (in shadow: ml/shadow.py)
     sa.Column("promotion_reason", sa.Text),
     sa.Column("evaluation", sa.Text),  # JSON evidence of the comparison
     sa.Column("error", sa.Text),
@@ -66,6 +66,9 @@ days = sa.Table(
     # a new champion under watch (ml/tasks/watch_champion.py): JSON judgement, and its verdict
     sa.Column("watch", sa.Text),
     sa.Column("watch_verdict", sa.String(20)),  # collecting | watching | keep | roll_back
+    # the challenger in shadow (ml/shadow.py): JSON judgement, and its verdict
+    sa.Column("shadow", sa.Text),
+    sa.Column("shadow_verdict", sa.String(20)),  # shadowing | promote | reject
 )
 
 alias_events = sa.Table(
@@ -140,6 +143,7 @@ JSON_FIELDS = {
     "attribution",
     "estimated_quality",
     "watch",
+    "shadow",
 }
 
 

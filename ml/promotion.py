@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from ml.config import Settings
 from ml.history import History
-from ml.registry import CHAMPION, PREVIOUS, TAG, _set_tags, client
+from ml.registry import CHAMPION, PREVIOUS, SHADOW, TAG, _set_tags, client
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -211,16 +211,17 @@ def alias_drift(settings: Settings, history: History, c: MlflowClient | None = N
     [{"alias", "audit", "mlflow", "since", "reason"}]. Empty when the registry mirrors the audit log."""
     c = c or client(settings)
     out = []
-    for alias in (CHAMPION, PREVIOUS):
+    for alias in (CHAMPION, PREVIOUS, SHADOW):
         last = history.latest_alias(settings.name, alias)
-        if last is None or last["after_version"] is None:
+        if last is None or (last["after_version"] is None and alias != SHADOW):
             continue
         current = _alias_version(c, settings, alias)
-        if current != int(last["after_version"]):
+        wanted = None if last["after_version"] is None else int(last["after_version"])
+        if current != wanted:
             out.append(
                 {
                     "alias": alias,
-                    "audit": int(last["after_version"]),
+                    "audit": wanted,
                     "mlflow": current,
                     "since": last["logical_date"],
                     "reason": last["reason"],
@@ -237,12 +238,14 @@ def sync_aliases(
 
     c = c or client(settings)
     latest: dict[str, int | None] = {}
-    for alias in (CHAMPION, PREVIOUS):
+    for alias in (CHAMPION, PREVIOUS, SHADOW):
         last = history.latest_alias(settings.name, alias)
         if last is None:
             continue
         latest[alias] = last["after_version"]
         if last["after_version"] is None:
+            if alias == SHADOW and _alias_version(c, settings, alias) is not None:
+                c.delete_registered_model_alias(settings.registered_model, alias)  # the shadow test ended
             continue
         if _alias_version(c, settings, alias) != int(last["after_version"]):
             c.set_registered_model_alias(settings.registered_model, alias, str(last["after_version"]))

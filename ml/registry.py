@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 
 CHAMPION = "champion"
 PREVIOUS = "previous"
+SHADOW = "shadow"  # a challenger scoring live traffic beside the champion (promotion.mode: shadow)
 TAG = "driftwatch."
 SKOPS_TRUSTED_TYPES = [
     "functools.partial",

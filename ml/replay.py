@@ -161,6 +161,8 @@ def _day_row(s: Any, h: Any, d: dt.date, done: Any) -> dict[str, Any]:
     validated = done.output("validate_batch") or {}
     decided = done.output("decide") or {}
     challenger = ("train_challenger", "evaluate_challenger", "promote_challenger", "reject_challenger")
+    promote_out = done.output("promote_challenger") or {}
+    shadowed = (done.output("watch_champion") or {}).get("shadow") or {}
     row: dict[str, Any] = {
         "day": d.isoformat(),
         "status": "missing" if done.missing else ("accepted" if validated.get("ok") else "quarantined"),
@@ -172,8 +174,13 @@ def _day_row(s: Any, h: Any, d: dt.date, done: Any) -> dict[str, Any]:
         "decision": None,
         "trained": bool(decided.get("retrain")),
         "bootstrap": bool(decided.get("bootstrap")),
-        "version": (done.output("train_challenger") or {}).get("version"),
-        "promoted": done.states.get("promote_challenger") == "success",
+        "version": (done.output("train_challenger") or {}).get("version")
+        or (shadowed.get("version") if shadowed.get("verdict") == "promote" else None),
+        # promoted: directly, or (promotion.mode: shadow) when a shadow test ended with its promotion today
+        "promoted": (done.states.get("promote_challenger") == "success" and not promote_out.get("shadow"))
+        or shadowed.get("verdict") == "promote",
+        "shadowed": bool(promote_out.get("shadow")),  # put in shadow today (promotion.mode: shadow)
+        "shadow_rejected": shadowed.get("version") if shadowed.get("verdict") == "reject" else None,
         "rejected": done.states.get("reject_challenger") == "success",
         "failed": any(st == "failed" for step, st in done.states.items() if step != "record"),
         # the version `watch_champion` rolled back today (ml/watch.py), else None
@@ -315,7 +322,9 @@ def summarize(
         "mean_accuracy": _mean(r["accuracy"] for r in scored),
         "retrains": len(retrains),
         "train_cpu_s": round(sum(r["train_cpu_s"] for r in retrains), 1),
-        "promotions": sum(1 for r in retrains if r["promoted"]),
+        "promotions": sum(1 for r in rows if r["promoted"] and not r["bootstrap"]),
+        "shadowed": sum(1 for r in rows if r.get("shadowed")),
+        "shadow_rejected": sum(1 for r in rows if r.get("shadow_rejected")),
         "rejected": sum(1 for r in retrains if r["rejected"]),
         "failed": sum(1 for r in retrains if r["failed"]),
         "worse_next_days": sum(1 for p in effects if p["worse"]),

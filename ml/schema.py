@@ -193,12 +193,23 @@ class Serving:
 
 @dataclass(frozen=True)
 class Promotion:
-    """After a promotion (ml/tasks/watch_champion.py, ml/watch.py): for `watch_days` the champion it replaced
+    """How a challenger that passed the offline gate becomes the champion, and how a new one is watched.
+
+    `mode: direct` moves `champion` at once. `mode: shadow` (ml/shadow.py) gives it the alias `shadow`: it
+    scores the same rows as the champion (the model server scores every request with it too, unanswered,
+    captured beside) until `min_shadow_rows` labelled rows or `shadow_days` days are in; then the paired
+    bootstrap of its gain on those live rows decides as the offline gate does (lower bound above
+    `thresholds.min_delta`): promoted, or rejected. No other challenger trains meanwhile.
+
+    After a promotion (ml/tasks/watch_champion.py, ml/watch.py): for `watch_days` the champion it replaced
     keeps scoring each batch in shadow; the new one is rolled back (audited, alerted) when it does worse on
     the same labelled rows: early, when the paired-bootstrap CI of its gain (`thresholds.confidence`) lies
     below 0 on at least `watch_min_rows` rows; at the end, when its mean daily primary metric over the
     window is worse than the old one's by more than `watch_tolerance`. `watch_days: 0` turns it off."""
 
+    mode: str = "direct"
+    shadow_days: int = 7
+    min_shadow_rows: int = 5000
     watch_days: int = 7
     watch_min_rows: int = 1000
     watch_tolerance: float = 0.0
@@ -282,6 +293,13 @@ def read_promotion(raw: Mapping[str, Any], p: str) -> Promotion:
             f"{p}: promotion: expected watch_days >= 0 (0: no watch), watch_min_rows >= 1 and "
             f"watch_tolerance >= 0. Got {promotion.watch_days}, {promotion.watch_min_rows} and "
             f"{promotion.watch_tolerance}."
+        )
+    if promotion.mode not in ("direct", "shadow"):
+        raise ConfigError(f"{p}: promotion.mode: expected direct or shadow. Got {promotion.mode!r}.")
+    if promotion.shadow_days < 1 or promotion.min_shadow_rows < 1:
+        raise ConfigError(
+            f"{p}: promotion: expected shadow_days >= 1 and min_shadow_rows >= 1. Got "
+            f"{promotion.shadow_days} and {promotion.min_shadow_rows}."
         )
     return promotion
 

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-Verdict = Literal["collecting", "watching", "keep", "roll_back"]
+Verdict = Literal["collecting", "watching", "keep", "roll_back", "shadowing", "promote", "reject"]
 
 
 @dataclass(frozen=True)
@@ -136,3 +136,86 @@ def judge(
         None,
         None,
     )
+
+
+def judge_shadow(
+    objective: Any,
+    days: Sequence[WatchDay],
+    *,
+    shadow_version: int,
+    champion_version: int,
+    shadow_days: int,
+    window_complete: bool,
+    min_rows: int,
+    min_delta: float,
+    confidence: float,
+    resamples: int,
+    seed: int,
+) -> Judgement:
+    """A challenger in shadow (`promotion.mode: shadow`): its verdict on the labelled live days so far.
+
+    `days[i].new` is the shadow challenger's output, `.old` the serving champion's, on the same rows. The
+    decision is due once `min_rows` labelled rows are in, or when the whole window of `shadow_days` days is
+    (`window_complete`), whichever comes first: the paired bootstrap of the primary metric's gain on all
+    those rows (`Objective.paired_bootstrap`, as the offline gate) promotes when its lower bound is above
+    `min_delta`, else rejects. Before that the verdict is `shadowing` (with the CI so far, once rows exist).
+    """
+    import numpy as np
+
+    name = objective.primary
+    rows = sum(len(d.y) for d in days)
+    vs = f"shadow version {shadow_version} vs champion {champion_version}"
+    ci = pooled_new = pooled_old = None
+    if rows:
+        y = np.concatenate([np.asarray(d.y) for d in days])
+        new = np.concatenate([np.asarray(d.new) for d in days])
+        old = np.concatenate([np.asarray(d.old) for d in days])
+        pooled_new, pooled_old = objective.value(y, new), objective.value(y, old)
+        if pooled_new is not None and pooled_old is not None:
+            ci = objective.paired_bootstrap(
+                y, old, new, resamples=resamples, confidence=confidence, seed=seed
+            )
+    due = rows >= min_rows or window_complete
+    level = f"{confidence:.0%}"
+    if ci is None:
+        if not due:
+            return Judgement(
+                "shadowing",
+                f"{vs}: {rows} labelled live rows of {len(days)} days so far (deciding at {min_rows} rows or "
+                f"after {shadow_days} days)",
+                rows,
+                len(days),
+                None,
+                None,
+                None,
+            )
+        return Judgement(
+            "reject",
+            f"{vs}: the {shadow_days} days of shadow ended with {rows} labelled live rows on which {name} "
+            "can be compared: no live evidence, not promoted",
+            rows,
+            len(days),
+            None,
+            None,
+            None,
+        )
+    summary = (
+        f"{vs} on {rows} labelled live rows of {len(days)} days: {name} {pooled_new:.4f} vs {pooled_old:.4f}, "
+        f"gain {ci['delta']:+.4f}, {level} CI [{ci['low']:+.4f}, {ci['high']:+.4f}]"
+    )
+    if not due:
+        return Judgement(
+            "shadowing",
+            f"{summary}; deciding at {min_rows} rows or after {shadow_days} days",
+            rows,
+            len(days),
+            ci,
+            pooled_new,
+            pooled_old,
+        )
+    if ci["low"] > min_delta:
+        verdict: Verdict = "promote"
+        text = f"{summary}: lower bound above min_delta {min_delta}: promoted"
+    else:
+        verdict, text = "reject", f"{summary}: lower bound not above min_delta {min_delta}: rejected"
+    return Judgement(verdict, text, rows, len(days), ci, pooled_new, pooled_old)

@@ -4,7 +4,8 @@ window, then train the first champion on its last day (bootstrap). After it: the
 monitor whose action is `retrain` violated; outside the cooldown; with enough new labelled rows), from what
 `detect_drift` and `monitor_model` measured today. `force_retrain` (a manual run's param) bypasses it. On a
 day `watch_champion` rolled the champion back, no challenger is trained: the restored champion serves from
-tomorrow, and today's signals measured the one rolled back. Branch: `train_challenger` or `skip_retrain`."""
+tomorrow, and today's signals measured the one rolled back. Nor while a challenger is in shadow
+(`promotion.mode: shadow`), nor on the day it is promoted from shadow. Branch: `train_challenger` or `skip_retrain`."""
 
 from __future__ import annotations
 
@@ -118,10 +119,17 @@ def run(
     s, d = day.settings, day.date
     champion = day.serving_champion()
     retrain = bootstrap = False
+    shadowed = watched.get("shadow") if watched else None
     if watched and watched.get("rolled_back") and not day.params.force_retrain:
         reason = (
             f"no retrain: version {watched['champion']} was rolled back to {watched['replaced']} today "
             f"(watch: {watched['reason']})"
+        )
+    elif shadowed and shadowed.get("verdict") in ("shadowing", "promote") and not day.params.force_retrain:
+        reason = (
+            f"no retrain: version {shadowed.get('version')} is in shadow (shadow: {shadowed.get('reason')})"
+            if shadowed.get("verdict") == "shadowing"
+            else f"no retrain: shadow version {shadowed.get('version')} was promoted today"
         )
     elif champion is None:
         if d >= s.original_end:

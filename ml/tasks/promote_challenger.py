@@ -1,7 +1,11 @@
 """Move the registry alias `champion` to the challenger and `previous` to the version it replaces: one
 transaction in the history (the audit events and the day's row), then the MLflow aliases, tags and
 description mirror it; under the dataset's promotion lock, crash-safe (`ml.promotion.promote`). The alert
-is raised on success, once per promotion."""
+is raised on success, once per promotion.
+
+With `promotion.mode: shadow` the challenger gets the alias `shadow` instead (ml/shadow.py): it scores
+live beside the champion until its live evidence decides (the `watch_champion` step of later days).
+The first champion of a dataset has nothing to be compared with: it is promoted at once."""
 
 from __future__ import annotations
 
@@ -19,6 +23,7 @@ class Output(TypedDict):
     previous: int | None
     reason: str
     recorded_before: bool  # an earlier try or run had committed it: nothing new happened
+    shadow: bool  # put in shadow (promotion.mode: shadow), not promoted yet
     run_id: str | None
     experiment_id: str | None
     model: str
@@ -29,6 +34,22 @@ def run(day: Day, trained: train_challenger.Output, evaluated: evaluate_challeng
     evaluation = evaluate_challenger.load(evaluated)
     if evaluation.get("challenger_version") != version:
         raise ModelError(f"{day}: the evaluation in {evaluated['evaluation']} is not of version {version}")
+    if s.promotion.mode == "shadow" and day.serving_champion() is not None:  # the first champion: at once
+        from ml import shadow
+
+        started = shadow.start(day, version, evaluation)
+        model = day.history.get_model(s.name, version) or {}
+        return {
+            "promoted": False,
+            "version": version,
+            "previous": day.serving_champion(),
+            "reason": evaluation["reason"],
+            "recorded_before": started["recorded_before"],
+            "run_id": model.get("run_id"),
+            "experiment_id": model.get("experiment_id"),
+            "model": s.registered_model,
+            "shadow": True,
+        }
     out = promotion.promote(
         s, day.history, version=version, day=day.date, evaluation=evaluation, dag_run_id=day.run_id
     )
@@ -47,4 +68,5 @@ def run(day: Day, trained: train_challenger.Output, evaluated: evaluate_challeng
         "run_id": model.get("run_id"),
         "experiment_id": model.get("experiment_id"),
         "model": s.registered_model,
+        "shadow": False,
     }

@@ -10,6 +10,10 @@ A rollback is the audited one of `driftwatch rollback` (`ml.promotion.rollback`:
 both audit rows, tags on both versions, the MLflow aliases), stamped with this logical date: the replaced
 version serves again from the next day on, and `decide` trains no challenger today. The judgement is in the
 day's history row (`watch`, `watch_verdict`) and the log; a rollback alerts. Off with `watch_days: 0`.
+
+With `promotion.mode: shadow` it also judges the challenger in shadow (ml/shadow.py): scores the day's
+batch with it, and once `min_shadow_rows` labelled live rows or `shadow_days` days are in, promotes it
+(the champion from tomorrow) or rejects it (`shadow`, `shadow_verdict` in the row; an alert either way).
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ import logging
 from typing import Any, TypedDict
 
 from ml import data as lake
-from ml import registry
+from ml import live, registry
 from ml.day import Day
 
 log = logging.getLogger(__name__)
@@ -34,9 +38,19 @@ class Output(TypedDict):
     verdict: str | None  # ml.watch.Verdict
     reason: str
     rolled_back: bool
+    shadow: dict[str, Any] | None  # the challenger in shadow: ml.shadow.judge's judgement (None: none)
 
 
 def run(day: Day) -> Output:
+    out = _watch(day)
+    if not out["rolled_back"]:  # a rollback today ends a shadow test tomorrow (it compared with this one)
+        from ml import shadow
+
+        out["shadow"] = shadow.judge(day)
+    return out
+
+
+def _watch(day: Day) -> Output:
     s, h, d = day.settings, day.history, day.date
     found = watched_promotion(day)
     if found is None:
@@ -56,10 +70,11 @@ def run(day: Day) -> Output:
             "verdict": "roll_back",
             "reason": str(done["reason"]),
             "rolled_back": True,
+            "shadow": None,
         }
     if d <= last:
-        _shadow(day, d, old)
-    days, complete = _labelled_days(day, first, last, new, old)
+        live.version_scores(day, d, old, lake.SHADOW_FILE)
+    days, complete = live.labelled_days(day, first, last, new, old, lake.SHADOW_FILE)
     from ml import watch
 
     p, t = s.promotion, s.thresholds
@@ -101,6 +116,7 @@ def run(day: Day) -> Output:
         "verdict": judged.verdict,
         "reason": reason,
         "rolled_back": rolled_back,
+        "shadow": None,
     }
 
 
@@ -138,53 +154,6 @@ def _rolled_back_today(day: Day, new: int) -> dict[str, Any] | None:
     return None
 
 
-def _shadow(day: Day, on: dt.date, version: int) -> Any:
-    """The replaced champion's scores of the batch of `on` (written once; the same rows as the champion's)."""
-    from ml.train import predict_proba
-
-    s = day.settings
-    found = lake.read_predictions(s, on, lake.SHADOW_FILE)
-    if found is not None and int(found["champion_version"].iloc[0]) == version:
-        return found
-    import pandas as pd
-
-    frame = lake.read_batch(s, on)
-    scores = predict_proba(registry.version_model(s, day.history, version), s, frame)
-    out = pd.concat([pd.DataFrame({"row": range(len(frame))}), s.objective.to_frame(scores)], axis=1).assign(
-        champion_version=version
-    )
-    lake.write_predictions(s, on, out, lake.SHADOW_FILE)
-    return out
-
-
-def _labelled_days(day: Day, first: dt.date, last: dt.date, new: int, old: int) -> tuple[list[Any], bool]:
-    """The watched days up to today whose labels are in, with both models' outputs; and whether the whole
-    window is in (every day run and labelled; a quarantined or missing day has no rows)."""
-    from ml.watch import WatchDay
-
-    s, h, d = day.settings, day.history, day.date
-    rows = {r["day"]: r for r in h.days(s.name, until=min(d, last))}
-    out = []
-    on = first
-    while on <= min(d, last):
-        row = rows.get(on.isoformat())
-        if row and row.get("status") == "accepted" and s.labels_known(on, d):
-            served = lake.read_predictions(s, on)
-            if served is not None and int(served["champion_version"].iloc[0]) == new:
-                shadow = _shadow(day, on, old)
-                batch = lake.read_batch(s, on)
-                # captured traffic: only the rows whose label has arrived (a lake batch: every row)
-                known = batch[s.label].notna().to_numpy() if s.label in batch.columns else None
-                if known is not None and known.any():
-                    y = lake.model_frame(s, batch[known])[1].to_numpy()
-                    new_out = s.objective.from_frame(served)[known]
-                    old_out = s.objective.from_frame(shadow)[known]
-                    out.append(WatchDay(on.isoformat(), y, new_out, old_out))
-        on += dt.timedelta(days=1)
-    complete = d >= last and s.labels_known(last, d)
-    return out, complete
-
-
 def _idle(reason: str) -> Output:
     return {
         "watching": False,
@@ -193,4 +162,5 @@ def _idle(reason: str) -> Output:
         "verdict": None,
         "reason": reason,
         "rolled_back": False,
+        "shadow": None,
     }
