@@ -1,7 +1,9 @@
 """The model server's HTTP app (FastAPI), `create_app(settings)`:
 
     POST /invocations   score rows (MLflow's input formats, ml/serving/inputs.py) with the version the alias
-                        names (ml/serving/model.py); the scored rows are captured (ml/capture.py)
+                        names (ml/serving/model.py); the scored rows are captured (ml/capture.py); with
+                        `promotion.mode: shadow`, the version with the alias `shadow` scores them too
+                        after the answer, captured apart (ml/shadow.py)
     POST /ground-truth  labels by inference id, stored beside the capture
     GET  /health        ok | degraded | no_model, the versions, the last error, the capture writers' state
     GET  /version       the version served, its run, when it was loaded
@@ -28,6 +30,7 @@ from starlette.concurrency import run_in_threadpool
 
 from ml import capture as store
 from ml.config import Settings
+from ml.registry import SHADOW
 from ml.serving import cells, inputs
 from ml.serving.batching import Batcher
 from ml.serving.model import Follower, Served
@@ -60,13 +63,8 @@ def capture_records(
     import pandas as pd
 
     now = now if now is not None else pd.Timestamp.now(tz="UTC")
-    percent = settings.serving.capture_percent
-    keep = [i for i, rid in enumerate(rows.ids) if store.sampled(rid, percent)]
+    keep, out = _sampled(settings, rows, now)
     every = len(keep) == len(rows.ids)
-    today = now.date()
-    out: dict[str, list[Any]] = {
-        settings.date_column: [d if d is not None else today for d in (rows.days[i] for i in keep)]
-    }
     for column in rows.features.columns:
         values = rows.features[column].tolist()
         out[column] = values if every else [values[i] for i in keep]
@@ -145,6 +143,34 @@ class NoSniffing:
         await self.app(scope, receive, send_with_header)
 
 
+def _sampled(
+    settings: Settings, rows: inputs.Rows, now: pd.Timestamp
+) -> tuple[list[int], dict[str, list[Any]]]:
+    """The rows `serving.capture_percent` keeps (decided by inference id) and their days (the row's date
+    column, else the UTC day it arrived), as the first column of their records."""
+    percent = settings.serving.capture_percent
+    keep = [i for i, rid in enumerate(rows.ids) if store.sampled(rid, percent)]
+    today = now.date()
+    return keep, {settings.date_column: [d if d is not None else today for d in (rows.days[i] for i in keep)]}
+
+
+def shadow_records(
+    settings: Settings, rows: inputs.Rows, scores: np.ndarray, version: int, now: pd.Timestamp | None = None
+) -> dict[str, list[Any]]:
+    """The shadow challenger's records of a scored request (the same rows the capture keeps): day, inference
+    id, when, its score and version. Never part of the answer."""
+    import pandas as pd
+
+    now = now if now is not None else pd.Timestamp.now(tz="UTC")
+    keep, out = _sampled(settings, rows, now)
+    scored = scores.tolist()
+    out[store.INFERENCE_ID] = [rows.ids[i] for i in keep]
+    out[store.CAPTURED_AT] = [now] * len(keep)
+    out[store.SHADOW_SCORE] = [float(scored[i]) for i in keep]
+    out[store.SHADOW_VERSION] = [int(version)] * len(keep)
+    return out
+
+
 def create_app(settings: Settings, *, follower: Follower | None = None, capture: bool = True) -> FastAPI:
     """The server of `settings`' model. `follower`: one already built (and maybe started); `capture`: False
     scores without capturing (labels are still accepted)."""
@@ -153,17 +179,42 @@ def create_app(settings: Settings, *, follower: Follower | None = None, capture:
     records = store.capture_writer(settings) if capture else None
     labels = store.label_writer(settings)
     limit = settings.serving.max_body_bytes
-    batcher = Batcher(settings)
+    # promotion.mode: shadow: the challenger with the alias `shadow` scores every request too, once it has
+    # been answered; its scores are captured apart (ml/shadow.py), never returned
+    shadowing = capture and settings.promotion.mode == "shadow"
+    shadow = Follower(settings, alias=SHADOW, drop_when_gone=True) if shadowing else None
+    shadow_capture = store.shadow_writer(settings) if shadowing else None
+
+    def score_in_shadow(done: list[tuple[Any, pd.DataFrame]]) -> None:
+        served = shadow.served if shadow is not None else None
+        if served is None or shadow_capture is None:
+            return
+        import pandas as pd
+
+        frames = [features for _, features in done]
+        scores = served.score(
+            settings, frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
+        )
+        start = 0
+        for rows, features in done:
+            shadow_capture.add(
+                shadow_records(settings, rows, scores[start : start + len(features)], served.version)
+            )
+            start += len(features)
+
+    batcher = Batcher(settings, after=score_in_shadow if shadowing else None)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await run_in_threadpool(follower.start)
+        if shadow is not None:
+            await run_in_threadpool(shadow.start)
         batcher.start()
         # what is loaded now (pandas, scikit-learn, MLflow, the model: millions of objects) is kept for good:
         # out of the collector's full passes, which would otherwise stall every request for ~100 ms now and then
         gc.collect()
         gc.freeze()
-        for writer in (records, labels):
+        for writer in (records, labels, shadow_capture):
             if writer is not None:
                 writer.start()
         try:
@@ -171,8 +222,10 @@ def create_app(settings: Settings, *, follower: Follower | None = None, capture:
         finally:
             gc.unfreeze()  # an app started in a longer-lived process (tests) gives its objects back
             follower.stop()
+            if shadow is not None:
+                shadow.stop()
             await run_in_threadpool(batcher.stop)
-            for writer in (records, labels):
+            for writer in (records, labels, shadow_capture):
                 if writer is not None:
                     await run_in_threadpool(writer.close)
             log.info(
@@ -187,7 +240,7 @@ def create_app(settings: Settings, *, follower: Follower | None = None, capture:
         title="driftwatch model server", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan
     )
     app.state.follower, app.state.capture, app.state.labels = follower, records, labels
-    app.state.batcher = batcher
+    app.state.batcher, app.state.shadow, app.state.shadow_capture = batcher, shadow, shadow_capture
 
     @app.exception_handler(inputs.InputError)
     async def refused(request: Request, exc: inputs.InputError) -> Response:
@@ -225,7 +278,7 @@ def create_app(settings: Settings, *, follower: Follower | None = None, capture:
         # hop to a worker thread, and no threads fighting over the GIL); a large one in a worker thread
         small = len(body) <= SMALL_BODY_BYTES
         rows = parse(*args) if small else await run_in_threadpool(parse, *args)
-        scores = await batcher.score_async(served, rows.features)
+        scores = await batcher.score_async(served, rows.features, rows)
         out = (
             capture_and_answer(served, rows, scores)
             if small
@@ -263,6 +316,16 @@ def create_app(settings: Settings, *, follower: Follower | None = None, capture:
     async def health() -> Response:
         out = follower.health()
         out["capture"], out["labels"] = _writer_state(records), _writer_state(labels)
+        if shadow is not None:  # a shadow that cannot load is reported; no shadow at all is normal
+            state = shadow.health()
+            out["shadow"] = {
+                "version": state["model_version"],
+                "alias_version": state["alias_version"],
+                "error": f"v{shadow.failed['version']} cannot be loaded: {shadow.failed['error']}"
+                if shadow.failed
+                else shadow.registry_error,
+                "capture": _writer_state(shadow_capture),
+            }
         return JSONResponse(out, status_code=200 if follower.served is not None else 503)
 
     @app.get("/version")
@@ -276,6 +339,8 @@ def create_app(settings: Settings, *, follower: Follower | None = None, capture:
             "run_id": served.run_id if served else None,
             "loaded_at": served.loaded_at.isoformat(timespec="seconds") if served else None,
         }
+        if shadow is not None:
+            out["shadow_version"] = shadow.served.version if shadow.served else None
         return JSONResponse(out, status_code=200 if served is not None else 503)
 
     @app.get("/")

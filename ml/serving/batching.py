@@ -15,8 +15,9 @@ import asyncio
 import logging
 import queue
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ml.config import Settings
 
@@ -39,6 +40,7 @@ class _Item:
     result: np.ndarray | None = None
     error: BaseException | None = None
     future: asyncio.Future[np.ndarray] | None = None  # set for a caller on an event loop
+    tag: Any = None  # the caller's, handed to `after` with the features
 
     def finish(self) -> None:
         future = self.future
@@ -62,9 +64,15 @@ def _resolve(
 class Batcher:
     """`score(served, features)` from any thread; scoring happens in one background thread."""
 
-    def __init__(self, settings: Settings, max_rows: int = MAX_BATCH_ROWS) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        max_rows: int = MAX_BATCH_ROWS,
+        after: Callable[[list[tuple[Any, pd.DataFrame]]], None] | None = None,
+    ) -> None:
         self.settings = settings
         self.max_rows = max_rows
+        self.after = after
         self._queue: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
@@ -85,11 +93,13 @@ class Batcher:
             self._queue.put(None)
             thread.join(timeout=10)
 
-    def score(self, served: Served, features: pd.DataFrame) -> np.ndarray:
+    def score(self, served: Served, features: pd.DataFrame, tag: Any = None) -> np.ndarray:
         """Positive-class probabilities of `features` by `served`, scored with whatever else is waiting."""
         if self._thread is None:  # not started (tests, scripts): score here
-            return served.score(self.settings, features)
-        item = _Item(served, features)
+            out = served.score(self.settings, features)
+            self._after([(tag, features)])
+            return out
+        item = _Item(served, features, tag=tag)
         self._queue.put(item)
         item.done.wait()
         if item.error is not None:
@@ -97,11 +107,13 @@ class Batcher:
         assert item.result is not None
         return item.result
 
-    async def score_async(self, served: Served, features: pd.DataFrame) -> np.ndarray:
+    async def score_async(self, served: Served, features: pd.DataFrame, tag: Any = None) -> np.ndarray:
         """`score` for a caller on the event loop: it waits without holding a thread."""
         if self._thread is None:
-            return served.score(self.settings, features)
-        item = _Item(served, features, future=asyncio.get_running_loop().create_future())
+            out = served.score(self.settings, features)
+            self._after([(tag, features)])
+            return out
+        item = _Item(served, features, future=asyncio.get_running_loop().create_future(), tag=tag)
         self._queue.put(item)
         assert item.future is not None
         return await item.future
@@ -169,3 +181,12 @@ class Batcher:
             group[0].error = exc
         for item in group:
             item.finish()
+        self._after([(i.tag, i.features) for i in group if i.error is None])
+
+    def _after(self, done: list[tuple[Any, pd.DataFrame]]) -> None:
+        if self.after is None or not done:
+            return
+        try:
+            self.after(done)
+        except Exception:  # noqa: BLE001 - the answered requests are not concerned
+            log.exception("serving: the after-scoring hook failed on %s requests", len(done))

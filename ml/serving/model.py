@@ -86,9 +86,18 @@ class Follower:
     alert through ml.alerts, sent once per dataset, day and version).
     """
 
-    def __init__(self, settings: Settings, *, alert: Callable[[int, int | None, str], None] | None = None):
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        alert: Callable[[int, int | None, str], None] | None = None,
+        alias: str | None = None,
+        drop_when_gone: bool = False,
+    ):
         self.settings = settings
-        self.alias = settings.serving.alias
+        self.alias = alias or settings.serving.alias
+        # the alias removed: stop serving (a shadow test that ended) rather than keep the last version
+        self.drop_when_gone = drop_when_gone
         self.poll_seconds = settings.serving.poll_seconds
         self._alert = alert or self._send_alert
         self._served: Served | None = None
@@ -169,6 +178,9 @@ class Follower:
             current = self._served
             if self.failed is not None and self.failed["version"] != version:
                 self.failed = None  # the alias moved on from the version that failed
+            if version is None and self.drop_when_gone and current is not None:
+                log.info("serving: alias %r removed: v%s no longer used", self.alias, current.version)
+                self._served = current = None
             if version is None or (current is not None and current.version == version):
                 return current
             failures, next_try = self._retry.get(version, (0, 0.0))
