@@ -34,7 +34,7 @@ endif
 STACK := $(STACK_ENV) $(PY) -m devstack
 
 .PHONY: help venv demo up down backfill prepare serve test test-unit e2e lint format lock clean bench bench-pipeline \
-	bench-tune bench-monitors bench-serving bench-defaults bench-tasks
+	bench-tune bench-monitors bench-serving bench-shadow bench-defaults bench-tasks
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -105,6 +105,9 @@ bench-monitors: venv ## bias/attribution drift and CBPE estimates on the demo ra
 
 bench-serving: venv ## driftwatch serve vs mlflow models serve on loopback: latency, throughput, alias moves, capture after SIGTERM/kill -9 (~5 min); docs/benchmarks.md
 	$(PY) scripts/bench_serving.py $(SERVING_ARGS)
+
+bench-shadow: venv ## the model server with and without a challenger in shadow, alternately: latency, CPU, shadow capture (~4 min); docs/benchmarks.md
+	$(PY) scripts/bench_shadow.py --doc $(SHADOW_ARGS)
 
 bench-defaults: venv ## generated streams of 50-5,000 rows a day with the defaults only: quarantines, false alarms, detection (~30 min); docs/benchmarks.md
 	$(PY) scripts/bench_defaults.py

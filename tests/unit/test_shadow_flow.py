@@ -182,7 +182,9 @@ def test_a_better_shadow_is_promoted_from_the_next_day_and_watched(promoted):
     assert _alias_version(c, s, "champion") == 2 and _alias_version(c, s, "shadow") is None
     assert alias_drift(s, h) == []
     tags = c.get_model_version(s.registered_model, "2").tags
-    assert tags["driftwatch.shadow.verdict"] == "promoted" and tags["driftwatch.promoted_on"] == day.isoformat()
+    assert (
+        tags["driftwatch.shadow.verdict"] == "promoted" and tags["driftwatch.promoted_on"] == day.isoformat()
+    )
     for d in AFTER:
         if d > day:  # the next day is served by it and watched against the one it replaced
             assert outs[d].output("score_batch")["champion_version"] == 2
