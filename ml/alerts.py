@@ -390,7 +390,7 @@ def shadow_alert(
 ) -> dict | None:
     """A shadow test ended today (ml/shadow.py): its challenger promoted or rejected; None while it runs."""
     verdict = shadow.get("verdict")
-    if verdict not in ("promote", "reject"):
+    if verdict not in ("promote", "reject") or not shadow.get("acted"):
         return None
     done = (
         "is the champion from " + str(day + dt.timedelta(days=1)) if verdict == "promote" else "was rejected"

@@ -175,12 +175,18 @@ def _day_row(s: Any, h: Any, d: dt.date, done: Any) -> dict[str, Any]:
         "trained": bool(decided.get("retrain")),
         "bootstrap": bool(decided.get("bootstrap")),
         "version": (done.output("train_challenger") or {}).get("version")
-        or (shadowed.get("version") if shadowed.get("verdict") == "promote" else None),
+        or (
+            shadowed.get("version")
+            if shadowed.get("verdict") == "promote" and shadowed.get("acted")
+            else None
+        ),
         # promoted: directly, or (promotion.mode: shadow) when a shadow test ended with its promotion today
         "promoted": (done.states.get("promote_challenger") == "success" and not promote_out.get("shadow"))
-        or shadowed.get("verdict") == "promote",
+        or (shadowed.get("verdict") == "promote" and bool(shadowed.get("acted"))),
         "shadowed": bool(promote_out.get("shadow")),  # put in shadow today (promotion.mode: shadow)
-        "shadow_rejected": shadowed.get("version") if shadowed.get("verdict") == "reject" else None,
+        "shadow_rejected": shadowed.get("version")
+        if shadowed.get("verdict") == "reject" and shadowed.get("acted")
+        else None,
         "rejected": done.states.get("reject_challenger") == "success",
         "failed": any(st == "failed" for step, st in done.states.items() if step != "record"),
         # the version `watch_champion` rolled back today (ml/watch.py), else None

@@ -119,6 +119,7 @@ def judge(day: Day) -> dict[str, Any] | None:
         note = f"; not acted on: later days ({later[0]}..{later[-1]}) have run already" if later else ""
         out = {**judged.as_dict(), "version": version, "champion": champion, "since": started.isoformat()}
         out["reason"] += note
+        out["acted"] = False  # a verdict of a past day's re-run is recorded, not carried out
         day.record(shadow=out, shadow_verdict=judged.verdict)
         log.info("%s: %s", day, judged.reason)
         return out
@@ -144,6 +145,7 @@ def _end(
         "version": version,
         "champion": champion,
         "since": started.isoformat() if started else None,
+        "acted": True,
     }
     day.record(shadow=out, shadow_verdict=verdict)
     if verdict == "promote":

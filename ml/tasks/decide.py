@@ -125,7 +125,14 @@ def run(
             f"no retrain: version {watched['champion']} was rolled back to {watched['replaced']} today "
             f"(watch: {watched['reason']})"
         )
-    elif shadowed and shadowed.get("verdict") in ("shadowing", "promote") and not day.params.force_retrain:
+    elif (
+        shadowed
+        and (
+            shadowed.get("verdict") == "shadowing"
+            or (shadowed.get("verdict") == "promote" and shadowed.get("acted"))
+        )
+        and not day.params.force_retrain
+    ):
         reason = (
             f"no retrain: version {shadowed.get('version')} is in shadow (shadow: {shadowed.get('reason')})"
             if shadowed.get("verdict") == "shadowing"
