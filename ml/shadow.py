@@ -50,16 +50,7 @@ def start(day: Day, version: int, evaluation: dict[str, Any]) -> dict[str, Any]:
         last = max(events, key=lambda e: (e["logical_date"], e["id"]), default=None)
         before = done[0]["before_version"] if done else (last or {}).get("after_version")
         if not done:
-            h.add_alias_event(
-                dataset=s.name,
-                model=s.registered_model,
-                alias=SHADOW,
-                logical_date=d.isoformat(),
-                before_version=before,
-                after_version=version,
-                reason=f"shadow: {evaluation['reason']}",
-                dag_run_id=day.run_id,
-            )
+            _event(day, before, version, f"shadow: {evaluation['reason']}")
         day.record(
             promotion="shadow",
             promotion_reason=f"in shadow beside the champion from {d + dt.timedelta(days=1)}: {evaluation['reason']}",
@@ -164,17 +155,8 @@ def _end(
             and e["after_version"] is None
         ]
         if not ended:
-            h.add_alias_event(
-                dataset=s.name,
-                model=s.registered_model,
-                alias=SHADOW,
-                logical_date=d.isoformat(),
-                before_version=version,
-                after_version=None,
-                reason=f"shadow {'promoted' if verdict == 'promote' else 'rejected'}: {reason}",
-                dag_run_id=day.run_id,
-                actor=ACTOR,
-            )
+            outcome = "promoted" if verdict == "promote" else "rejected"
+            _event(day, version, None, f"shadow {outcome}: {reason}", actor=ACTOR)
         registry._set_tags(
             c,
             s,
@@ -192,6 +174,22 @@ def _end(
         "%s: shadow version %s %s: %s", day, version, verdict, reason
     )
     return out
+
+
+def _event(day: Day, before: int | None, after: int | None, reason: str, **who: Any) -> None:
+    """One audit event of the `shadow` alias, stamped with the day (`who`: the actor, else $USER@host)."""
+    s = day.settings
+    day.history.add_alias_event(
+        dataset=s.name,
+        model=s.registered_model,
+        alias=SHADOW,
+        logical_date=day.date.isoformat(),
+        before_version=before,
+        after_version=after,
+        reason=reason,
+        dag_run_id=day.run_id,
+        **who,
+    )
 
 
 def _rolled_back_since(day: Day, started: dt.date) -> bool:
