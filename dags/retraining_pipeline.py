@@ -63,6 +63,13 @@ def _operator(step: flow.Step, spec: DagSpec):
     doc = f"{flow.doc(step)}\n\nCode: `ml/tasks/{step.id}.py`" if step.kind != "empty" else step.doc
     if step.kind == "empty":  # marked done by the scheduler itself: no task process
         return EmptyOperator(task_id=step.id, doc_md=doc)
+    if step.kind == "approval":  # promotion.approval: manual: Airflow's human-in-the-loop ApprovalOperator
+        from ml.airflow_approval import DriftwatchApproval
+
+        assert spec.approval_timeout_s is not None
+        return DriftwatchApproval(
+            task_id=step.id, doc_md=doc, dataset=spec.dataset, timeout_s=spec.approval_timeout_s
+        )
     kwargs: dict = {"task_id": step.id, "doc_md": doc}
     if step.priority != 1:
         kwargs["priority_weight"] = step.priority
@@ -162,6 +169,13 @@ def build(spec: DagSpec):
                 maximum=1.0,
                 description="Override the minimum AUC gain (lower CI bound) to promote.",
             ),
+            "approval": Param(
+                None,
+                type=["null", "string"],
+                enum=[None, "auto", "manual"],
+                description="promotion.approval: manual only: auto approves this run's promotion without "
+                "asking, manual asks even in a backfill (backfills are approved automatically otherwise).",
+            ),
             "model_params": Param(
                 {}, type="object", description="Override model hyper-parameters for this run's challenger."
             ),
@@ -169,8 +183,9 @@ def build(spec: DagSpec):
         render_template_as_native_obj=True,
     )
     def pipeline():
-        tasks = {step.id: _operator(step, spec) for step in flow.STEPS}
-        for step in flow.STEPS:
+        steps = flow.steps(approval=spec.approval_timeout_s is not None)
+        tasks = {step.id: _operator(step, spec) for step in steps}
+        for step in steps:
             for up in step.after:
                 tasks[up] >> tasks[step.id]
 

@@ -207,7 +207,14 @@ def run_step(step_id: str, dataset: str) -> Any:
         arg: ti.xcom_pull(task_ids=up, key=OUTPUT_KEY if flow.BY_ID[up].kind == "branch" else "return_value")
         for arg, up in step.reads.items()
     }
-    out = module.run(day, **inputs)
+    from ml.exceptions import StepSkipped
+
+    try:
+        out = module.run(day, **inputs)
+    except StepSkipped as exc:  # nothing to do: the task is skipped, not failed
+        from airflow.exceptions import AirflowSkipException
+
+        raise AirflowSkipException(str(exc)) from None
     if step.links:
         push_mlflow(context, out)
     if step.kind == "branch":

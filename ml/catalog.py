@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from ml.config import datasets_dir
-from ml.schema import Retries, Thresholds, apply_env_overrides, read_wait, read_yaml, section
+from ml.schema import Retries, Thresholds, apply_env_overrides, read_promotion, read_wait, read_yaml, section
 
 
 @dataclass(frozen=True)
@@ -33,6 +33,9 @@ class DagSpec:
     thresholds: dict[str, Any]
     monitoring: dict[str, Any]
     label_delay_days: int
+    approval_timeout_s: float | None = (
+        None  # promotion.approval: manual: the approval task's timeout; else None
+    )
 
 
 def dag_specs() -> list[DagSpec]:
@@ -49,6 +52,7 @@ def dag_specs() -> list[DagSpec]:
         wait = read_wait(raw, str(path))
         retries: Retries = section(raw, "retries", Retries, str(path))
         thresholds: Thresholds = section(raw, "thresholds", Thresholds, str(path))
+        promotion = read_promotion(raw, str(path))
         specs.append(
             DagSpec(
                 dataset=name,
@@ -71,6 +75,9 @@ def dag_specs() -> list[DagSpec]:
                     k: dict(v) for k, v in (raw.get("monitoring") or {}).items() if isinstance(v, dict)
                 },
                 label_delay_days=int(raw.get("label_delay_days") or 0),
+                approval_timeout_s=promotion.approval_timeout_hours * 3600
+                if promotion.approval == "manual"
+                else None,
             )
         )
     return specs

@@ -41,6 +41,7 @@ class RunParams:
     min_delta: float | None = None
     model_params: dict[str, Any] = field(default_factory=dict)
     policy: RetrainPolicy | None = None
+    approval: str | None = None  # auto | manual: override promotion.approval's question (None: as configured)
 
     @classmethod
     def from_airflow(cls, params: Any) -> RunParams:
@@ -52,6 +53,7 @@ class RunParams:
             quality_drop=params.get("quality_drop"),
             min_delta=params.get("min_delta"),
             model_params=dict(params.get("model_params") or {}),
+            approval=params.get("approval"),
         )
 
 

@@ -37,3 +37,7 @@ class ModelError(DriftwatchError, RuntimeError):
 
 class PromotionLockedError(ModelError):
     """Another process holds the promotion lock for this dataset."""
+
+
+class StepSkipped(DriftwatchError):
+    """A step has nothing to do on this run (Airflow marks the task skipped; the in-process runner too)."""

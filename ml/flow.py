@@ -22,6 +22,7 @@ small typed dict that goes through XCom.
 from __future__ import annotations
 
 import ast
+import dataclasses
 import functools
 import importlib
 from dataclasses import dataclass, field
@@ -29,7 +30,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Literal
 
-Kind = Literal["task", "branch", "sensor", "empty"]
+Kind = Literal["task", "branch", "sensor", "empty", "approval"]
 
 
 @dataclass(frozen=True)
@@ -40,7 +41,8 @@ class Step:
         id: the Airflow task id, and the module ml.tasks.<id> (none for an `empty` step).
         kind: `task`; `branch` (its output's `next` names the step to follow, the others are skipped);
             `sensor` (`run` returns True when the day may go on; Airflow pokes again while False);
-            `empty` (no work: a branch's "nothing to do" target).
+            `empty` (no work: a branch's "nothing to do" target); `approval` (a branch a person answers in
+            the Airflow UI: Airflow's HITL ApprovalOperator; in one process it answers itself).
         after: the steps it runs after.
         reads: {argument name: step id}: the outputs it is given.
         all_done: runs whatever happened upstream (otherwise only when every step before it succeeded).
@@ -126,7 +128,31 @@ STEPS: tuple[Step, ...] = (
     ),
 )
 
-BY_ID = {s.id: s for s in STEPS}
+# `promotion.approval: manual`: a person approves the promotion in the Airflow UI (ml/tasks/approve_challenger.py)
+APPROVAL = Step(
+    "approve_challenger",
+    kind="approval",
+    after=("evaluate_challenger",),
+    reads={"trained": "train_challenger", "evaluated": "evaluate_challenger"},
+    links=True,
+)
+
+
+def steps(approval: bool = False) -> tuple[Step, ...]:
+    """The flow's steps; `approval` (`promotion.approval: manual`): with `approve_challenger` between
+    `evaluate_challenger` and `promote_challenger`."""
+    if not approval:
+        return STEPS
+    out: list[Step] = []
+    for step in STEPS:
+        if step.id == "promote_challenger":
+            out += [APPROVAL, dataclasses.replace(step, after=(APPROVAL.id,))]
+        else:
+            out.append(step)
+    return tuple(out)
+
+
+BY_ID = {s.id: s for s in (*STEPS, APPROVAL)}
 # steps whose outputs only a retrain policy reads: a replay of a policy that reads no signal skips them
 SIGNAL_STEPS = ("monitor_model", "detect_drift")
 
@@ -156,8 +182,13 @@ def summary(step: Step) -> str:
 def check() -> None:
     """The declaration is consistent: every `after`/`reads` names an earlier step, every branch target
     follows its branch, every non-empty step has a module with `run`. Raises ValueError otherwise."""
+    for approval in (False, True):
+        _check(steps(approval))
+
+
+def _check(declared: tuple[Step, ...]) -> None:
     seen: set[str] = set()
-    for step in STEPS:
+    for step in declared:
         for up in (*step.after, *step.reads.values()):
             if up not in seen:
                 raise ValueError(

@@ -69,6 +69,8 @@ days = sa.Table(
     # the challenger in shadow (ml/shadow.py): JSON judgement, and its verdict
     sa.Column("shadow", sa.Text),
     sa.Column("shadow_verdict", sa.String(20)),  # shadowing | promote | reject
+    # promotion.approval: manual (ml/tasks/approve_challenger.py): {approved, by, comment, at}
+    sa.Column("approval", sa.Text),
 )
 
 alias_events = sa.Table(
@@ -144,6 +146,7 @@ JSON_FIELDS = {
     "estimated_quality",
     "watch",
     "shadow",
+    "approval",
 }
 
 

@@ -20,7 +20,7 @@ from typing import Any
 
 from ml import alerts, flow
 from ml.day import Day, RunParams
-from ml.exceptions import BatchMissingError
+from ml.exceptions import BatchMissingError, StepSkipped
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +66,7 @@ def run_day(
     day = Day.of(dataset, date, run_id or f"local__{date.isoformat()}", params=params)
     out = DayRun(day.date)
     chosen: dict[str, set[str]] = {}  # branch -> the steps it chose
-    for step in flow.STEPS:
+    for step in flow.steps(day.settings.promotion.approval == "manual"):
         state = _state_before(step, out.states, chosen)
         if state is not None:
             out.states[step.id] = state
@@ -77,6 +77,10 @@ def run_day(
         cpu, wall = time.process_time(), time.perf_counter()
         try:
             result = _call(step, day, out)
+        except StepSkipped as exc:  # nothing to do today (e.g. a promotion not approved)
+            out.states[step.id] = "skipped"
+            log.info("%s: %s skipped: %s", day, step.id, exc)
+            continue
         except Exception as exc:  # noqa: BLE001 - a failed step is a state, as in Airflow
             out.cpu_s[step.id], out.wall_s[step.id] = time.process_time() - cpu, time.perf_counter() - wall
             out.states[step.id], out.errors[step.id] = "failed", exc
@@ -90,7 +94,7 @@ def run_day(
             log.warning("%s: %s: the day cannot run now; nothing else runs", day, step.id)
             return out
         out.states[step.id], out.outputs[step.id] = "success", result
-        if step.kind == "branch":
+        if step.kind in ("branch", "approval"):
             nxt = result["next"]
             chosen[step.id] = {nxt} if isinstance(nxt, str) else set(nxt)
         if step.alert and send_alerts:

@@ -195,6 +195,11 @@ class Serving:
 class Promotion:
     """How a challenger that passed the offline gate becomes the champion, and how a new one is watched.
 
+    `approval: manual` puts the `approve_challenger` task (Airflow's HITL ApprovalOperator) before the alias
+    moves: a person approves or rejects on the Required Actions page, seeing the evidence; no answer within
+    `approval_timeout_hours` rejects. Backfills and in-process runs (replay, run-day) are approved
+    automatically, and the day's row says so (`approval`).
+
     `mode: direct` moves `champion` at once. `mode: shadow` (ml/shadow.py) gives it the alias `shadow`: it
     scores the same rows as the champion (the model server scores every request with it too, unanswered,
     captured beside) until `min_shadow_rows` labelled rows or `shadow_days` days are in; then the paired
@@ -208,6 +213,8 @@ class Promotion:
     window is worse than the old one's by more than `watch_tolerance`. `watch_days: 0` turns it off."""
 
     mode: str = "direct"
+    approval: str = "auto"
+    approval_timeout_hours: float = 24.0
     shadow_days: int = 7
     min_shadow_rows: int = 5000
     watch_days: int = 7
@@ -293,6 +300,11 @@ def read_promotion(raw: Mapping[str, Any], p: str) -> Promotion:
             f"{p}: promotion: expected watch_days >= 0 (0: no watch), watch_min_rows >= 1 and "
             f"watch_tolerance >= 0. Got {promotion.watch_days}, {promotion.watch_min_rows} and "
             f"{promotion.watch_tolerance}."
+        )
+    if promotion.approval not in ("auto", "manual") or promotion.approval_timeout_hours <= 0:
+        raise ConfigError(
+            f"{p}: promotion: expected approval auto or manual and approval_timeout_hours > 0. Got "
+            f"{promotion.approval!r} and {promotion.approval_timeout_hours}."
         )
     if promotion.mode not in ("direct", "shadow"):
         raise ConfigError(f"{p}: promotion.mode: expected direct or shadow. Got {promotion.mode!r}.")

@@ -304,6 +304,29 @@ def _inject_drift(day_frame):
     return f
 
 
+APPROVAL_NAME = "flights_approval"
+APPROVAL_DAG_ID = f"retraining_pipeline__{APPROVAL_NAME}"
+
+
+def _approval_yaml(folder: Path) -> None:
+    """flights with `promotion.approval: manual`: the first champion on 2013-01-04 (a backfill: approved
+    automatically), then manual runs whose challengers a person approves or rejects through Airflow."""
+    raw = yaml.safe_load((BUNDLED_DATASETS / "flights.yaml").read_text())
+    raw.update(
+        name=APPROVAL_NAME,
+        dag_id=APPROVAL_DAG_ID,
+        registered_model="flights-approval",
+        holdout_days=1,
+        original_window={"start": "2013-01-01", "end": "2013-01-04"},
+        wait={"timeout_minutes": 1, "poke_seconds": 5},
+        retries={"count": 0},
+        promotion={"approval": "manual", "approval_timeout_hours": 1},
+    )
+    raw["thresholds"].update(min_bootstrap_auc=0.5, bootstrap_resamples=200, logloss_tolerance=10)
+    raw["evaluation"] = {**(raw.get("evaluation") or {}), "segment_tolerance": 1}
+    (folder / f"{APPROVAL_NAME}.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+
+
 @pytest.fixture(scope="session")
 def pipeline(stack_factory, flights_frame, tmp_path_factory):
     datasets = tmp_path_factory.mktemp("datasets")
@@ -475,6 +498,7 @@ def yaml_datasets(stack_factory, tmp_path_factory):
     _capture_yamls(folder)
     _task_yamls(folder)
     _nobatch_yaml(folder)
+    _approval_yaml(folder)
     stack = stack_factory("yaml-datasets", extra_env={"DRIFTWATCH_DATASETS": str(folder)})
     return stack, folder
 

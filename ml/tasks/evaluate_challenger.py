@@ -18,7 +18,7 @@ from ml.tasks import train_challenger
 
 
 class Output(TypedDict):
-    next: Literal["promote_challenger", "reject_challenger"]
+    next: Literal["promote_challenger", "approve_challenger", "reject_challenger"]
     promote: bool
     reason: str
     version: int
@@ -63,7 +63,9 @@ def run(day: Day, trained: train_challenger.Output) -> Output:
     day.record(evaluation=result)
     h.add_reports(s.name, d, evaluation=str(report))
     return {
-        "next": "promote_challenger" if result["promote"] else "reject_challenger",
+        "next": ("approve_challenger" if s.promotion.approval == "manual" else "promote_challenger")
+        if result["promote"]
+        else "reject_challenger",
         "promote": bool(result["promote"]),
         "reason": result["reason"],
         "version": version,

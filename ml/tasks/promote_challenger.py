@@ -13,7 +13,7 @@ from typing import TypedDict
 
 from ml import promotion
 from ml.day import Day
-from ml.exceptions import ModelError
+from ml.exceptions import ModelError, StepSkipped
 from ml.tasks import evaluate_challenger, train_challenger
 
 
@@ -34,6 +34,19 @@ def run(day: Day, trained: train_challenger.Output, evaluated: evaluate_challeng
     evaluation = evaluate_challenger.load(evaluated)
     if evaluation.get("challenger_version") != version:
         raise ModelError(f"{day}: the evaluation in {evaluated['evaluation']} is not of version {version}")
+    approval = day.row().get("approval")
+    if isinstance(approval, dict) and approval.get("version") == version and not approval.get("approved"):
+        # promotion.approval: manual, and the reviewer said no (or nobody answered): approve_challenger
+        # rejected the challenger already
+        raise StepSkipped(f"version {version} was not approved by {approval.get('by')}: the champion stays")
+    if (
+        isinstance(approval, dict)
+        and approval.get("approved")
+        and not str(approval.get("by")).startswith("auto")
+    ):
+        # who approved it, and why, in the audit's reason and the version's description
+        said = f": {approval['comment']}" if approval.get("comment") else ""
+        evaluation = {**evaluation, "reason": f"{evaluation['reason']}; approved by {approval['by']}{said}"}
     if s.promotion.mode == "shadow" and day.serving_champion() is not None:  # the first champion: at once
         from ml import shadow
 

@@ -16,17 +16,28 @@ TASKS = REPO_ROOT / "ml" / "tasks"
 
 def test_the_declaration_is_consistent():
     flow.check()
-    assert len(flow.BY_ID) == len(flow.STEPS)
+    assert len(flow.BY_ID) == len(flow.steps(approval=True)) == len(flow.STEPS) + 1
     assert flow.STEPS[-1].id == "record" and flow.STEPS[-1].all_done
+
+
+def test_manual_approval_puts_approve_challenger_between_the_gate_and_the_promotion():
+    with_approval = {s.id: s for s in flow.steps(approval=True)}
+    assert with_approval["approve_challenger"].after == ("evaluate_challenger",)
+    assert with_approval["approve_challenger"].kind == "approval"
+    assert with_approval["promote_challenger"].after == ("approve_challenger",)
+    assert flow.BY_ID["promote_challenger"].after == ("evaluate_challenger",)  # without: unchanged
+    assert "approve_challenger" not in {s.id for s in flow.steps()}
 
 
 def test_every_task_module_is_a_step_and_every_step_has_its_module():
     modules = {p.stem for p in TASKS.glob("*.py") if p.stem != "__init__"}
-    working = {s.id for s in flow.STEPS if s.kind != "empty"}
+    working = {s.id for s in flow.steps(approval=True) if s.kind != "empty"}
     assert modules == working
 
 
-@pytest.mark.parametrize("step", [s for s in flow.STEPS if s.kind != "empty"], ids=lambda s: s.id)
+@pytest.mark.parametrize(
+    "step", [s for s in flow.steps(approval=True) if s.kind != "empty"], ids=lambda s: s.id
+)
 def test_each_task_module_documents_itself_and_runs_with_what_it_reads(step):
     tree = ast.parse((TASKS / f"{step.id}.py").read_text())
     assert ast.get_docstring(tree), f"ml/tasks/{step.id}.py has no docstring (the task's doc in Airflow)"

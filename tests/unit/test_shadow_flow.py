@@ -43,6 +43,8 @@ def shadowed(tmp_path_factory, flights_partitions):
         "DRIFTWATCH__MONITORING__ATTRIBUTION__ROWS": "300",
         "DRIFTWATCH__PROMOTION__MODE": "shadow",
         "DRIFTWATCH__PROMOTION__MIN_SHADOW_ROWS": "1500",
+        # manual approval as well: in one process nobody is asked, approve_challenger approves automatically
+        "DRIFTWATCH__PROMOTION__APPROVAL": "manual",
     }.items():
         mp.setenv(key, value)
     from ml.config import load_settings
@@ -88,6 +90,8 @@ def test_a_challenger_that_passed_the_gate_goes_to_shadow_not_champion(rejected)
     assert h.champion_at(s.name, STARTED) == 1
     row = h.get_day(s.name, STARTED)
     assert row["promotion"] == "shadow" and "in shadow" in row["promotion_reason"]
+    assert started.states["approve_challenger"] == "success"
+    assert row["approval"]["approved"] and row["approval"]["by"].startswith("auto (an in-process run")
     [event] = h.alias_events(s.name, "shadow")[:1]
     assert (event["before_version"], event["after_version"], event["logical_date"]) == (
         None,
