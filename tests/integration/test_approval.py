@@ -3,7 +3,7 @@ backfill is approved automatically and its history says so; on a manual run the 
 waits in `awaiting_input` with the evidence, and the answer given through Airflow's REST API (what the
 Required Actions page sends) decides: approved -> promoted, who and why in the audit and on the MLflow
 version; rejected -> the champion stays and the challenger is tagged rejected with the reviewer's comment.
-The pure parts: tests/unit/test_approval.py."""
+The pure parts: tests/unit/test_approve_challenger.py."""
 
 from __future__ import annotations
 
