@@ -60,7 +60,7 @@ def question(
     ev = evaluate_challenger.load(evaluated)
     champion = ev.get("champion_version")
     subject = f"Promote {s.registered_model} v{version} to champion (replacing v{champion}) on {day.date}?"
-    lines = [f"**Offline gate**: {ev['reason']}", ""]
+    lines = [f"**Offline gate**: {_text(ev['reason'])}", ""]
     ci = ev.get("bootstrap_ci") or {}
     if ci:
         lines.append(
@@ -68,7 +68,7 @@ def question(
             f"[{ci.get('low', 0):+.4f}, {ci.get('high', 0):+.4f}] on {ev.get('holdout_rows')} holdout rows"
         )
     for name, check in (ev.get("checks") or {}).items():
-        where = f" (worst: {check['segment']})" if check.get("segment") else ""
+        where = f" (worst: {_text(check['segment'])})" if check.get("segment") else ""
         verdict = "pass" if check.get("passed") else "FAIL"
         lines.append(f"- {name}: {check['value']:.4f} {check['rule']} {check['threshold']}: {verdict}{where}")
     dag_id = s.dag_id
@@ -81,6 +81,14 @@ def question(
         "Say why in the comment: it goes on the MLflow version and in the audit.",
     ]
     return subject, "\n".join(lines)
+
+
+def _text(value: object) -> str:
+    """A value from the data (a segment's name: a carrier, a destination) as plain text in the markdown the
+    Airflow UI renders: every markdown and HTML character escaped, on one line."""
+    import re
+
+    return re.sub(r"([\\`*_{}\[\]()<>#+\-.!|~&])", r"\\\1", " ".join(str(value).split()))
 
 
 def answered(

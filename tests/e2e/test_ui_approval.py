@@ -112,6 +112,11 @@ def test_approve_one_and_reject_one_in_the_airflow_ui(approvals, airflow_page):
     assert h.champion_at(s.name, approve_day) == new != champion
     [event] = [e for e in h.alias_events(s.name, "champion") if e["after_version"] == new]
     assert "approved by admin: looks right in the UI" in event["reason"]
+    from ml.registry import client
+
+    tags = client(s).get_model_version(s.registered_model, str(new)).tags
+    assert (tags["driftwatch.approval"], tags["driftwatch.approval.by"]) == ("approved", "admin")
+    assert tags["driftwatch.approval.comment"] == "looks right in the UI"
 
     run_id = _waiting(stack, reject_day)
     _answer_in_the_ui(page, stack, run_id, "Reject", "not convinced", "approval-reject")
@@ -124,3 +129,6 @@ def test_approve_one_and_reject_one_in_the_airflow_ui(approvals, airflow_page):
         and "not approved by admin: not convinced" in rejected["promotion_reason"]
     )
     assert h.champion_at(s.name, reject_day) == new  # unchanged
+    tags = client(s).get_model_version(s.registered_model, str(rejected["candidate_version"])).tags
+    assert (tags["driftwatch.approval"], tags["driftwatch.decision"]) == ("rejected", "rejected")
+    assert "not convinced" in tags["driftwatch.reason"]

@@ -99,3 +99,14 @@ def test_a_manual_approval_dag_asks_between_the_gate_and_the_promotion(tmp_path)
     assert on["upstream"] == ["evaluate_challenger"] and on["downstream"] == ["promote_challenger"]
     assert on["promote_upstream"] == ["approve_challenger"]
     assert on["evaluate_downstream"] == ["approve_challenger", "reject_challenger"]
+
+
+def test_data_values_in_the_question_are_plain_text_in_markdown():
+    import re
+
+    hostile = "carrier=</script><img src=x onerror=alert(1)>\n[x](javascript:alert(1)) **b**"
+    shown = step._text(hostile)
+    assert "\n" not in shown
+    # every markdown/HTML character is backslash-escaped: nothing opens a tag, a link or emphasis
+    assert not re.search(r"(?<!\\)[<>\[\]()*]", shown), shown
+    assert shown.replace("\\", "") == " ".join(hostile.split())  # and the text itself is kept
