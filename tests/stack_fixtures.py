@@ -308,6 +308,16 @@ APPROVAL_NAME = "flights_approval"
 APPROVAL_DAG_ID = f"retraining_pipeline__{APPROVAL_NAME}"
 
 
+def write_days(settings: Any, flights_frame: Any, days: Any) -> None:
+    """The real flights of `days` as the dataset's lake partitions (a day already there is kept)."""
+    for day in days:
+        part = settings.partition_dir(day)
+        if not part.exists():
+            part.mkdir(parents=True)
+            frame = flights_frame[flights_frame["date"] == day.isoformat()][settings.columns]
+            frame.reset_index(drop=True).to_parquet(part / "part-0.parquet", index=False)
+
+
 def _approval_yaml(folder: Path) -> None:
     """flights with `promotion.approval: manual`: the first champion on 2013-01-04 (a backfill: approved
     automatically), then manual runs whose challengers a person approves or rejects through Airflow."""

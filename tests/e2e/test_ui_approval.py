@@ -11,7 +11,7 @@ import time
 import urllib.parse
 
 import pytest
-from stack_fixtures import APPROVAL_DAG_ID, APPROVAL_NAME, use_stack_env
+from stack_fixtures import APPROVAL_DAG_ID, APPROVAL_NAME, use_stack_env, write_days
 
 from ml.config import REPO_ROOT
 
@@ -33,12 +33,7 @@ def approvals(yaml_datasets, flights_frame):
         from ml.history import History
 
         s = load_settings(APPROVAL_NAME)
-        for day in DAYS:
-            part = s.partition_dir(day)
-            if not part.exists():
-                frame = flights_frame[flights_frame["date"] == day.isoformat()][s.columns]
-                part.mkdir(parents=True)
-                frame.reset_index(drop=True).to_parquet(part / "part-0.parquet", index=False)
+        write_days(s, flights_frame, DAYS)
         h = History(s.history_url)
         stack.wait_for_dag(APPROVAL_DAG_ID, timeout=180)
         if h.champion_at(s.name, FIRST) is None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
-from stack_fixtures import APPROVAL_DAG_ID, APPROVAL_NAME, use_stack_env
+from stack_fixtures import APPROVAL_DAG_ID, APPROVAL_NAME, use_stack_env, write_days
 
 pytestmark = pytest.mark.integration
 
@@ -25,11 +25,7 @@ def approval(yaml_datasets, flights_frame):
 
         s = load_settings(APPROVAL_NAME)
         assert s.promotion.approval == "manual"
-        for day in DAYS:
-            frame = flights_frame[flights_frame["date"] == day.isoformat()][s.columns].reset_index(drop=True)
-            part = s.partition_dir(day)
-            part.mkdir(parents=True, exist_ok=True)
-            frame.to_parquet(part / "part-0.parquet", index=False)
+        write_days(s, flights_frame, DAYS)
         stack.wait_for_dag(APPROVAL_DAG_ID, timeout=180)
         result = stack.backfill(APPROVAL_DAG_ID, DAYS[0], FIRST, timeout=900)
         assert result["failed"] == 0, (result, stack.failure_report())
