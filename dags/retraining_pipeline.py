@@ -54,8 +54,8 @@ its last day. Params below apply to a manual run only.
 """
 
 
-def _table() -> str:
-    return "\n".join(f"| `{s.id}` | {flow.summary(s)} |" for s in flow.STEPS)
+def _table(approval: bool) -> str:
+    return "\n".join(f"| `{s.id}` | {flow.summary(s)} |" for s in flow.steps(approval))
 
 
 def _operator(step: flow.Step, spec: DagSpec):
@@ -129,7 +129,7 @@ def build(spec: DagSpec):
             delay=f"{spec.label_delay_days} days after the batch"
             if spec.label_delay_days
             else "with the batch",
-            table=_table(),
+            table=_table(spec.approval_timeout_s is not None),
         ),
         default_args={
             "retries": spec.retries,
