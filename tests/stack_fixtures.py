@@ -318,6 +318,32 @@ def write_days(settings: Any, flights_frame: Any, days: Any) -> None:
             frame.reset_index(drop=True).to_parquet(part / "part-0.parquet", index=False)
 
 
+APPROVAL_FIRST = dt.date(2013, 1, 4)  # the approval dataset's first champion (end of its original window)
+
+
+def approval_dataset(yaml_datasets: Any, flights_frame: Any, days: Any) -> Iterator[tuple[Any, Any, Any]]:
+    """For a module fixture: (stack, settings, history) of the approval dataset on the yaml-datasets stack,
+    the flights of `days` in its lake and its first champion backfilled (by the first module that asks;
+    the backfill must not fail)."""
+    stack, folder = yaml_datasets
+    mp = use_stack_env(stack, folder)
+    try:
+        from ml.config import load_settings
+        from ml.history import History
+
+        s = load_settings(APPROVAL_NAME)
+        assert s.promotion.approval == "manual"
+        write_days(s, flights_frame, days)
+        h = History(s.history_url)
+        stack.wait_for_dag(APPROVAL_DAG_ID, timeout=180)
+        if h.champion_at(s.name, APPROVAL_FIRST) is None:
+            result = stack.backfill(APPROVAL_DAG_ID, days[0], APPROVAL_FIRST, timeout=900)
+            assert result["failed"] == 0, (result, stack.failure_report())
+        yield stack, s, h
+    finally:
+        mp.undo()
+
+
 def _approval_yaml(folder: Path) -> None:
     """flights with `promotion.approval: manual`: the first champion on 2013-01-04 (a backfill: approved
     automatically), then manual runs whose challengers a person approves or rejects through Airflow."""

@@ -11,7 +11,7 @@ import time
 import urllib.parse
 
 import pytest
-from stack_fixtures import APPROVAL_DAG_ID, APPROVAL_NAME, use_stack_env, write_days
+from stack_fixtures import APPROVAL_DAG_ID, approval_dataset
 
 from ml.config import REPO_ROOT
 
@@ -19,29 +19,13 @@ pytestmark = [pytest.mark.e2e, pytest.mark.integration]
 
 SHOTS = REPO_ROOT / "test-artifacts" / "e2e"
 DAYS = [dt.date(2013, 1, 1) + dt.timedelta(days=i) for i in range(8)]
-FIRST = dt.date(2013, 1, 4)
 FORCED = {"force_retrain": True, "min_delta": -1.0}
 
 
 @pytest.fixture(scope="module")
 def approvals(yaml_datasets, flights_frame):
-    """The approval dataset with a champion (backfilled to FIRST when no earlier test did it)."""
-    stack, folder = yaml_datasets
-    mp = use_stack_env(stack, folder)
-    try:
-        from ml.config import load_settings
-        from ml.history import History
-
-        s = load_settings(APPROVAL_NAME)
-        write_days(s, flights_frame, DAYS)
-        h = History(s.history_url)
-        stack.wait_for_dag(APPROVAL_DAG_ID, timeout=180)
-        if h.champion_at(s.name, FIRST) is None:
-            result = stack.backfill(APPROVAL_DAG_ID, DAYS[0], FIRST, timeout=900)
-            assert result["failed"] == 0, stack.failure_report()
-        yield stack, s, h
-    finally:
-        mp.undo()
+    """The approval dataset with a champion (backfilled when no earlier test did it)."""
+    yield from approval_dataset(yaml_datasets, flights_frame, DAYS)
 
 
 def _waiting(stack, day: dt.date) -> str:
