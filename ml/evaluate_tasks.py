@@ -60,7 +60,7 @@ def compare_task(
         ci = o.paired_bootstrap(
             y, old, new, resamples=t.bootstrap_resamples, confidence=t.confidence, seed=settings.training.seed
         )
-        guard, tolerance = _guardrail(o.task, champion, challenger, t)
+        guard, tolerance = o.guardrail_change(champion, challenger), guardrail_tolerance(o.task, t)
         candidate = {"gain_ci_low": ci["low"], "guardrail_increase": guard}
         thresholds = {
             "gain_ci_low": MetricThreshold(threshold=min_delta + 1e-12, greater_is_better=True),
@@ -102,16 +102,9 @@ def _baseline(o: Any, y: Any, naive: float | None = None) -> float:
     return float(o.value(y, proba))
 
 
-def _guardrail(
-    task: str, champion: dict[str, Any], challenger: dict[str, Any], t: Any
-) -> tuple[float, float]:
-    if task == "regression":
-        base = float(champion["mae"] or 0.0)
-        change = (float(challenger["mae"] or 0.0) - base) / base if base > 0 else 0.0
-        return change, float(t.mae_tolerance)
-    return float(challenger["log_loss"] or 0.0) - float(champion["log_loss"] or 0.0), float(
-        t.logloss_tolerance
-    )
+def guardrail_tolerance(task: str, t: Any) -> float:
+    """How much worse the guardrail may get (`Objective.guardrail_change`): MAE relative, else log loss."""
+    return float(t.mae_tolerance if task == "regression" else t.logloss_tolerance)
 
 
 def _segments(

@@ -97,4 +97,7 @@ def as_evidence(judged: Any) -> dict[str, Any]:
         )
     if judged.mean_new is not None:
         tags.update({"live.challenger": judged.mean_new, "live.champion": judged.mean_old})
+    guard = getattr(judged, "guardrail", None)
+    if guard is not None:
+        tags[f"live.{guard['name']}_change"] = guard["change"]
     return tags

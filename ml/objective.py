@@ -52,6 +52,14 @@ class Objective:
     def guardrail(self) -> str:
         return "mae" if self.task == "regression" else "log_loss"
 
+    def guardrail_change(self, base: dict[str, Any], new: dict[str, Any]) -> float:
+        """How much worse `new` is than `base` on the guardrail, from their `metrics` (positive: worse): the
+        log loss's increase, or for MAE the relative increase (as `thresholds.mae_tolerance` reads)."""
+        if self.task == "regression":
+            before = float(base["mae"] or 0.0)
+            return (float(new["mae"] or 0.0) - before) / before if before > 0 else 0.0
+        return float(new["log_loss"] or 0.0) - float(base["log_loss"] or 0.0)
+
     @property
     def higher_is_better(self) -> bool:
         return self.task != "regression"

@@ -6,7 +6,7 @@ rows as the champion: the model server scores every request with it too (never a
 `_capture_shadow`, ml/capture.py), and the day's `watch_champion` step scores the day's batch with it (the
 server's scores when they cover the day, else its own: a replay or a backfill gives the same numbers).
 `judge` pools the labelled live rows of the window [S+1, S+shadow_days] and decides with
-`ml.watch.judge_shadow` (the paired bootstrap of the offline gate): promoted through `ml.promotion.promote`
+`ml.watch.judge_shadow` (the paired bootstrap and the log-loss/MAE guardrail of the offline gate): promoted through `ml.promotion.promote`
 (stamped with the day that decided; the new champion serves from the next day, and is watched), or
 rejected; either way the `shadow` alias is removed. The verdict is in the day's history row (`shadow`,
 `shadow_verdict`) and on the MLflow version (`driftwatch.shadow.*`, `live.*` tags). A rollback of the
@@ -89,6 +89,7 @@ def judge(day: Day) -> dict[str, Any] | None:
     if d <= last:
         live.version_scores(day, d, version, live.CHALLENGER_FILE)
     days, complete = live.labelled_days(day, first, last, None, version, live.CHALLENGER_FILE)
+    from ml.evaluate_tasks import guardrail_tolerance
     from ml.watch import WatchDay, judge_shadow
 
     judged = judge_shadow(
@@ -103,6 +104,7 @@ def judge(day: Day) -> dict[str, Any] | None:
         confidence=t.confidence,
         resamples=t.bootstrap_resamples,
         seed=s.training.seed,
+        guardrail_tolerance=guardrail_tolerance(s.objective.task, t),
     )
     later = [r["day"] for r in h.days(s.name) if r["day"] > d.isoformat()]
     if judged.verdict == "shadowing" or later:

@@ -42,9 +42,11 @@ class Judgement:
     ci: dict[str, float] | None  # the pooled paired bootstrap {"delta", "low", "high", "resamples"}
     mean_new: float | None  # mean daily primary metric, when every watched day is labelled
     mean_old: float | None
+    # a shadow test: the guardrail on the pooled rows {"name", "change" (positive: worse), "tolerance"}
+    guardrail: dict[str, Any] | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             "verdict": self.verdict,
             "reason": self.reason,
             "rows": self.rows,
@@ -53,6 +55,7 @@ class Judgement:
             "mean_new": self.mean_new,
             "mean_old": self.mean_old,
         }
+        return {**out, "guardrail": self.guardrail} if self.guardrail is not None else out
 
 
 def judge(
@@ -151,6 +154,7 @@ def judge_shadow(
     confidence: float,
     resamples: int,
     seed: int,
+    guardrail_tolerance: float | None = None,
 ) -> Judgement:
     """A challenger in shadow (`promotion.mode: shadow`): its verdict on the labelled live days so far.
 
@@ -158,14 +162,16 @@ def judge_shadow(
     decision is due once `min_rows` labelled rows are in, or when the whole window of `shadow_days` days is
     (`window_complete`), whichever comes first: the paired bootstrap of the primary metric's gain on all
     those rows (`Objective.paired_bootstrap`, as the offline gate) promotes when its lower bound is above
-    `min_delta`, else rejects. Before that the verdict is `shadowing` (with the CI so far, once rows exist).
+    `min_delta` and, as offline, the guardrail (log loss; for regression MAE, relative) is no worse on the
+    same rows than `guardrail_tolerance` allows (None: not checked); else it rejects. Before that the
+    verdict is `shadowing` (with the CI and the guardrail so far, once rows exist).
     """
     import numpy as np
 
     name = objective.primary
     rows = sum(len(d.y) for d in days)
     vs = f"shadow version {shadow_version} vs champion {champion_version}"
-    ci = pooled_new = pooled_old = None
+    ci = pooled_new = pooled_old = guard = None
     if rows:
         y = np.concatenate([np.asarray(d.y) for d in days])
         new = np.concatenate([np.asarray(d.new) for d in days])
@@ -175,6 +181,9 @@ def judge_shadow(
             ci = objective.paired_bootstrap(
                 y, old, new, resamples=resamples, confidence=confidence, seed=seed
             )
+            if guardrail_tolerance is not None:
+                change = objective.guardrail_change(objective.metrics(y, old), objective.metrics(y, new))
+                guard = {"name": objective.guardrail, "change": change, "tolerance": guardrail_tolerance}
     due = rows >= min_rows or window_complete
     level = f"{confidence:.0%}"
     if ci is None:
@@ -203,6 +212,9 @@ def judge_shadow(
         f"{vs} on {rows} labelled live rows of {len(days)} days: {name} {pooled_new:.4f} vs {pooled_old:.4f}, "
         f"gain {ci['delta']:+.4f}, {level} CI [{ci['low']:+.4f}, {ci['high']:+.4f}]"
     )
+    worse = guard is not None and guard["change"] > guard["tolerance"]
+    if guard is not None:
+        summary += f"; {guard['name']} worse by {guard['change']:+.4f} (tolerance {guard['tolerance']})"
     if not due:
         return Judgement(
             "shadowing",
@@ -212,10 +224,13 @@ def judge_shadow(
             ci,
             pooled_new,
             pooled_old,
+            guard,
         )
-    if ci["low"] > min_delta:
-        verdict: Verdict = "promote"
-        text = f"{summary}: lower bound above min_delta {min_delta}: promoted"
+    verdict: Verdict = "reject"
+    if ci["low"] <= min_delta:
+        text = f"{summary}: lower bound not above min_delta {min_delta}: rejected"
+    elif worse:
+        text = f"{summary}: lower bound above min_delta {min_delta} but the guardrail fails: rejected"
     else:
-        verdict, text = "reject", f"{summary}: lower bound not above min_delta {min_delta}: rejected"
-    return Judgement(verdict, text, rows, len(days), ci, pooled_new, pooled_old)
+        verdict, text = "promote", f"{summary}: lower bound above min_delta {min_delta}: promoted"
+    return Judgement(verdict, text, rows, len(days), ci, pooled_new, pooled_old, guard)

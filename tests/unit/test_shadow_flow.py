@@ -146,6 +146,11 @@ def test_a_worse_shadow_is_rejected_on_the_live_rows(rejected):
     tags = c.get_model_version(s.registered_model, "2").tags
     assert tags["driftwatch.shadow.verdict"] == "rejected" and tags["driftwatch.decision"] == "rejected"
     assert float(tags["live.rows"]) >= 1500 and float(tags["live.ci_low"]) <= 0
+    # the live log-loss guardrail is measured and kept as evidence
+    assert (
+        v["guardrail"]["name"] == "log_loss" and v["guardrail"]["tolerance"] == s.thresholds.logloss_tolerance
+    )
+    assert float(tags["live.log_loss_change"]) == pytest.approx(v["guardrail"]["change"])
     assert h.get_day(s.name, day)["shadow_verdict"] == "reject"
     alerts = [json.loads(line) for line in s.paths.alerts.read_text().splitlines()]
     shadow = [(a["verdict"], a["version"]) for a in alerts if a["kind"] == "shadow" and a["version"] == 2]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from ml.objective import Objective
 from ml.watch import WatchDay, judge_shadow
@@ -20,7 +21,7 @@ def _day(i: int, n: int, *, shadow_skill: float, champion_skill: float, seed: in
     return WatchDay(f"2013-03-{i + 1:02d}", y, new, old)
 
 
-def _judge(days, *, complete=False, min_rows=1000, min_delta=0.0, objective=BINARY):
+def _judge(days, *, complete=False, min_rows=1000, min_delta=0.0, objective=BINARY, guardrail=None):
     return judge_shadow(
         objective,
         days,
@@ -33,6 +34,7 @@ def _judge(days, *, complete=False, min_rows=1000, min_delta=0.0, objective=BINA
         confidence=0.95,
         resamples=200,
         seed=0,
+        guardrail_tolerance=guardrail,
     )
 
 
@@ -93,3 +95,50 @@ def test_lower_is_better_metrics_gain_when_the_error_falls():
     better = _judge([WatchDay("2013-03-01", y, good, bad)], objective=REGRESSION)
     worse = _judge([WatchDay("2013-03-01", y, bad, good)], objective=REGRESSION)
     assert better.verdict == "promote" and worse.verdict == "reject"
+
+
+def _calibrated_days(seed: int) -> list[WatchDay]:
+    """Labels drawn with probability q: the champion says q with noise (calibrated, weaker ranking), the
+    shadow says q exactly (a better ranking)."""
+    out = []
+    for i in range(3):
+        rng = np.random.default_rng(seed + i)
+        q = rng.uniform(0.05, 0.95, 2000)
+        y = (rng.random(2000) < q).astype(int)
+        old = np.clip(q + rng.normal(0, 0.25, 2000), 0.02, 0.98)
+        out.append(WatchDay(f"2013-03-{i + 1:02d}", y, q, old))
+    return out
+
+
+def _overconfident(day: WatchDay) -> WatchDay:
+    """The same ranking (the same AUC) with every score between 0.85 and 0.95: a much worse log loss."""
+    return WatchDay(day.day, day.y, 0.85 + 0.1 * np.asarray(day.new), day.old)
+
+
+def test_a_better_ranking_with_a_worse_log_loss_is_rejected_by_the_guardrail():
+    days = _calibrated_days(7)
+    calibrated = _judge(days, guardrail=0.01)
+    assert calibrated.verdict == "promote"
+    assert calibrated.guardrail is not None and calibrated.guardrail["name"] == "log_loss"
+    assert calibrated.guardrail["change"] < 0  # its log loss is better too
+    j = _judge([_overconfident(d) for d in days], guardrail=0.01)
+    assert j.ci == calibrated.ci  # the same ranking: the same AUC evidence
+    assert j.verdict == "reject" and j.guardrail["change"] > 0.01
+    assert "log_loss worse by" in j.reason and "the guardrail fails" in j.reason
+    assert j.as_dict()["guardrail"] == j.guardrail
+    # without a tolerance the guardrail is not checked (and not reported)
+    unchecked = _judge([_overconfident(d) for d in days])
+    assert unchecked.verdict == "promote" and "guardrail" not in unchecked.as_dict()
+
+
+def test_the_regression_guardrail_is_the_relative_mae():
+    rng = np.random.default_rng(6)
+    y = rng.normal(10, 3, 3000)
+    old = y + rng.normal(0, 2, 3000)
+    # errors mostly smaller (a better RMSE) but a few huge ones: judged on the relative MAE change
+    new = y + np.where(rng.random(3000) < 0.9, rng.normal(0, 0.5, 3000), rng.normal(0, 2, 3000))
+    j = _judge([WatchDay("2013-03-01", y, new, old)], objective=REGRESSION, guardrail=0.05)
+    mae_new, mae_old = np.mean(np.abs(y - new)), np.mean(np.abs(y - old))
+    assert j.guardrail is not None and j.guardrail["name"] == "mae"
+    assert j.guardrail["change"] == pytest.approx((mae_new - mae_old) / mae_old)
+    assert j.verdict == "promote"
