@@ -319,6 +319,7 @@ def write_days(settings: Any, flights_frame: Any, days: Any) -> None:
 
 
 APPROVAL_FIRST = dt.date(2013, 1, 4)  # the approval dataset's first champion (end of its original window)
+APPROVAL_TIMEOUT_S = 108.0  # its `approval_timeout_hours` (0.03)
 
 
 def approval_dataset(yaml_datasets: Any, flights_frame: Any, days: Any) -> Iterator[tuple[Any, Any, Any]]:
@@ -356,7 +357,8 @@ def _approval_yaml(folder: Path) -> None:
         original_window={"start": "2013-01-01", "end": "2013-01-04"},
         wait={"timeout_minutes": 1, "poke_seconds": 5},
         retries={"count": 0},
-        promotion={"approval": "manual", "approval_timeout_hours": 1},
+        # the timeout (108 s) leaves the browser test time to answer and lets test_approval.py see it pass
+        promotion={"approval": "manual", "approval_timeout_hours": APPROVAL_TIMEOUT_S / 3600},
     )
     raw["thresholds"].update(min_bootstrap_auc=0.5, bootstrap_resamples=200, logloss_tolerance=10)
     raw["evaluation"] = {**(raw.get("evaluation") or {}), "segment_tolerance": 1}
