@@ -22,6 +22,7 @@ SERVE_WORKERS ?= 1
 BENCH_FROM ?= 2013-01-01
 BENCH_TO   ?= 2013-12-31
 PYTEST_ARGS ?=
+TEST_WORKERS ?= 2
 
 # ports of the local stack: passed on only when given, so the defaults live in one place (devstack/config.py)
 STACK_ENV :=
@@ -74,9 +75,10 @@ prepare: venv ## write the daily partitions of DATASET into the lake
 serve: venv ## the model server of DATASET on 127.0.0.1:SERVE_PORT (5080), following its champion on the stack's MLflow; Ctrl-C stops it
 	$(STACK) serve --dataset $(DATASET) --port $(SERVE_PORT) --workers $(SERVE_WORKERS)
 
-test: venv ## unit, integration (real Airflow + MLflow on free ports) and browser tests; JUnit XML + screenshots in test-artifacts/
+test: venv ## unit, integration (real Airflow + MLflow on free ports) and browser tests on TEST_WORKERS processes (tests/scheduling.py); JUnit XML + screenshots in test-artifacts/
 	@mkdir -p test-artifacts
 	@rc=0; $(PY) -m pytest -p no:cacheprovider tests/unit tests/integration tests/e2e \
+	  -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder \
 	  --junitxml=test-artifacts/junit.xml $(PYTEST_ARGS) || rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests; failing" >&2; exit 1; fi; \
 	exit $$rc

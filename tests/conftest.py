@@ -105,4 +105,12 @@ def add_partitions(flights_partitions: Path):
 
 # The real stacks (Airflow + MLflow on free ports) and the shared DAG scenario, for tests/integration and
 # tests/e2e alike: registered once here so a session-scoped stack is started once per pytest session.
+# Which tests run together and in what order; shared stacks stopped when done (tests/scheduling.py).
+from scheduling import (  # noqa: E402,F401
+    pytest_collection_modifyitems,
+    pytest_configure,
+    pytest_runtest_teardown,
+    pytest_unconfigure,
+    pytest_xdist_make_scheduler,
+)
 from stack_fixtures import _pipeline_env, pipeline, stack, stack_factory, yaml_datasets  # noqa: E402,F401

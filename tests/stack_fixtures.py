@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import scheduling
 import yaml
 
 from devstack import airflow_api, config, private, processes, startup
@@ -229,17 +230,26 @@ def stack_factory(tmp_path_factory: pytest.TempPathFactory, request: pytest.Fixt
         stack.start_seconds = startup.start(cfg, components, quiet=True)
         return stack
 
+    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
+
+    def stop(name: str) -> None:
+        """Stop the stack `name` now (tests/scheduling.py: after the last test that uses it)."""
+        stack = started.pop(name, None)
+        if stack is None:
+            return
+        try:
+            if request.session.testsfailed > 0:
+                _write_report(stack, reporter)
+        finally:
+            processes.stop(stack.cfg, quiet=True)
+
+    make.stop = stop  # type: ignore[attr-defined]
+    scheduling.register_factory(make)
     try:
         yield make
     finally:
-        failed = request.session.testsfailed > 0
-        reporter = request.config.pluginmanager.get_plugin("terminalreporter")
-        for stack in started.values():
-            try:
-                if failed:
-                    _write_report(stack, reporter)
-            finally:
-                processes.stop(stack.cfg, quiet=True)
+        for name in list(started):
+            stop(name)
         mp.undo()
 
 
