@@ -109,6 +109,7 @@ def add_partitions(flights_partitions: Path):
 from scheduling import (  # noqa: E402,F401
     pytest_collection_modifyitems,
     pytest_configure,
+    pytest_runtest_setup,
     pytest_runtest_teardown,
     pytest_unconfigure,
     pytest_xdist_make_scheduler,

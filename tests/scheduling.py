@@ -11,8 +11,9 @@ A real stack (Airflow scheduler, dag-processor, API server, MLflow server) costs
   named in $DRIFTWATCH_TEST_GROUPS, which it reads when it schedules, after the collection.)
 - **Order**: the groups of shared stacks first (the longest), then the other modules with a stack of their
   own, then the unit tests; within a group, the collection order.
-- **Stopped when done**: a shared stack is stopped after the last test that uses it (its group's tests are
-  contiguous), not at the end of the session, so it does not slow down the tests that follow.
+- **Stopped when done**: a stack (shared or a module's own) is stopped after the last test of the group
+  that started it (a group's tests are contiguous), not at the end of the session, so it does not slow
+  down the tests that follow.
 """
 
 from __future__ import annotations
@@ -26,8 +27,8 @@ from typing import Any
 
 import pytest
 
-# fixture -> the stack_factory name it starts
-SHARED_STACKS = {"pipeline": "pipeline", "yaml_datasets": "yaml-datasets"}
+# the session-scoped fixtures of stacks shared by several modules
+SHARED_STACKS = ("pipeline", "yaml_datasets")
 
 
 def _module(item: pytest.Item) -> str:
@@ -85,6 +86,7 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     of = groups(items)
+    _group_of.update(of)
     if hasattr(config, "workerinput") and os.environ.get(GROUPS_FILE):
         target = Path(os.environ[GROUPS_FILE])
         tmp = target.with_name(f"{target.name}.{os.getpid()}")
@@ -117,10 +119,28 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
 
 
 _factories: list[Any] = []  # the session's stack_factory (one per process: each xdist worker has its own)
+_group_of: dict[str, str] = {}  # module -> group, of this process's collection
+_current: list[str] = []  # the group of the test being set up
+_owned: dict[str, list[str]] = {}  # group -> the stacks started while setting up its tests
 
 
 def register_factory(factory: Any) -> None:
     _factories[:] = [factory]
+
+
+def started(name: str) -> None:
+    """stack_factory started the stack `name`: it belongs to the group of the test being set up."""
+    if _current:
+        _owned.setdefault(_current[0], []).append(name)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_setup(item: pytest.Item) -> Any:
+    _current[:] = [_group_of.get(_module(item), _module(item))]
+    try:
+        return (yield)
+    finally:
+        _current.clear()
 
 
 @pytest.hookimpl(wrapper=True)
@@ -128,7 +148,8 @@ def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> 
     result = yield
     if nextitem is None or not _factories:
         return result  # the end of the session stops every stack anyway
-    for fixture, name in SHARED_STACKS.items():
-        if fixture in item.fixturenames and fixture not in nextitem.fixturenames:
+    group = _group_of.get(_module(item), _module(item))
+    if _group_of.get(_module(nextitem), _module(nextitem)) != group:
+        for name in _owned.pop(group, []):  # its group is done: the next test is another group's
             _factories[0].stop(name)
     return result

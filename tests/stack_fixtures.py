@@ -227,13 +227,14 @@ def stack_factory(tmp_path_factory: pytest.TempPathFactory, request: pytest.Fixt
         startup.init(cfg, quiet=True)
         stack = Stack(name=name, cfg=cfg, env=airflow_env(cfg), lake=lake, dags_folder=dags_folder)
         started[name] = stack  # registered first: a failed start still gets its logs reported and stopped
+        scheduling.started(name)  # stopped after the last test of the group that started it
         stack.start_seconds = startup.start(cfg, components, quiet=True)
         return stack
 
     reporter = request.config.pluginmanager.get_plugin("terminalreporter")
 
     def stop(name: str) -> None:
-        """Stop the stack `name` now (tests/scheduling.py: after the last test that uses it)."""
+        """Stop the stack `name` now (tests/scheduling.py: after the last test of its group)."""
         stack = started.pop(name, None)
         if stack is None:
             return

@@ -51,19 +51,43 @@ def test_the_shared_stacks_run_first_then_other_stacks_then_unit_tests_each_grou
     ]
 
 
-def test_a_shared_stack_is_stopped_after_its_last_test_only():
-    stopped = []
-    scheduling.register_factory(SimpleNamespace(stop=stopped.append))
+def _drive(hook, *args, between=lambda: None):
+    """Run a wrapper hook around `between` (what pytest runs inside it)."""
+    gen = hook(*args)
+    next(gen)
+    between()
     try:
-        p, both2, y, y2, own = ITEMS[1], ITEMS[4], ITEMS[5], ITEMS[7], ITEMS[2]
-        for item, nextitem in ((p, both2), (both2, y), (y, y2), (y2, own), (own, None)):
-            gen = scheduling.pytest_runtest_teardown(item, nextitem)
-            next(gen)
-            try:
-                gen.send(None)
-            except StopIteration:
-                pass
-        # pipeline ends with test_both (the next one does not use it); yaml-datasets with test_y2
-        assert stopped == ["pipeline", "yaml-datasets"]
+        gen.send(None)
+    except StopIteration:
+        pass
+
+
+def test_a_stack_is_stopped_after_the_last_test_of_the_group_that_started_it():
+    items = list(ITEMS)
+    scheduling.pytest_collection_modifyitems(SimpleNamespace(), items)
+    stopped: list[str] = []
+    scheduling.register_factory(SimpleNamespace(stop=stopped.append))
+    starts = {  # the stack each test's set-up starts (a later test of the group finds it started)
+        "tests/integration/test_p.py::test_1": "pipeline",
+        "tests/integration/test_y.py::test_1": "yaml-datasets",
+        "tests/integration/test_own.py::test_1": "own",
+    }
+    seen = []
+    try:
+        for item, nextitem in zip(items, [*items[1:], None], strict=True):
+            name = starts.get(item.nodeid)
+            _drive(
+                scheduling.pytest_runtest_setup,
+                item,
+                between=(lambda n=name: scheduling.started(n)) if name else (lambda: None),
+            )
+            _drive(scheduling.pytest_runtest_teardown, item, nextitem)
+            seen.append((item.nodeid, list(stopped)))
     finally:
         scheduling._factories.clear()
+        scheduling._owned.clear()
+    after = dict(seen)
+    # the shared group's two stacks live until its last test (test_y2), the module's own until its end
+    assert after["tests/e2e/test_y2.py::test_1"] == ["pipeline", "yaml-datasets"]
+    assert after["tests/integration/test_y.py::test_1"] == []
+    assert after["tests/integration/test_own.py::test_1"] == ["pipeline", "yaml-datasets", "own"]
