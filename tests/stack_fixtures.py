@@ -185,15 +185,18 @@ def _mlflow_login(cfg: config.StackConfig) -> dict[str, str]:
 def stack_factory(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Iterator[Any]:
     """`stack_factory(name="default", mlflow_mode="server", dags=True, extra_env=None)` -> a started Stack.
 
-    Stacks are cached by name for the session and all stopped at its end.
+    Stacks are cached by name and stopped after the last test of the group that started them (tests/
+    scheduling.py), or at the end of the session; while none runs, os.environ is as it was before.
     """
     started: dict[str, Stack] = {}
-    mp = pytest.MonkeyPatch()
-    # the test process reads the same places as the tasks (e.g. ml.status): no developer overrides leak in
-    for var in list(os.environ):
-        if var.startswith("DRIFTWATCH__") or var in ("DRIFTWATCH_DATASETS", "DRIFTWATCH_DB_URL"):
-            mp.delenv(var)
-    mp.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
+    mp = pytest.MonkeyPatch()  # os.environ while a stack runs; undone when none does (unit tests may follow)
+
+    def clean_env() -> None:
+        # the test process reads the same places as the tasks (e.g. ml.status): no developer overrides leak in
+        for var in list(os.environ):
+            if var.startswith("DRIFTWATCH__") or var in ("DRIFTWATCH_DATASETS", "DRIFTWATCH_DB_URL"):
+                mp.delenv(var)
+        mp.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
 
     def make(
         name: str = "default",
@@ -205,6 +208,8 @@ def stack_factory(tmp_path_factory: pytest.TempPathFactory, request: pytest.Fixt
     ) -> Stack:
         if name in started:
             return started[name]
+        if not started:
+            clean_env()
         home = tmp_path_factory.mktemp(f"stack-{name}")
         dags_folder = home / "dags"
         dags_folder.mkdir()
@@ -243,6 +248,13 @@ def stack_factory(tmp_path_factory: pytest.TempPathFactory, request: pytest.Fixt
                 _write_report(stack, reporter)
         finally:
             processes.stop(stack.cfg, quiet=True)
+            if not started:  # the environment (and what was read from it) as before the first stack
+                mp.undo()
+                from ml import registry
+                from ml.day import settings_for
+
+                settings_for.cache_clear()
+                registry._experiment_id.cache_clear()
 
     make.stop = stop  # type: ignore[attr-defined]
     scheduling.register_factory(make)
@@ -251,7 +263,7 @@ def stack_factory(tmp_path_factory: pytest.TempPathFactory, request: pytest.Fixt
     finally:
         for name in list(started):
             stop(name)
-        mp.undo()
+        mp.undo()  # a start that failed before registering its stack
 
 
 @pytest.fixture(scope="session")
