@@ -1,5 +1,7 @@
-"""The browser of the e2e tests: Debian's headless Chromium driven by Playwright (no browser download), one
-per session, and a logged-in Airflow UI page per test module (`airflow_page(stack)`)."""
+"""The browser of the e2e tests: Debian's headless Chromium driven by Playwright (no browser download), and a
+logged-in Airflow UI page (`airflow_page(stack)`), one of each per test module: Playwright's sync API keeps an
+event loop running in the test process while it is open, and the unit tests that may follow on the same
+`make test` worker run their own (asyncio.run refuses to start inside another)."""
 
 from __future__ import annotations
 
@@ -21,7 +23,7 @@ ARGS = [
 ]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser():
     if not Path(CHROMIUM).exists():
         pytest.fail(
