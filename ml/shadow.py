@@ -6,11 +6,11 @@ rows as the champion: the model server scores every request with it too (never a
 `_capture_shadow`, ml/capture.py), and the day's `watch_champion` step scores the day's batch with it (the
 server's scores when they cover the day, else its own: a replay or a backfill gives the same numbers).
 `judge` pools the labelled live rows of the window [S+1, S+shadow_days] and decides with
-`ml.watch.judge_shadow` (the paired bootstrap and the log-loss/MAE guardrail of the offline gate): promoted through `ml.promotion.promote`
-(stamped with the day that decided; the new champion serves from the next day, and is watched), or
-rejected; either way the `shadow` alias is removed. The verdict is in the day's history row (`shadow`,
-`shadow_verdict`) and on the MLflow version (`driftwatch.shadow.*`, `live.*` tags). A rollback of the
-champion ends a shadow test (its comparison was against the version rolled back).
+`ml.watch.judge_shadow` (the paired bootstrap and the log-loss/MAE guardrail of the offline gate): promoted
+through `ml.promotion.promote` (stamped with the day that decided; the new champion serves from the next
+day, and is watched), or rejected; either way the `shadow` alias is removed. The verdict is in the day's
+history row (`shadow`, `shadow_verdict`) and on the MLflow version (`driftwatch.shadow.*`, `live.*` tags). A
+rollback of the champion ends a shadow test (its comparison was against the version rolled back).
 """
 
 from __future__ import annotations
